@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Input checks shared by the operators: done once in Python, before any kernel runs.
+
+Every message names the operator and the bad value.  Kinds and dtypes raise
+TypeError, shapes and values ValueError, indices IndexError.
+"""
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def dtype_names(dtypes):
+    """'float16, float32 or float64' for a sequence of dtypes."""
+    names = [str(np.dtype(d)) for d in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def require_ndarray(op, name, value, why=""):
+    """Return ``value`` if it is a NumPy array, else raise TypeError."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray{why}, got {type(value).__name__}")
+    return value
+
+
+def require_dtype(op, name, array, dtypes):
+    """Raise TypeError unless ``array.dtype`` is one of ``dtypes``."""
+    if array.dtype not in dtypes:
+        raise TypeError(f"{op}: {name} must be {dtype_names(dtypes)}, got {array.dtype}")
+
+
+def require_writeable(op, name, array):
+    """Raise ValueError if ``array`` is read-only (it would be updated in place)."""
+    if not array.flags.writeable:
+        raise ValueError(f"{op}: {name} is read-only and cannot be updated in place")
+
+
+def index_vector(op, name, indices):
+    """Flatten integer indices to a contiguous int32 or int64 vector.
+
+    Other integer dtypes are converted to int64 (uint64 values that do not fit
+    are reported by :func:`raise_first_bad_index` as out of range).
+
+    Raises
+    ------
+    TypeError
+        If the indices are not integers (bools and floats included).
+    """
+    array = np.asarray(indices)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {name} must be integers (int32 or int64), got {array.dtype}")
+    array = array.reshape(-1)
+    if array.dtype not in INDEX_DTYPES:
+        if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+            position = int(np.argmax(array > np.iinfo(np.int64).max))
+            raise IndexError(f"{op}: index {int(array[position])} at position {position} of {name} is out of range")
+        array = array.astype(np.int64)
+    return np.ascontiguousarray(array)
+
+
+def raise_first_bad_index(op, name, indices, n_rows, what="param"):
+    """Raise IndexError naming the first index outside ``[0, n_rows)``."""
+    bad = (indices < 0) | (indices >= n_rows)
+    position = int(np.argmax(bad))
+    raise IndexError(
+        f"{op}: index {int(indices[position])} at position {position} of {name} is out of range "
+        f"for {what} with {n_rows} rows (valid indices are 0..{n_rows - 1})"
+        if n_rows
+        else f"{op}: index {int(indices[position])} at position {position} of {name} is out of range "
+        f"for {what} with 0 rows"
+    )

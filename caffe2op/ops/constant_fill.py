@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""ConstantFill: a blob filled with one value (what ZeroGradient's and the loss's gradients are made of).
+
+Caffe2's rules (``filler_op.h``): with an input, the output takes the input's
+shape plus ``extra_shape`` (or, with ``input_as_shape``, the shape *stored* in
+the 1-D integer input); without one, it takes ``shape``.  The dtype comes from
+``dtype``; without it, from the type of ``value`` (float -> float32, int or
+bool -> int64); with neither it is float32.  It is never taken from the input.
+"""
+
+import numbers
+
+import numpy as np
+
+from ..core import DataType
+from ..registry import Operator, register_cpu_operator
+from ..schema import Argument, OpSchema, register_schema
+
+__all__ = []
+
+
+def fill_dtype(dtype):
+    """The NumPy dtype of a ``dtype`` argument (a DataType code, a dtype or a name).
+
+    Raises
+    ------
+    TypeError
+        If it names no numeric dtype.
+    """
+    if isinstance(dtype, numbers.Integral) and not isinstance(dtype, bool):
+        try:
+            return DataType(int(dtype)).numpy_dtype
+        except ValueError:
+            raise TypeError(f"ConstantFill: dtype {dtype!r} is not a Caffe2 DataType code") from None
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"ConstantFill: dtype {dtype!r} is not a dtype") from None
+    if resolved.kind not in "biuf":
+        raise TypeError(f"ConstantFill: dtype must be a numeric or bool dtype, got {resolved}")
+    return resolved
+
+
+def _check_dtype(dtype):
+    try:
+        fill_dtype(dtype)
+    except TypeError as err:
+        return str(err).replace("ConstantFill: ", "")
+    return None
+
+
+def _check_value(value):
+    if isinstance(value, (bool, np.bool_, numbers.Real)):
+        return None
+    return f"must be a number or bool, got {type(value).__name__}"
+
+
+def _non_negative(dims):
+    return "must not contain negative dimensions" if any(d < 0 for d in dims) else None
+
+
+def _cross_rules(op_def, args):
+    """Caffe2's constructor checks that involve the input."""
+    if op_def.inputs:
+        if "shape" in op_def.args:
+            return "cannot set the shape argument and pass in an input at the same time"
+    else:
+        if args["extra_shape"]:
+            return "cannot set extra_shape when there is no input"
+        if args["input_as_shape"]:
+            return "an input must be given if input_as_shape is true"
+    return None
+
+
+CONSTANT_FILL_SCHEMA = register_schema(
+    OpSchema(
+        "ConstantFill",
+        num_inputs=(0, 2),
+        num_outputs=1,
+        inputs=[
+            ("input", "Optional: gives the output shape (its shape, or its values with input_as_shape)."),
+            ("unused", "Accepted for compatibility with Caffe2's filler schema; ignored."),
+        ],
+        outputs=[("output", "The filled blob.")],
+        args=[
+            Argument("value", object, default=0.0, validator=_check_value, doc="Fill value (default 0.0)."),
+            Argument(
+                "dtype",
+                object,
+                default=None,
+                validator=lambda d: None if d is None else _check_dtype(d),
+                doc="Output dtype: a Caffe2 DataType code (1 = FLOAT, 10 = INT64, ...), a NumPy "
+                "dtype or its name.  Default: from the type of value (float -> float32, "
+                "int/bool -> int64).",
+            ),
+            Argument(
+                "shape", list[int], default=[], validator=_non_negative, doc="Output shape when there is no input."
+            ),
+            Argument(
+                "extra_shape",
+                list[int],
+                default=[],
+                validator=_non_negative,
+                doc="Dimensions appended to the input's shape.",
+            ),
+            Argument(
+                "input_as_shape", bool, default=False, doc="Read the shape from the values of the 1-D integer input."
+            ),
+        ],
+        allow_inplace=[(0, 0)],
+        validate=_cross_rules,
+        doc="Fill a blob with ``value``.  The shape comes from the input (its shape plus "
+        "``extra_shape``, or its values with ``input_as_shape``) or from ``shape``; the dtype "
+        "from ``dtype`` or from the type of ``value`` — never from the input, so "
+        "ZeroGradient's gradient is float32 even for a float16 blob.  No gradient.",
+        formula=r"Y_{i} = \text{value}",
+        example="""\
+>>> import numpy as np, caffe2op
+>>> ws = caffe2op.Workspace()
+>>> ws.feed_blob("x", np.zeros((2, 3), dtype=np.float16))
+>>> ws.run_operator_once(caffe2op.create_operator("ConstantFill", "x", "g", value=1.0))
+>>> ws.fetch_blob("g")
+array([[1., 1., 1.],
+       [1., 1., 1.]], dtype=float32)
+""",
+    )
+)
+
+
+def resolve_fill(op, args, op_def, first_input):
+    """Return (shape, dtype, value) of a ConstantFill with resolved ``args``.
+
+    ``first_input`` is the host array of input 0 for ``input_as_shape`` (None
+    otherwise); its shape is read from the blob itself otherwise.
+    """
+    value = args["value"]
+    if op_def.args.get("dtype") is not None:
+        dtype = fill_dtype(args["dtype"])
+    elif isinstance(value, (float, np.floating)) and not isinstance(value, bool):
+        dtype = np.dtype(np.float32)
+    elif "value" in op_def.args:
+        dtype = np.dtype(np.int64)
+    else:
+        dtype = np.dtype(np.float32)
+    if first_input is None:
+        shape = tuple(args["shape"])
+    elif args["input_as_shape"]:
+        dims = np.asarray(first_input)
+        if dims.ndim != 1 or dims.dtype.kind not in "iu" or dims.size == 0:
+            raise ValueError(
+                f"{op}: with input_as_shape the input must be a non-empty 1-D integer tensor, "
+                f"got shape {dims.shape} and dtype {dims.dtype}"
+            )
+        if (dims < 0).any():
+            raise ValueError(f"{op}: input_as_shape got negative dimensions {dims.tolist()}")
+        shape = tuple(int(d) for d in dims) + tuple(args["extra_shape"])
+    else:
+        shape = tuple(first_input.shape) + tuple(args["extra_shape"])
+    try:
+        typed_value = np.array(value).astype(dtype, casting="unsafe") if dtype.kind != "b" else np.bool_(value)
+        if dtype.kind in "iu" and not np.isfinite(value):
+            raise ValueError
+        if dtype.kind in "iu" and not (np.iinfo(dtype).min <= int(value) <= np.iinfo(dtype).max):
+            raise OverflowError
+    except (OverflowError, ValueError):
+        raise ValueError(f"{op}: value {value!r} does not fit dtype {dtype}") from None
+    return shape, dtype, typed_value
+
+
+@register_cpu_operator("ConstantFill")
+class ConstantFillCPU(Operator):
+    """ConstantFill on the CPU."""
+
+    def run_on_device(self):
+        first = self.input(0) if self.num_inputs else None
+        shape, dtype, value = resolve_fill(self.type, self.args, self.op_def, first)
+        current = self.workspace._blobs.get(self.output_name(0))
+        reusable = isinstance(current, np.ndarray) and current.shape == shape and current.dtype == dtype
+        if not reusable and value == 0:
+            # calloc-backed zeros: pages are zeroed lazily by the OS.
+            self.set_output(0, np.zeros(shape, dtype))
+            return
+        self.output(0, shape, dtype).fill(value)

@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""StopGradient: identity in the forward pass, a wall for gradients in the backward pass.
+
+Forward: out of place the output is a new copy of the input (same dtype and
+shape, never a view); in place it does nothing.  Backward: it has no gradient
+(``no_gradient``), so the backward-pass builder stops there; in place it also
+cuts every earlier producer of the blob off.
+"""
+
+import numpy as np
+
+from .. import _config
+from .._cpu import stop_gradient as _kernels
+from .._validation import require_ndarray, require_writeable
+from ..registry import Operator, register_cpu_operator
+from ..schema import OpSchema, register_schema
+
+__all__ = ["stop_gradient"]
+
+STOP_GRADIENT_SCHEMA = register_schema(
+    OpSchema(
+        "StopGradient",
+        num_inputs=1,
+        num_outputs=1,
+        inputs=[("X", "Any blob.")],
+        outputs=[("Y", "A copy of X (or X itself when in place).")],
+        allow_inplace=[(0, 0)],
+        identical_type_and_shape=True,
+        doc="Identity in the forward pass; no gradient flows back through it.  Out of place "
+        "the output is a fresh copy (same dtype and shape); in place (``X -> X``, the usual "
+        "Caffe2 idiom) it does nothing and also stops gradients reaching earlier producers "
+        "of X.  A StopGradient whose output no later operator reads is an error when a "
+        "backward pass is built (Caffe2's 'orphan output' check).",
+        formula=r"Y = X,\qquad \frac{\partial L}{\partial X} \text{ is not propagated}",
+        example="""\
+>>> import numpy as np, caffe2op
+>>> x = np.arange(3.0)
+>>> y = caffe2op.stop_gradient(x)
+>>> y, y is x
+(array([0., 1., 2.]), False)
+""",
+    )
+)
+
+# Below this size NumPy's copy is as fast as anything and has less overhead.
+_PARALLEL_COPY_MIN_BYTES = 1 << 22
+
+
+def copy_into(src, dst):
+    """Copy ``src`` into ``dst`` (same shape and dtype), with threads for large contiguous arrays."""
+    if (
+        src.nbytes >= _PARALLEL_COPY_MIN_BYTES
+        and src.flags.c_contiguous
+        and dst.flags.c_contiguous
+        and not np.may_share_memory(src, dst)
+    ):
+        _kernels.copy_bytes(src.reshape(-1).view(np.uint8), dst.reshape(-1).view(np.uint8), _config.get_num_threads())
+    else:
+        np.copyto(dst, src)
+
+
+def stop_gradient(x, out=None):
+    """Return ``x`` unchanged for the forward pass: a copy, or ``x`` itself when ``out is x``.
+
+    The functional form of the StopGradient operator.  Gradients only exist
+    in operator nets (see :func:`get_backward_pass`); there StopGradient stops them.
+
+    Parameters
+    ----------
+    x : array_like
+        Input data.
+    out : numpy.ndarray, optional
+        Where to write the copy: an array of ``x``'s shape and dtype.  Passing
+        ``out=x`` is the in-place form and does nothing.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out`` (a new C-contiguous array when ``out`` is None), or ``x``
+        itself in place.
+
+    Raises
+    ------
+    TypeError
+        If ``out`` is not a NumPy array or its dtype differs from ``x``'s.
+    ValueError
+        If ``out``'s shape differs from ``x``'s, or ``out`` is read-only.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> x = np.ones((2, 2), dtype=np.float32)
+    >>> y = caffe2op.stop_gradient(x)
+    >>> np.shares_memory(x, y)
+    False
+    >>> caffe2op.stop_gradient(x, out=x) is x
+    True
+    """
+    if out is not None and out is x:
+        return x
+    x = np.asarray(x)
+    if out is None:
+        out = np.empty(x.shape, x.dtype)
+    else:
+        require_ndarray("StopGradient", "out", out)
+        if out.dtype != x.dtype:
+            raise TypeError(f"StopGradient: out must have dtype {x.dtype}, got {out.dtype}")
+        if out.shape != x.shape:
+            raise ValueError(f"StopGradient: out must have shape {x.shape}, got {out.shape}")
+        require_writeable("StopGradient", "out", out)
+    copy_into(x, out)
+    return out
+
+
+@register_cpu_operator("StopGradient")
+class StopGradientCPU(Operator):
+    """StopGradient on the CPU: copy out of place (reusing the output blob's memory), nothing in place."""
+
+    def run_on_device(self):
+        if self.op_def.inputs[0] == self.op_def.outputs[0]:
+            return
+        x = self.input(0)
+        copy_into(x, self.output(0, x.shape, x.dtype))

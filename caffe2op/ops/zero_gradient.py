@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""ZeroGradient: a forward no-op whose gradient is zeros.
+
+Caffe2 used it to mark a blob that receives no gradient from the loss (for
+instance RNN outputs that are not used), so that a backward pass that needs
+that blob's gradient can still be built: its gradient maker emits
+``ConstantFill(X) -> X_grad`` with ``value=0.0`` (float32, shaped like X).
+"""
+
+from ..registry import Operator, register_cpu_operator
+from ..schema import OpSchema, register_schema
+
+__all__ = ["zero_gradient"]
+
+ZERO_GRADIENT_SCHEMA = register_schema(
+    OpSchema(
+        "ZeroGradient",
+        num_inputs=1,
+        num_outputs=0,
+        inputs=[("X", "The blob whose gradient should be zero.")],
+        doc="Forward: does nothing (reads no data, writes nothing).  Backward: its gradient "
+        "maker ``GetZeroGradientOpGradient`` emits ``ConstantFill([X], [X_grad], value=0.0)``, "
+        "so X gets an all-zero float32 gradient of its shape.  The backward-pass builder runs "
+        "this maker even though the operator has no outputs.",
+        formula=r"\frac{\partial L}{\partial X} = 0",
+        example="""\
+>>> import numpy as np, caffe2op
+>>> caffe2op.zero_gradient(np.ones(3)) is None
+True
+""",
+    )
+)
+
+
+def zero_gradient(x):
+    """Do nothing: the forward pass of ZeroGradient.
+
+    Provided so that code mirroring a net can call every operator
+    functionally.  The operator's effect is on the backward pass only (see
+    :class:`GetZeroGradientOpGradient`).
+
+    Parameters
+    ----------
+    x : array_like
+        The blob whose gradient is zero; it is neither read nor modified.
+
+    Returns
+    -------
+    None
+        ZeroGradient has no outputs.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> x = np.ones(3)
+    >>> caffe2op.zero_gradient(x) is None
+    True
+    """
+    return None
+
+
+@register_cpu_operator("ZeroGradient")
+class ZeroGradientCPU(Operator):
+    """ZeroGradient on the CPU: nothing to compute (the input must exist, as in Caffe2)."""
+
+    def run_on_device(self):
+        return None

@@ -1,0 +1,247 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The workspace: named blobs, and running operators and nets on them."""
+
+import numpy as np
+
+from .core import current_device_scope
+from .devices import backend_for, backend_of_value
+from .errors import MissingBlobError
+from .registry import lookup_operator_class
+from .schema import get_schema
+
+__all__ = ["Workspace"]
+
+
+def _check_blob_name(name, what):
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what}: blob name must be a non-empty str, got {name!r}")
+
+
+def _add_note(err, note):
+    if hasattr(err, "add_note"):  # Python >= 3.11
+        err.add_note(note)
+
+
+class Workspace:
+    """Named blobs (arrays on a device) and the operators that read and write them.
+
+    Like Caffe2's workspace: :meth:`feed_blob` copies data in, operators
+    update blobs in place or replace them, and :meth:`fetch_blob` copies a
+    blob out as a NumPy array.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> ws = caffe2op.Workspace()
+    >>> ws.feed_blob("w", np.array([[3.0, 4.0], [0.3, 0.4]], dtype=np.float32))
+    >>> ws.feed_blob("idx", np.array([0, 1]))
+    >>> ws.run_operator_once(caffe2op.create_operator("SparseNormalize", ["w", "idx"], "w"))
+    >>> ws.fetch_blob("w")
+    array([[0.6, 0.8],
+           [0.3, 0.4]], dtype=float32)
+    >>> ws.blobs()
+    ['idx', 'w']
+    """
+
+    def __init__(self):
+        self._blobs = {}
+
+    def feed_blob(self, name, value, device_option=None):
+        """Store a copy of ``value`` under ``name`` on a device.
+
+        Parameters
+        ----------
+        name : str
+            Blob name; an existing blob of that name is replaced.
+        value : array_like or pyopencl.array.Array
+            The data (copied).
+        device_option : DeviceOption, optional
+            Where the blob lives.  Defaults to the current
+            :func:`~caffe2op.device_scope`, else the device ``value`` already
+            lives on (the CPU for host data).
+
+        Raises
+        ------
+        TypeError
+            If ``name`` is not a str or ``value`` is not numeric data.
+        RuntimeError
+            If ``device_option`` names an OpenCL/CUDA device that is not available.
+        """
+        _check_blob_name(name, "feed_blob")
+        if device_option is None:
+            device_option = current_device_scope()
+        source = backend_of_value(value)
+        target = backend_for(device_option) if device_option is not None else (source or backend_for(None))
+        if source is not None and source is not target and not source.same_device(target):
+            value = source.to_host(value)
+            source = backend_of_value(value)
+        if source is None or source is backend_for(None):
+            array = np.asarray(value)
+            if array.dtype.kind not in "biufc":
+                raise TypeError(
+                    f"feed_blob: blob {name!r} must hold numeric or bool data, got dtype {array.dtype} "
+                    f"({type(value).__name__})"
+                )
+            self._blobs[name] = target.from_host(array)
+        else:
+            self._blobs[name] = target.copy(value)
+
+    def fetch_blob(self, name):
+        """A NumPy copy of blob ``name`` (device blobs are copied to the host).
+
+        Parameters
+        ----------
+        name : str
+            Blob name.
+
+        Returns
+        -------
+        numpy.ndarray
+            The data; changing it does not change the blob.
+
+        Raises
+        ------
+        MissingBlobError
+            If there is no such blob.
+        """
+        value = self._get(name, "fetch_blob")
+        return backend_of_value(value).to_host(value)
+
+    def has_blob(self, name):
+        """Whether blob ``name`` exists.
+
+        Parameters
+        ----------
+        name : str
+            Blob name.
+
+        Returns
+        -------
+        bool
+            True if it exists.
+        """
+        return name in self._blobs
+
+    def blobs(self):
+        """Sorted names of all blobs.
+
+        Returns
+        -------
+        list of str
+            The names.
+        """
+        return sorted(self._blobs)
+
+    def remove_blob(self, name):
+        """Delete blob ``name``.
+
+        Parameters
+        ----------
+        name : str
+            Blob name.
+
+        Raises
+        ------
+        MissingBlobError
+            If there is no such blob.
+        """
+        self._get(name, "remove_blob")
+        del self._blobs[name]
+
+    def blob_device(self, name):
+        """The :class:`~caffe2op.DeviceOption` of the device blob ``name`` lives on.
+
+        Parameters
+        ----------
+        name : str
+            Blob name.
+
+        Returns
+        -------
+        DeviceOption
+            Its device.
+
+        Raises
+        ------
+        MissingBlobError
+            If there is no such blob.
+        """
+        return backend_of_value(self._get(name, "blob_device")).device_option
+
+    def run_operator_once(self, op_def):
+        """Build the operator of ``op_def`` and run it once.
+
+        The definition is checked against its schema (if it has one), the
+        implementation is chosen by device type and engine, and every input
+        blob must exist on the operator's device.  Errors keep their type and
+        gain a note naming the operator.
+
+        Parameters
+        ----------
+        op_def : OperatorDef
+            The operator to run.
+
+        Raises
+        ------
+        SchemaError
+            If the definition breaks its schema.
+        UnknownOperatorError
+            If there is no implementation for its type and device.
+        MissingBlobError
+            If an input blob does not exist.
+        """
+        try:
+            self._create_operator(op_def).run_on_device()
+        except Exception as err:
+            _add_note(err, f"while running operator {op_def.describe()}")
+            raise
+
+    def run_net(self, net):
+        """Run every operator of ``net`` once, in order.
+
+        Parameters
+        ----------
+        net : Net
+            The net.
+
+        Raises
+        ------
+        Exception
+            Whatever an operator raises; its note says which operator (and its
+            position in the net) failed.  Operators before it have run.
+        """
+        for position, op_def in enumerate(net.ops):
+            try:
+                self._create_operator(op_def).run_on_device()
+            except Exception as err:
+                _add_note(err, f"while running operator {position} of net {net.name!r}: {op_def.describe()}")
+                raise
+
+    # --- used by Operator -------------------------------------------------
+
+    def _create_operator(self, op_def):
+        schema = get_schema(op_def.type, None)
+        args = schema.verify(op_def) if schema is not None else dict(op_def.args)
+        backend = backend_for(op_def.device_option)
+        cls = lookup_operator_class(op_def)
+        return cls(op_def, self, args, backend)
+
+    def _get(self, name, what):
+        try:
+            return self._blobs[name]
+        except KeyError:
+            raise MissingBlobError(f"{what}: blob {name!r} does not exist in the workspace") from None
+
+    def _lookup_input(self, op_def, index, name):
+        try:
+            return self._blobs[name]
+        except KeyError:
+            raise MissingBlobError(f"{op_def.type}: input {index} {name!r} does not exist in the workspace") from None
+
+    def _raise_wrong_device(self, op_def, index, value, backend):
+        source = backend_of_value(value)
+        where = source.name if source is not None else f"no device (a {type(value).__name__})"
+        raise ValueError(
+            f"{op_def.type}: input {index} {op_def.inputs[index]!r} lives on {where} but the operator runs on "
+            f"{backend.name}; move it first (CopyCPUToGPU / CopyGPUToCPU) or feed it with that device_option"
+        )

@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Test configuration: hypothesis profiles and a clean thread setting per test.
+
+Profiles (``CAFFE2OP_HYPOTHESIS_PROFILE``):
+  dev       few examples, the default for a quick local run;
+  ci        reproducible (derandomized, no example database), what CI runs;
+  thorough  many examples, on demand.
+"""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", max_examples=15, **_COMMON)
+settings.register_profile("ci", max_examples=30, derandomize=True, database=None, print_blob=True, **_COMMON)
+settings.register_profile("thorough", max_examples=400, **_COMMON)
+settings.load_profile(os.environ.get("CAFFE2OP_HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _default_threads():
+    """Every test starts and ends with the default thread count."""
+    import caffe2op
+
+    caffe2op.set_num_threads(None)
+    yield
+    caffe2op.set_num_threads(None)
