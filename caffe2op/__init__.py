@@ -22,6 +22,7 @@ from .core import DataType, DeviceOption, DeviceType, OperatorDef, create_operat
 from .errors import MissingBlobError, SchemaError, SchemaTypeError, UnknownOperatorError
 from .net import Net
 from .opencl import OpenCLDeviceInfo, opencl_devices
+from .ops.normalize import normalize
 from .ops.sparse_normalize import sparse_normalize
 from .ops.stop_gradient import stop_gradient
 from .ops.zero_gradient import zero_gradient
@@ -55,6 +56,7 @@ __all__ = [
     "device_scope",
     "get_num_threads",
     "get_schema",
+    "normalize",
     "opencl_devices",
     "register_cpu_operator",
     "register_cuda_operator",
