@@ -176,10 +176,12 @@ def sparse_normalize(param, indices, grad=None, *, use_max_norm=True, norm=1.0):
 
     Parameters
     ----------
-    param : numpy.ndarray
+    param : numpy.ndarray or scipy.sparse CSR matrix/array
         Embedding table (float16, float32 or float64, at least 1-D, writable);
         row ``i`` is ``param.reshape(len(param), -1)[i]``.  Updated in place.
-        Non-contiguous arrays are handled (through a temporary copy).
+        Non-contiguous arrays are handled (through a temporary copy).  A
+        scipy.sparse CSR matrix/array is also accepted: the stored values of
+        the selected rows are normalised, the structure is left untouched.
     indices : array_like of int
         Rows to normalise: any shape (flattened), int32 or int64 (other
         integer dtypes are converted).  Repeated indices normalise their row
@@ -232,6 +234,10 @@ def sparse_normalize(param, indices, grad=None, *, use_max_norm=True, norm=1.0):
     >>> caffe2op.sparse_normalize(w, [1], use_max_norm=False, norm=2.0)[1]
     array([1.2, 1.6])
     """
+    if type(param).__module__.startswith("scipy.sparse"):  # CSR storage: see caffe2op.ops.normalize
+        from .normalize import sparse_normalize_csr
+
+        return sparse_normalize_csr(param, indices, use_max_norm=use_max_norm, norm=norm)
     return sparse_normalize_cpu("SparseNormalize", param, indices, use_max_norm, norm)
 
 
