@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Build and runtime configuration: thread count of the CPU kernels, and ``show_config``."""
 
+import functools
 import numbers
 import os
 import platform
@@ -14,10 +15,12 @@ from ._version import __version__
 __all__ = ["get_num_threads", "set_num_threads", "show_config"]
 
 _num_threads = None
+_OPENMP = _runtime.openmp_enabled()
 
 
+@functools.lru_cache(maxsize=1)
 def _default_num_threads():
-    """``OMP_NUM_THREADS`` if set, else every core this process may run on."""
+    """``OMP_NUM_THREADS`` if set, else every core this process may run on (read once, like OpenMP)."""
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
@@ -83,7 +86,7 @@ def get_num_threads():
     >>> caffe2op.get_num_threads() >= 1
     True
     """
-    if not _runtime.openmp_enabled():
+    if not _OPENMP:
         return 1
     return _num_threads if _num_threads is not None else _default_num_threads()
 
@@ -112,7 +115,7 @@ def show_config(file=None):
     caffe2op ...
     """
     out = file if file is not None else sys.stdout
-    openmp = _runtime.openmp_enabled()
+    openmp = _OPENMP
     lines = [
         f"caffe2op {__version__}",
         f"  python:   {platform.python_version()} ({sys.executable})",

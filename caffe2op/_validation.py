@@ -48,6 +48,8 @@ def index_vector(op, name, indices):
         If the indices are not integers (bools and floats included).
     """
     array = np.asarray(indices)
+    if array.size == 0 and not isinstance(indices, np.ndarray):
+        array = array.astype(np.int64)  # an empty Python list has no integer dtype of its own
     if array.dtype.kind not in "iu":
         raise TypeError(f"{op}: {name} must be integers (int32 or int64), got {array.dtype}")
     array = array.reshape(-1)

@@ -153,7 +153,9 @@ class Argument:
             If the validator rejects it.
         """
         try:
-            if isinstance(self.type, types.GenericAlias):
+            if type(value) is self.type:  # the common case: nothing to convert
+                converted = value
+            elif isinstance(self.type, types.GenericAlias):
                 if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                     raise TypeError
                 item_type = self.type.__args__[0]

@@ -22,3 +22,4 @@ cdef extern from "caffe2op_cpu.h" nogil:
     int omp_get_max_threads()
     float c2o_half_to_float(uint16_t h)
     uint16_t c2o_float_to_half(float f)
+    void c2o_prefetch(const void* p)

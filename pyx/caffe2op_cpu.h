@@ -23,6 +23,15 @@
 static inline int omp_get_max_threads(void) { return 1; }
 #endif
 
+/* Hint that *p will be written soon.  Random rows of a large table miss the
+ * cache; asking for the next rows while the current one is processed overlaps
+ * those misses instead of paying them one after another. */
+#if defined(__GNUC__) || defined(__clang__)
+#define c2o_prefetch(p) __builtin_prefetch((const void *)(p), 1, 3)
+#else
+#define c2o_prefetch(p) ((void)(p))
+#endif
+
 static inline float c2o_bits_to_float(uint32_t bits) {
     float f;
     memcpy(&f, &bits, sizeof f);

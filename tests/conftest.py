@@ -27,3 +27,20 @@ def _default_threads():
     caffe2op.set_num_threads(None)
     yield
     caffe2op.set_num_threads(None)
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory):
+    """Path of a wheel built from this checkout (once per session: compiling takes ~1 minute)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(root)],
+        check=True,
+    )
+    (wheel,) = out.glob("caffe2op-*.whl")
+    return wheel

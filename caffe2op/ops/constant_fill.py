@@ -156,14 +156,11 @@ def resolve_fill(op, args, op_def, first_input):
         shape = tuple(int(d) for d in dims) + tuple(args["extra_shape"])
     else:
         shape = tuple(first_input.shape) + tuple(args["extra_shape"])
-    try:
-        typed_value = np.array(value).astype(dtype, casting="unsafe") if dtype.kind != "b" else np.bool_(value)
-        if dtype.kind in "iu" and not np.isfinite(value):
-            raise ValueError
-        if dtype.kind in "iu" and not (np.iinfo(dtype).min <= int(value) <= np.iinfo(dtype).max):
-            raise OverflowError
-    except (OverflowError, ValueError):
-        raise ValueError(f"{op}: value {value!r} does not fit dtype {dtype}") from None
+    if dtype.kind in "iu" and not (np.isfinite(value) and np.iinfo(dtype).min <= int(value) <= np.iinfo(dtype).max):
+        raise ValueError(f"{op}: value {value!r} does not fit dtype {dtype}")
+    # Caffe2 cast with static_cast: floats into integer dtypes truncate toward zero.
+    with np.errstate(over="ignore"):
+        typed_value = np.bool_(value) if dtype.kind == "b" else np.array(value).astype(dtype, casting="unsafe")
     return shape, dtype, typed_value
 
 

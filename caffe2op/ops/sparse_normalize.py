@@ -16,6 +16,8 @@ row once (Caffe2's serial loop rescaled it a second time by about
 ``norm / (norm + 1e-12)``); an all-zero row stays zero.
 """
 
+import math
+
 import numpy as np
 
 from .. import _config
@@ -126,7 +128,7 @@ _KERNELS = {(t, i): _specialised(t, i) for t in _STORAGE for i in _INDEX}
 _RANGE_CHECKS = {i: _kernels.count_out_of_range.__signatures__[_INDEX[i]] for i in _INDEX}
 
 
-def check_sparse_normalize_args(op, param, indices, use_max_norm, norm, *, float16_only=False):
+def check_sparse_normalize_args(op, param, indices, use_max_norm, norm, *, float16_only=False, n_threads=1):
     """Validate SparseNormalize's inputs on the host; return ``(indices, use_max_norm, norm)``.
 
     ``param`` is checked for kind, dtype, rank and writeability; ``indices``
@@ -143,17 +145,18 @@ def check_sparse_normalize_args(op, param, indices, use_max_norm, norm, *, float
     norm = schema.arg("norm").convert(op, norm)
     indices = index_vector(op, "indices", indices)
     n_rows = param.shape[0]
-    if indices.size and _RANGE_CHECKS[indices.dtype](indices, n_rows, _config.get_num_threads()):
+    if indices.size and _RANGE_CHECKS[indices.dtype](indices, n_rows, n_threads):
         raise_first_bad_index(op, "indices", indices, n_rows)
     return indices, use_max_norm, norm
 
 
 def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only=False):
     """Validate, then normalise ``param[indices]`` in place on the CPU."""
+    n_threads = _config.get_num_threads()
     indices, use_max_norm, norm = check_sparse_normalize_args(
-        op, param, indices, use_max_norm, norm, float16_only=float16_only
+        op, param, indices, use_max_norm, norm, float16_only=float16_only, n_threads=n_threads
     )
-    block = int(np.prod(param.shape[1:], dtype=np.int64))
+    block = math.prod(param.shape[1:])
     if indices.size == 0 or block == 0:
         return param
     contiguous = param.flags.c_contiguous
@@ -161,7 +164,7 @@ def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only
     rows = table.reshape(table.shape[0], block)
     if table.dtype == np.float16:
         rows = rows.view(np.uint16)
-    _KERNELS[param.dtype, indices.dtype](rows, indices, use_max_norm, norm, _config.get_num_threads())
+    _KERNELS[param.dtype, indices.dtype](rows, indices, use_max_norm, norm, n_threads)
     if not contiguous:
         np.copyto(param, table)
     return param

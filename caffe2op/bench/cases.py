@@ -1,0 +1,276 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The benchmark cases: SparseNormalize (headline, sweeps, small batch, façade), StopGradient, ConstantFill.
+
+Each builder yields :class:`~caffe2op.bench.timing.Case` objects; inputs are
+generated once per case with a fixed seed and copied before every repeat.
+Groups that need optional parts of caffe2op (Normalize, the backward pass,
+OpenCL) live in their own builders and are skipped when the part is absent.
+"""
+
+import numpy as np
+
+import caffe2op
+
+from . import peers
+from .timing import FLOOR, OURS, PEER, Case, Contender, Target
+
+SEED = 20261121
+
+
+def embedding_table(n_rows, width, dtype, rng, norm=1.0):
+    """Rows with L2 norms uniform in [0.5, 1.5] * norm: about half exceed ``norm``."""
+    table = rng.standard_normal((n_rows, width), dtype=np.float32)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    table *= rng.uniform(0.5, 1.5, (n_rows, 1)).astype(np.float32) * norm
+    return table.astype(dtype, copy=False)
+
+
+def indices_with_duplicates(n_rows, count, duplicate_share, rng):
+    """``count`` indices of which ``duplicate_share`` repeat earlier ones."""
+    distinct = max(1, int(round(count * (1 - duplicate_share))))
+    pool = rng.choice(n_rows, size=distinct, replace=False)
+    extra = rng.choice(pool, size=count - distinct, replace=True)
+    return rng.permutation(np.concatenate([pool, extra])).astype(np.int64)
+
+
+def _sparse_normalize_contenders(table, indices, use_max_norm, norm, threads, *, torch=True, floor=True):
+    buffer = np.empty((indices.size, table[0].size), table.dtype)
+    contenders = [
+        Contender(
+            "caffe2op",
+            lambda t: caffe2op.sparse_normalize(t, indices, use_max_norm=use_max_norm, norm=norm),
+            table.copy,
+            OURS,
+        ),
+        Contender("numpy", lambda t: peers.numpy_sparse_normalize(t, indices, use_max_norm, norm), table.copy, PEER),
+    ]
+    if torch and use_max_norm:
+        contenders.append(
+            Contender(
+                "torch.embedding_renorm_",
+                lambda wt: peers.torch_renorm(wt[0], wt[1], norm),
+                lambda: peers.torch_renorm_prepare(table.copy(), indices, threads),
+                PEER,
+                result=lambda wt, _: wt[0].numpy(),
+                note="serial loop; eps 1e-7",
+            )
+        )
+    if floor:
+        contenders.append(
+            Contender(
+                "floor: take+scatter",
+                lambda t: peers.gather_scatter_floor(t, indices, buffer),
+                table.copy,
+                FLOOR,
+                note="gather into a buffer and scatter back",
+            )
+        )
+    return contenders
+
+
+def _sparse_normalize_reference(table, indices, use_max_norm, norm):
+    def reference():
+        return peers.numpy_sparse_normalize(table.astype(np.float64), indices, use_max_norm, norm)
+
+    return reference
+
+
+def _tolerance(dtype):
+    return dict(rtol=1e-2, atol=1e-3) if dtype == np.float16 else dict(rtol=1e-5, atol=1e-6)
+
+
+def sparse_normalize_cases(quick):
+    """Headline case (both modes, 1 and 2 threads) and the sweeps."""
+    rng = np.random.default_rng(SEED)
+    table = embedding_table(1_000_000, 64, np.float32, rng)
+    indices = rng.integers(0, len(table), 100_000)
+    for threads in (1, 2):
+        for use_max_norm in (True, False):
+            mode = "max-norm" if use_max_norm else "constant-norm"
+            case = Case(
+                "SparseNormalize",
+                f"1,000,000 x 64 float32, 100,000 random indices, {mode}",
+                _sparse_normalize_contenders(table, indices, use_max_norm, 1.0, threads),
+                reference=_sparse_normalize_reference(table, indices, use_max_norm, 1.0),
+                threads=threads,
+                params=dict(rows=1_000_000, width=64, indices=100_000, mode=mode),
+            )
+            if threads == 2:
+                case.targets = [Target("numpy", 3.0), Target("floor: take+scatter", 1.5, kind="within")]
+                if use_max_norm:
+                    case.targets.append(Target("torch.embedding_renorm_", 20.0))
+            yield case
+    yield from _sparse_normalize_sweeps(rng, table, quick)
+
+
+def _sweep_case(series, x, name, table, indices, dtype=np.float32, torch=True):
+    return Case(
+        "SparseNormalize sweeps",
+        name,
+        _sparse_normalize_contenders(table, indices, True, 1.0, 2, torch=torch),
+        reference=_sparse_normalize_reference(table, indices, True, 1.0),
+        series=series,
+        x=x,
+        **_tolerance(dtype),
+        params=dict(rows=len(table), width=table[0].size, indices=indices.size, dtype=str(np.dtype(dtype))),
+    )
+
+
+def _sparse_normalize_sweeps(rng, table, quick):
+    counts = [100, 10_000, 1_000_000] if quick else [100, 1_000, 10_000, 100_000, 1_000_000]
+    for count in counts:
+        idx = rng.integers(0, len(table), count)
+        yield _sweep_case("index count", count, f"1,000,000 x 64 float32, {count:,} indices", table, idx)
+    if quick:
+        return
+    for width in (16, 64, 256, 1024):
+        n_rows = (1 << 26) // width
+        wide = embedding_table(n_rows, width, np.float32, rng)
+        idx = rng.integers(0, n_rows, min(100_000, n_rows // 2))
+        yield _sweep_case("row width", width, f"{n_rows:,} x {width} float32, {idx.size:,} indices", wide, idx)
+    for share in (0.0, 0.3, 0.6, 0.9):
+        idx = indices_with_duplicates(len(table), 100_000, share, rng)
+        yield _sweep_case(
+            "duplicate share", share, f"1,000,000 x 64 float32, 100,000 indices, {share:.0%} repeats", table, idx
+        )
+    idx = rng.integers(0, len(table), 100_000)
+    for dtype in (np.float16, np.float64):
+        typed = table.astype(dtype)
+        yield _sweep_case(
+            "dtype",
+            np.dtype(dtype).itemsize,
+            f"1,000,000 x 64 {np.dtype(dtype)}, 100,000 indices",
+            typed,
+            idx,
+            dtype=dtype,
+        )
+
+
+def small_batch_cases(quick):
+    """A training step's batch (512 indices into 100,000 x 64): call overhead and the façade."""
+    rng = np.random.default_rng(SEED + 1)
+    table = embedding_table(100_000, 64, np.float32, rng)
+    indices = rng.integers(0, len(table), 512)
+
+    def workspace():
+        ws = caffe2op.Workspace()
+        ws.feed_blob("w", table)
+        ws.feed_blob("idx", indices)
+        return ws
+
+    op = caffe2op.create_operator("SparseNormalize", ["w", "idx"], ["w"])
+    net = caffe2op.Net("step")
+    net.SparseNormalize(["w", "idx"], ["w"])
+    contenders = _sparse_normalize_contenders(table, indices, True, 1.0, 2, floor=False)
+    contenders[1:1] = [
+        Contender(
+            "Workspace.run_operator_once",
+            lambda ws: ws.run_operator_once(op),
+            workspace,
+            OURS,
+            result=lambda ws, _: ws.fetch_blob("w"),
+        ),
+        Contender(
+            "Workspace.run_net", lambda ws: ws.run_net(net), workspace, OURS, result=lambda ws, _: ws.fetch_blob("w")
+        ),
+    ]
+    yield Case(
+        "SparseNormalize small batch",
+        "512 random indices into 100,000 x 64 float32, max-norm",
+        contenders,
+        reference=_sparse_normalize_reference(table, indices, True, 1.0),
+        targets=[
+            Target("numpy", 3.0),
+            Target("caffe2op", 10e-6, kind="max_extra", ours="Workspace.run_operator_once"),
+        ],
+        params=dict(rows=100_000, width=64, indices=512),
+    )
+
+
+def stop_gradient_cases(quick):
+    """StopGradient out of place on 256 MB against np.copyto, and in place."""
+    x = np.random.default_rng(SEED + 2).standard_normal(64 << 20, dtype=np.float32)  # 256 MiB
+    out = np.empty_like(x)
+    yield Case(
+        "StopGradient",
+        "out of place, 256 MiB float32, into an existing array",
+        [
+            Contender(
+                "caffe2op", lambda _: caffe2op.stop_gradient(x, out=out), lambda: None, OURS, result=lambda *_: out
+            ),
+            Contender("np.copyto", lambda _: np.copyto(out, x), lambda: None, PEER, result=lambda *_: out),
+        ],
+        reference=lambda: x,
+        rtol=0,
+        atol=0,
+        targets=[Target("np.copyto", 0.9)],
+        params=dict(bytes=x.nbytes),
+    )
+    yield Case(
+        "StopGradient",
+        "out of place, 256 MiB float32, new array",
+        [
+            Contender("caffe2op", lambda _: caffe2op.stop_gradient(x), lambda: None, OURS),
+            Contender("ndarray.copy", lambda _: x.copy(), lambda: None, PEER),
+        ],
+        reference=lambda: x,
+        rtol=0,
+        atol=0,
+        params=dict(bytes=x.nbytes),
+    )
+    small = np.ones(1000, np.float32)
+    ws = caffe2op.Workspace()
+    ws.feed_blob("x", small)
+    in_place = caffe2op.create_operator("StopGradient", "x", "x")
+    yield Case(
+        "StopGradient",
+        "in place",
+        [
+            Contender("caffe2op", lambda _: caffe2op.stop_gradient(x, out=x), lambda: None, OURS, result=lambda *_: x),
+            Contender(
+                "Workspace.run_operator_once",
+                lambda _: ws.run_operator_once(in_place),
+                lambda: None,
+                OURS,
+                result=lambda *_: x,
+            ),
+        ],
+        targets=[Target(None, 2e-6, kind="max_time")],
+        params=dict(bytes=x.nbytes),
+    )
+
+
+def constant_fill_cases(quick):
+    """ConstantFill through a workspace against np.full and np.zeros."""
+    for n, value in ((1_000, 1.5), (16 << 20, 1.5), (16 << 20, 0.0)):
+        ws = caffe2op.Workspace()
+        op = caffe2op.create_operator("ConstantFill", [], "y", shape=[n], value=value)
+        if value == 0:
+            peer = ("np.zeros", lambda _, n=n: np.zeros(n, np.float32))
+        else:
+            peer = ("np.full", lambda _, n=n, value=value: np.full(n, value, np.float32))
+
+        def fresh(ws=ws):
+            if ws.has_blob("y"):
+                ws.remove_blob("y")  # a new blob each time, as np.full allocates each time
+            return ws
+
+        yield Case(
+            "ConstantFill",
+            f"{n:,} float32, value {value}",
+            [
+                Contender(
+                    "Workspace.run_operator_once",
+                    lambda w, op=op: w.run_operator_once(op),
+                    fresh,
+                    OURS,
+                    result=lambda w, _: w.fetch_blob("y"),
+                ),
+                Contender(peer[0], peer[1], lambda: None, PEER),
+            ],
+            reference=lambda n=n, value=value: np.full(n, value, np.float32),
+            params=dict(elements=n, value=value),
+        )
+
+
+CASE_BUILDERS = [sparse_normalize_cases, small_batch_cases, stop_gradient_cases, constant_fill_cases]

@@ -1,0 +1,247 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Timing primitives of the benchmark harness: cases, contenders, and how they are measured.
+
+Every contender of a case is first run once and its result compared with the
+case's reference (a peer that computes something else is a bug, not a win),
+then warmed up and timed ``repeats`` times.  Inputs are prepared afresh,
+outside the timed region, before every repeat, so in-place operators never
+work on rows an earlier repeat already normalised.
+"""
+
+import dataclasses
+import gc
+import statistics
+import time
+
+import numpy as np
+
+OURS, PEER, FLOOR = "ours", "peer", "floor"
+
+
+class Missing(Exception):
+    """A peer that cannot run here (not installed, unsupported dtype); reported, never faked."""
+
+
+@dataclasses.dataclass
+class Contender:
+    """One implementation timed in a case.
+
+    Attributes
+    ----------
+    label : str
+        Name in tables and plots (e.g. ``"caffe2op"``, ``"numpy"``).
+    run : callable
+        ``run(inputs) -> output``: the timed call.
+    prepare : callable
+        ``prepare() -> inputs``: fresh inputs, not timed.
+    role : str
+        ``"ours"``, ``"peer"`` or ``"floor"``.
+    result : callable, optional
+        ``result(inputs, output) -> ndarray`` to check against the reference
+        (default: the output itself).
+    note : str
+        Shown next to the timing (e.g. "eps 1e-7").
+    """
+
+    label: str
+    run: object
+    prepare: object
+    role: str = PEER
+    result: object = None
+    note: str = ""
+
+
+@dataclasses.dataclass
+class Target:
+    """A goal checked in the report.
+
+    Attributes
+    ----------
+    peer : str or None
+        Label of the contender compared with (None for ``max_time``).
+    value : float
+        The bound; its meaning depends on ``kind``.
+    kind : str
+        ``"speedup"``: peer time / our time >= value.
+        ``"within"``: our time / peer time <= value (floors).
+        ``"max_time"``: our median <= value seconds.
+        ``"max_extra"``: our median - peer median <= value seconds (overheads).
+    ours : str
+        Label of our contender (default "caffe2op").
+    """
+
+    peer: object
+    value: float
+    kind: str = "speedup"
+    ours: str = "caffe2op"
+
+    def describe(self):
+        """The goal in words, e.g. ">= 3x faster than numpy"."""
+        if self.kind == "speedup":
+            return f">= {self.value:g}x faster than {self.peer}"
+        if self.kind == "within":
+            return f"within {self.value:g}x of {self.peer}"
+        if self.kind == "max_time":
+            return f"<= {self.value * 1e6:g} us"
+        return f"<= {self.value * 1e6:g} us more than {self.peer}"
+
+
+@dataclasses.dataclass
+class Case:
+    """A benchmark case: contenders computing the same thing on the same inputs.
+
+    Attributes
+    ----------
+    group : str
+        Section of the report (operator or topic).
+    name : str
+        What is measured.
+    contenders : list of Contender
+        Implementations, ours first.
+    reference : callable, optional
+        ``reference() -> ndarray``: the expected result every contender must give.
+    rtol, atol : float
+        Tolerance of the correctness check.
+    threads : int
+        caffe2op thread count for the case.
+    x : float, optional
+        Position on the plot's x axis (for sweeps).
+    series : str, optional
+        Plot panel the case belongs to (for sweeps).
+    targets : list of Target
+        Goals checked in the report.
+    params : dict
+        Extra facts for the JSON output.
+    """
+
+    group: str
+    name: str
+    contenders: list
+    reference: object = None
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    threads: int = 2
+    x: float = None
+    series: str = None
+    targets: list = dataclasses.field(default_factory=list)
+    params: dict = dataclasses.field(default_factory=dict)
+
+
+def _check(case, contender, inputs, output):
+    if case.reference is None:
+        return
+    got = contender.result(inputs, output) if contender.result is not None else output
+    expected = case.reference()
+    got = np.asarray(got, dtype=np.float64) if not hasattr(got, "toarray") else got.toarray()
+    expected = np.asarray(expected, dtype=np.float64) if not hasattr(expected, "toarray") else expected.toarray()
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=case.rtol, atol=case.atol, equal_nan=True):
+        worst = np.max(np.abs(got - expected)) if got.shape == expected.shape else f"shape {got.shape}"
+        raise AssertionError(
+            f"{case.group} / {case.name}: {contender.label} disagrees with the reference (max abs diff {worst})"
+        )
+
+
+def measure(case, repeats, warmup=1):
+    """Check and time every contender of ``case``.
+
+    Parameters
+    ----------
+    case : Case
+        The case.
+    repeats : int
+        Timed repeats per contender (the median is reported).
+    warmup : int, default 1
+        Untimed runs before timing (after the correctness run).
+
+    Returns
+    -------
+    dict
+        ``{label: {"median_s", "min_s", "q1_s", "q3_s", "repeats", "role", "note"}}``,
+        or ``{"missing": reason}`` for peers that could not run.
+    """
+    import caffe2op
+
+    caffe2op.set_num_threads(case.threads)
+    results = {}
+    for contender in case.contenders:
+        try:
+            inputs = contender.prepare()
+            output = contender.run(inputs)
+            _check(case, contender, inputs, output)
+            for _ in range(warmup):
+                contender.run(contender.prepare())
+            times = []
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                for _ in range(repeats):
+                    inputs = contender.prepare()
+                    start = time.perf_counter()
+                    contender.run(inputs)
+                    times.append(time.perf_counter() - start)
+                    del inputs
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+        except Missing as why:
+            results[contender.label] = {"missing": str(why), "role": contender.role}
+            continue
+        quartiles = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+        results[contender.label] = {
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "q1_s": quartiles[0],
+            "q3_s": quartiles[2],
+            "repeats": repeats,
+            "role": contender.role,
+            "note": contender.note,
+        }
+    caffe2op.set_num_threads(None)
+    return results
+
+
+def evaluate_targets(case, results):
+    """Each target of ``case`` with its measured value and whether it is met.
+
+    Parameters
+    ----------
+    case : Case
+        The case.
+    results : dict
+        Output of :func:`measure`.
+
+    Returns
+    -------
+    list of dict
+        ``{"ours", "peer", "goal", "kind", "required", "measured", "met"}`` per
+        target; ``measured`` (a ratio, or seconds) is None when a side is missing.
+    """
+    rows = []
+    for target in case.targets:
+        ours = results.get(target.ours, {}).get("median_s")
+        peer = results.get(target.peer, {}).get("median_s") if target.peer is not None else None
+        measured = None
+        if ours is not None and (peer is not None or target.kind == "max_time"):
+            if target.kind == "speedup":
+                measured = peer / ours
+            elif target.kind == "within":
+                measured = ours / peer
+            elif target.kind == "max_time":
+                measured = ours
+            else:
+                measured = ours - peer
+        met = None
+        if measured is not None:
+            met = measured >= target.value if target.kind == "speedup" else measured <= target.value
+        rows.append(
+            {
+                "ours": target.ours,
+                "peer": target.peer,
+                "goal": target.describe(),
+                "kind": target.kind,
+                "required": target.value,
+                "measured": measured,
+                "met": met,
+            }
+        )
+    return rows

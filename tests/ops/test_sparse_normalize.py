@@ -1,0 +1,342 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""SparseNormalize / Float16SparseNormalize on the CPU: reference checks, duplicates, threads, bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import caffe2op
+from tests._helpers import assert_allclose_dtype, assert_bit_identical
+from tests._reference import sparse_normalize_ref
+
+FLOATS = [np.float16, np.float32, np.float64]
+
+
+@st.composite
+def tables_and_indices(draw, dtypes=FLOATS):
+    """A table (rows scaled so that some exceed the norm) and indices with repeats."""
+    dtype = draw(st.sampled_from(dtypes))
+    n_rows = draw(st.integers(1, 40))
+    row_shape = draw(st.sampled_from([(), (1,), (3,), (7,), (2, 3), (16,)]))
+    values = draw(
+        hnp.arrays(
+            np.float64,
+            (n_rows, *row_shape),
+            elements=st.floats(-8, 8, allow_nan=False, allow_infinity=False, width=16),
+        )
+    )
+    indices = draw(
+        hnp.arrays(
+            draw(st.sampled_from([np.int32, np.int64])), draw(st.integers(0, 60)), elements=st.integers(0, n_rows - 1)
+        )
+    )
+    norm = draw(st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0]))
+    return values.astype(dtype), indices, norm
+
+
+@given(tables_and_indices(), st.booleans())
+def test_matches_reference(case, use_max_norm):
+    param, indices, norm = case
+    expected = sparse_normalize_ref(param, indices, use_max_norm, norm)
+    out = caffe2op.sparse_normalize(param, indices, use_max_norm=use_max_norm, norm=norm)
+    assert out is param
+    assert_allclose_dtype(param, expected)
+
+
+@given(tables_and_indices())
+def test_rows_not_selected_are_bit_identical(case):
+    param, indices, norm = case
+    before = param.copy()
+    caffe2op.sparse_normalize(param, indices, use_max_norm=False, norm=norm)
+    untouched = np.setdiff1d(np.arange(len(param)), indices)
+    assert_bit_identical(param[untouched], before[untouched])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_max_norm_bounds_rows_and_keeps_short_ones(dtype):
+    rng = np.random.default_rng(1)
+    param = (rng.standard_normal((200, 8)) * rng.uniform(0.1, 3, (200, 1))).astype(dtype)
+    before = param.copy()
+    caffe2op.sparse_normalize(param, np.arange(200), norm=1.0)
+    norms = np.linalg.norm(before.astype(np.float64), axis=1)
+    short = norms <= 1.0
+    assert_bit_identical(param[short], before[short])
+    after = np.linalg.norm(param.astype(np.float64), axis=1)
+    assert_allclose_dtype(after[~short].astype(dtype), np.ones((~short).sum()), dtype)
+
+
+def test_row_exactly_at_norm_is_untouched_in_max_norm_mode():
+    param = np.array([[3.0, 4.0], [6.0, 8.0]], dtype=np.float32)
+    caffe2op.sparse_normalize(param, [0, 1], norm=5.0)
+    np.testing.assert_array_equal(param, [[3.0, 4.0], [3.0, 4.0]])
+
+
+def test_constant_norm_rescales_short_rows_up():
+    param = np.array([[0.3, 0.4]])
+    caffe2op.sparse_normalize(param, [0], use_max_norm=False, norm=2.0)
+    np.testing.assert_allclose(param, np.array([[0.3, 0.4]]) * (2.0 / (0.5 + 1e-12)), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("use_max_norm", [True, False])
+def test_zero_rows_stay_zero(dtype, use_max_norm):
+    param = np.zeros((3, 4), dtype=dtype)
+    caffe2op.sparse_normalize(param, [0, 2], use_max_norm=use_max_norm, norm=1.0)
+    assert_bit_identical(param, np.zeros((3, 4), dtype=dtype))
+
+
+def test_norm_zero_zeroes_every_selected_row():
+    param = np.array([[1.0, 2.0], [3.0, 4.0]])
+    caffe2op.sparse_normalize(param, [1], use_max_norm=True, norm=0.0)
+    np.testing.assert_array_equal(param, [[1.0, 2.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_duplicates_normalise_once(dtype):
+    rng = np.random.default_rng(2)
+    base = (rng.standard_normal((50, 5)) * 3).astype(dtype)
+    once, repeated = base.copy(), base.copy()
+    caffe2op.sparse_normalize(once, np.arange(50), use_max_norm=False, norm=1.5)
+    caffe2op.sparse_normalize(repeated, np.repeat(np.arange(50), 7)[::-1], use_max_norm=False, norm=1.5)
+    assert_bit_identical(repeated, once)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_thread_count_does_not_change_results(dtype):
+    rng = np.random.default_rng(3)
+    base = (rng.standard_normal((20000, 32)) * 2).astype(dtype)  # big enough to go parallel
+    indices = rng.integers(0, 20000, 30000)
+    results = []
+    for threads in (1, 2):
+        caffe2op.set_num_threads(threads)
+        table = base.copy()
+        caffe2op.sparse_normalize(table, indices, use_max_norm=False, norm=1.0)
+        results.append(table)
+    assert_bit_identical(results[0], results[1])
+
+
+def test_indices_any_shape_and_integer_dtype():
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((10, 3)) * 5
+    expected = sparse_normalize_ref(base, [1, 2, 3, 4])
+    for indices in (
+        np.array([[1, 2], [3, 4]]),
+        np.array([1, 2, 3, 4], dtype=np.uint8),
+        [1, 2, 3, 4],
+        np.array([1, 2, 3, 4], dtype=np.uint64),
+        np.array([[[1], [2]], [[3], [4]]], dtype=np.int32),
+    ):
+        param = base.copy()
+        caffe2op.sparse_normalize(param, indices)
+        assert_allclose_dtype(param, expected)
+
+
+def test_empty_indices_and_empty_tables_do_nothing():
+    param = np.arange(6.0).reshape(2, 3)
+    caffe2op.sparse_normalize(param, np.array([], dtype=np.int64))
+    np.testing.assert_array_equal(param, np.arange(6.0).reshape(2, 3))
+    empty = np.zeros((0, 3), dtype=np.float32)
+    caffe2op.sparse_normalize(empty, [])
+    narrow = np.zeros((4, 0), dtype=np.float32)
+    caffe2op.sparse_normalize(narrow, [0, 3])
+
+
+def test_one_dimensional_param_has_scalar_rows():
+    param = np.array([3.0, -0.5, 7.0])
+    caffe2op.sparse_normalize(param, [0, 1, 2], use_max_norm=True, norm=1.0)
+    np.testing.assert_allclose(param, [1.0, -0.5, 1.0], rtol=1e-12)
+
+
+def test_non_contiguous_param_is_updated_in_place():
+    rng = np.random.default_rng(5)
+    storage = rng.standard_normal((30, 8)) * 4
+    view = storage[::2, ::2]  # rows 0,2,..; columns 0,2,4,6
+    expected = sparse_normalize_ref(np.ascontiguousarray(view), [1, 3, 3, 14])
+    untouched_columns = storage[:, 1::2].copy()
+    caffe2op.sparse_normalize(view, [1, 3, 3, 14])
+    assert_allclose_dtype(storage[::2, ::2], expected)
+    assert_bit_identical(storage[:, 1::2], untouched_columns)
+
+
+def test_float16_uses_float32_arithmetic_and_rounds_to_nearest():
+    param = np.array([[3.0, 4.0], [1e-3, 0.0], [60000.0, 60000.0]], dtype=np.float16)
+    caffe2op.sparse_normalize(param, [0, 1, 2], use_max_norm=False, norm=1.0)
+    # float32 reference rounded once to float16
+    ref = np.array([[3.0, 4.0], [1e-3, 0.0], [60000.0, 60000.0]], dtype=np.float16).astype(np.float32)
+    n = np.sqrt((ref * ref).sum(axis=1, keepdims=True))
+    expected = (ref * (np.float32(1.0) / (n + np.float32(1e-12)))).astype(np.float16)
+    np.testing.assert_array_equal(param, expected)
+
+
+def test_grad_argument_is_ignored():
+    param = np.array([[3.0, 4.0]])
+    caffe2op.sparse_normalize(param, [0], grad=np.ones(99))
+    np.testing.assert_allclose(param, [[0.6, 0.8]])
+
+
+# --- operators through a workspace ------------------------------------------
+
+
+@pytest.mark.parametrize("with_grad", [False, True])
+@given(case=tables_and_indices(dtypes=[np.float32, np.float64]), use_max_norm=st.booleans())
+def test_operator_matches_reference(with_grad, case, use_max_norm):
+    param, indices, norm = case
+    ws = caffe2op.Workspace()
+    ws.feed_blob("w", param)
+    ws.feed_blob("idx", indices)
+    inputs = ["w", "idx"]
+    if with_grad:
+        ws.feed_blob("g", np.ones((len(indices), 2), np.float32))
+        inputs.append("g")
+    op = caffe2op.create_operator("SparseNormalize", inputs, ["w"], use_max_norm=use_max_norm, norm=norm)
+    ws.run_operator_once(op)
+    assert_allclose_dtype(ws.fetch_blob("w"), sparse_normalize_ref(param, indices, use_max_norm, norm))
+
+
+@given(case=tables_and_indices(dtypes=[np.float16]), use_max_norm=st.booleans())
+def test_float16_operator_matches_reference(case, use_max_norm):
+    param, indices, norm = case
+    ws = caffe2op.Workspace()
+    ws.feed_blob("w", param)
+    ws.feed_blob("idx", indices)
+    op = caffe2op.create_operator("Float16SparseNormalize", ["w", "idx"], ["w"], use_max_norm=use_max_norm, norm=norm)
+    ws.run_operator_once(op)
+    assert_allclose_dtype(ws.fetch_blob("w"), sparse_normalize_ref(param, indices, use_max_norm, norm))
+
+
+def test_operator_defaults_are_max_norm_and_one():
+    schema = caffe2op.get_schema("SparseNormalize")
+    assert schema.arg("use_max_norm").default is True
+    assert schema.arg("norm").default == 1.0
+    assert schema.input_range == (2, 3) and schema.output_range == (1, 1)
+
+
+def test_operator_accepts_caffe2_int_bools():
+    op = caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"], use_max_norm=0, norm=2)
+    assert caffe2op.get_schema("SparseNormalize").verify(op) == {"use_max_norm": False, "norm": 2.0}
+
+
+# --- bad input: typed errors, nothing modified --------------------------------
+
+
+def _table():
+    return np.random.default_rng(6).standard_normal((5, 3)).astype(np.float32) * 4
+
+
+@pytest.mark.parametrize(
+    "indices, position, value",
+    [([0, 1, 5], 2, 5), ([-1, 0], 0, -1), ([2, 7, -3], 1, 7), (np.array([0, 9], np.int32), 1, 9)],
+)
+def test_out_of_range_index_raises_and_changes_nothing(indices, position, value):
+    param = _table()
+    before = param.copy()
+    with pytest.raises(IndexError) as err:
+        caffe2op.sparse_normalize(param, indices, use_max_norm=False)
+    message = str(err.value)
+    assert "SparseNormalize" in message and f"index {value} at position {position}" in message and "5 rows" in message
+    assert_bit_identical(param, before)
+
+
+def test_out_of_range_uint64_index_raises():
+    param = _table()
+    with pytest.raises(IndexError, match="SparseNormalize: index 18446744073709551615"):
+        caffe2op.sparse_normalize(param, np.array([0, 2**64 - 1], dtype=np.uint64))
+
+
+def test_out_of_range_in_operator_leaves_blob_unchanged():
+    ws = caffe2op.Workspace()
+    ws.feed_blob("w", _table())
+    ws.feed_blob("idx", np.array([1, 50]))
+    before = ws.fetch_blob("w")
+    with pytest.raises(IndexError, match="index 50 at position 1"):
+        ws.run_operator_once(caffe2op.create_operator("SparseNormalize", ["w", "idx"], ["w"]))
+    assert_bit_identical(ws.fetch_blob("w"), before)
+
+
+@pytest.mark.parametrize("indices", [np.array([0.0, 1.0]), np.array([True, False]), ["a"], np.array([1 + 0j])])
+def test_non_integer_indices_raise_type_error(indices):
+    param = _table()
+    before = param.copy()
+    with pytest.raises(TypeError, match="SparseNormalize: indices must be integers"):
+        caffe2op.sparse_normalize(param, indices)
+    assert_bit_identical(param, before)
+
+
+@pytest.mark.parametrize("param", [np.arange(6).reshape(2, 3), np.ones((2, 2), dtype=complex), np.ones(3, bool)])
+def test_non_float_param_raises_type_error(param):
+    with pytest.raises(TypeError, match="SparseNormalize: param must be float16, float32 or float64"):
+        caffe2op.sparse_normalize(param, [0])
+
+
+def test_param_must_be_an_array():
+    with pytest.raises(TypeError, match="param must be a numpy.ndarray"):
+        caffe2op.sparse_normalize([[3.0, 4.0]], [0])
+
+
+def test_read_only_param_raises_value_error():
+    param = _table()
+    param.flags.writeable = False
+    before = param.copy()
+    with pytest.raises(ValueError, match="SparseNormalize: param is read-only"):
+        caffe2op.sparse_normalize(param, [0])
+    assert_bit_identical(param, before)
+
+
+def test_zero_dimensional_param_raises_value_error():
+    with pytest.raises(ValueError, match="at least 1 dimension"):
+        caffe2op.sparse_normalize(np.array(3.0), [0])
+
+
+@pytest.mark.parametrize("norm", [-1.0, float("nan"), float("inf")])
+def test_bad_norm_raises_value_error(norm):
+    param = _table()
+    before = param.copy()
+    with pytest.raises(ValueError, match="SparseNormalize: argument 'norm' must be finite and >= 0"):
+        caffe2op.sparse_normalize(param, [0], norm=norm)
+    assert_bit_identical(param, before)
+    with pytest.raises(caffe2op.SchemaError, match="'norm' must be finite and >= 0"):
+        caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"], norm=norm)
+
+
+@pytest.mark.parametrize("kwargs", [dict(norm="1"), dict(norm=True), dict(use_max_norm="yes"), dict(use_max_norm=2)])
+def test_bad_argument_types_raise_type_error(kwargs):
+    with pytest.raises(TypeError, match="SparseNormalize: argument"):
+        caffe2op.sparse_normalize(_table(), [0], **kwargs)
+    with pytest.raises(TypeError):
+        caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"], **kwargs)
+
+
+def test_output_must_be_param():
+    with pytest.raises(caffe2op.SchemaError, match="EnforceOneToOneInplace"):
+        caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w_normalized"])
+
+
+@pytest.mark.parametrize("inputs, outputs", [(["w"], ["w"]), (["w", "i", "g", "x"], ["w"]), (["w", "i"], [])])
+def test_wrong_input_or_output_count(inputs, outputs):
+    with pytest.raises(caffe2op.SchemaError, match="SparseNormalize: expects"):
+        caffe2op.create_operator("SparseNormalize", inputs, outputs)
+
+
+def test_unknown_argument():
+    with pytest.raises(caffe2op.SchemaError, match="unknown argument 'eps'"):
+        caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"], eps=1e-6)
+
+
+def test_float16_operator_rejects_float32_table():
+    ws = caffe2op.Workspace()
+    ws.feed_blob("w", _table())
+    ws.feed_blob("i", np.array([0]))
+    before = ws.fetch_blob("w")
+    with pytest.raises(TypeError, match="Float16SparseNormalize: param must be float16, got float32"):
+        ws.run_operator_once(caffe2op.create_operator("Float16SparseNormalize", ["w", "i"], ["w"]))
+    assert_bit_identical(ws.fetch_blob("w"), before)
+
+
+def test_sparse_normalize_operator_accepts_float16_tables():
+    ws = caffe2op.Workspace()
+    ws.feed_blob("w", np.array([[3.0, 4.0]], np.float16))
+    ws.feed_blob("i", np.array([0]))
+    ws.run_operator_once(caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"]))
+    assert_allclose_dtype(ws.fetch_blob("w"), [[0.6, 0.8]])

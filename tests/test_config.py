@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Thread control and show_config."""
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import caffe2op
+from caffe2op._cpu import _runtime
+
+
+def test_set_and_get_num_threads():
+    caffe2op.set_num_threads(3)
+    assert caffe2op.get_num_threads() == (3 if _runtime.openmp_enabled() else 1)
+    caffe2op.set_num_threads(None)
+    assert caffe2op.get_num_threads() >= 1
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        caffe2op.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an int or None"):
+        caffe2op.set_num_threads(2.0)
+    with pytest.raises(TypeError):
+        caffe2op.set_num_threads(True)
+
+
+def test_default_threads_follow_omp_num_threads():
+    code = "import caffe2op; print(caffe2op.get_num_threads())"
+    env = dict(os.environ, OMP_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ("3" if _runtime.openmp_enabled() else "1")
+
+
+def test_show_config_reports_build_threads_numpy_and_opencl():
+    out = io.StringIO()
+    caffe2op.show_config(file=out)
+    text = out.getvalue()
+    assert text.startswith(f"caffe2op {caffe2op.__version__}\n")
+    assert f"numpy:    {np.__version__}" in text
+    assert ("OpenMP: yes" if _runtime.openmp_enabled() else "OpenMP: no") in text
+    assert "threads:" in text and "opencl:" in text
+
+
+def test_command_line_config():
+    out = subprocess.run([sys.executable, "-m", "caffe2op", "config"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("caffe2op ")
+
+
+def test_float16_conversions_are_bit_exact():
+    bits = np.arange(65536, dtype=np.uint16)
+    out = np.empty(bits.size, np.float32)
+    _runtime.half_to_float(bits, out)
+    expected = bits.view(np.float16).astype(np.float32)
+    finite = ~np.isnan(expected)
+    np.testing.assert_array_equal(out.view(np.uint32)[finite], expected.view(np.uint32)[finite])
+    assert np.isnan(out[~finite]).all()
+    # Every float16 value, the midpoints between neighbours (ties round to even), and random floats.
+    halves = expected[finite & np.isfinite(expected)].astype(np.float64)
+    halves = np.unique(halves)
+    midpoints = ((halves[:-1] + halves[1:]) / 2).astype(np.float32)
+    rng = np.random.default_rng(0)
+    spread = (rng.standard_normal(200_000) * 10.0 ** rng.uniform(-9, 6, 200_000)).astype(np.float32)
+    extremes = np.array([np.inf, -np.inf, 65504, 65519.996, 65520, 1e9, 5.96e-8, 2.98e-8, 1e-30, -0.0], np.float32)
+    values = np.concatenate([halves.astype(np.float32), midpoints, spread, extremes])
+    got = np.empty(values.size, np.uint16)
+    _runtime.float_to_half(values, got)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(got, values.astype(np.float16).view(np.uint16))
+    nan_bits = np.empty(1, np.uint16)
+    _runtime.float_to_half(np.array([np.nan], np.float32), nan_bits)
+    assert np.isnan(nan_bits.view(np.float16)[0])
