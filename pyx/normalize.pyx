@@ -9,15 +9,17 @@ Every vector is reduced by exactly one thread, in an order fixed by the
 input's shape alone, so results never depend on the number of threads:
 
 * Dense, ``axis`` last (``inner == 1``): each vector is a contiguous row.
-  One thread sums its squares (four partial sums combined in a fixed order),
-  computes the scale and writes the row while it is still in cache.
+  One thread sums its squares (eight partial sums, one per position modulo 8,
+  combined in a fixed order), computes the scale and writes the row while it
+  is still in cache: one pass over memory.
 * Dense, any other axis: the array is seen as ``(outer, n, inner)`` and a
   work item is one ``outer`` index and a block of at most ``COLUMN_BLOCK``
   consecutive ``inner`` positions.  The item accumulates the squares of its
-  columns over ``k = 0, 1, ..., n-1`` into accumulators on its own stack (a
-  contiguous, vectorisable inner loop), turns them into scales, and scales
-  the block.  No transposed copy is made.  The block width may depend on the
-  thread count (for load balance); a column's sum never does.
+  columns over ``k`` (four rows per sweep, in increasing ``k``) into
+  per-thread accumulators (a contiguous, vectorisable inner loop), turns them
+  into scales and scales the block row by row: two passes over memory, both
+  sequential, and no transposed copy.  The block width depends on the thread
+  count (for load balance); a column's sum never does.
 * Compressed sparse, along the compressed direction (CSR rows, CSC columns):
   each stored segment ``data[indptr[i]:indptr[i + 1]]`` is a vector.
 * Compressed sparse, across it (CSR columns, CSC rows): the stored values are
@@ -27,8 +29,10 @@ input's shape alone, so results never depend on the number of threads:
   the rows are then added in chunk order.
 
 Precision: float32 and float64 accumulate in float64; float16 (stored as its
-uint16 bit pattern) accumulates and scales in float32, rounding each result
-back to float16 (round to nearest even), like Float16SparseNormalize.
+uint16 bit pattern) accumulates in float32.  float64 data are scaled in
+float64; float32 and float16 data are multiplied in float32 by the scale
+rounded to float32 (float16 results rounded to nearest even), as Caffe2's
+float kernels computed them: within one float32 ulp of the exact quotient.
 
 Scale of a vector with L2 norm ``n`` (``norm`` and ``use_max_norm`` as in
 SparseNormalize; Normalize is ``norm=1``, ``use_max_norm=False``):
@@ -50,8 +54,10 @@ from _typedefs cimport (
     c2o_float_to_half,
     c2o_half_to_float,
     index_t,
+    int32_t,
     int64_t,
     uint16_t,
+    uint32_t,
     uint64_t,
 )
 
@@ -62,7 +68,7 @@ cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 15
 
 cdef enum:
     # Accumulators per dense column work item (on the item's stack).
-    COLUMN_BLOCK = 512
+    COLUMN_BLOCK = 8192
     # Narrowest column block: a whole 64-byte line of float32.
     COLUMN_MIN = 16
 
@@ -109,8 +115,8 @@ cdef inline float _scale_f(float sumsq, bint use_max_norm, double norm, bint add
 
 cdef inline double _sum_squares(const storage_t* x, Py_ssize_t n) noexcept nogil:
     """Sum of squares of ``x[0:n]``: float64 accumulation (float32 for float16 storage)."""
-    cdef Py_ssize_t j = 0
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t j = 0, t
+    cdef double acc[8]
     cdef float h0 = 0, h1 = 0, h2 = 0, h3 = 0, hx
     if storage_t is uint16_t:
         # Four partial sums break the dependency chain of the reduction.
@@ -130,20 +136,26 @@ cdef inline double _sum_squares(const storage_t* x, Py_ssize_t n) noexcept nogil
             j += 1
         return (h0 + h1) + (h2 + h3)
     else:
-        while j + 4 <= n:
-            s0 += <double> x[j] * x[j]
-            s1 += <double> x[j + 1] * x[j + 1]
-            s2 += <double> x[j + 2] * x[j + 2]
-            s3 += <double> x[j + 3] * x[j + 3]
-            j += 4
+        # Eight independent sums, one per position modulo 8: a fixed-size inner loop the
+        # compiler turns into vector code without reassociating any single sum.
+        for t in range(8):
+            acc[t] = 0
+        while j + 8 <= n:
+            for t in range(8):
+                acc[t] += <double> x[j + t] * x[j + t]
+            j += 8
         while j < n:
-            s0 += <double> x[j] * x[j]
+            acc[0] += <double> x[j] * x[j]
             j += 1
-        return (s0 + s1) + (s2 + s3)
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
 cdef inline void _scale_into(const storage_t* x, storage_t* y, Py_ssize_t n, double scale) noexcept nogil:
-    """``y[0:n] = x[0:n] * scale``; nothing to do in place when ``scale == 1``."""
+    """``y[0:n] = x[0:n] * scale``; nothing to do in place when ``scale == 1``.
+
+    float32 and float16 data are multiplied in float32 by the scale rounded to
+    float32 (as Caffe2 computed them); float64 data in float64.
+    """
     cdef Py_ssize_t j
     cdef float fscale = <float> scale
     if scale == 1.0 and <const void*> x == <const void*> y:
@@ -151,9 +163,12 @@ cdef inline void _scale_into(const storage_t* x, storage_t* y, Py_ssize_t n, dou
     if storage_t is uint16_t:
         for j in range(n):
             y[j] = c2o_float_to_half(c2o_half_to_float(x[j]) * fscale)
+    elif storage_t is float:
+        for j in range(n):
+            y[j] = x[j] * fscale
     else:
         for j in range(n):
-            y[j] = <storage_t> (x[j] * scale)
+            y[j] = x[j] * scale
 
 
 cdef inline double _vector_scale(const storage_t* x, Py_ssize_t n, bint use_max_norm, double norm,
@@ -171,42 +186,69 @@ cdef void _normalize_columns(const storage_t* x, storage_t* y, Py_ssize_t n, Py_
                              double* acc, bint use_max_norm, double norm) noexcept nogil:
     """Normalise the ``w`` columns ``x[k * stride + i]`` (``k < n``, ``i < w``) along ``k``.
 
-    ``acc`` holds ``w`` accumulators (float64; float32 ones for float16 storage).
+    ``acc`` holds ``2 * w`` float64 values: the accumulators (float32 ones for
+    float16 storage), then the float32 scales of float32 data.
     """
     cdef float* facc = <float*> acc
+    cdef float* fscale = <float*> (acc + w)
     cdef Py_ssize_t i, k
-    cdef const storage_t* xk
+    cdef const storage_t* x0
+    cdef const storage_t* x1
+    cdef const storage_t* x2
+    cdef const storage_t* x3
     cdef storage_t* yk
     cdef float hx
     if storage_t is uint16_t:
         for i in range(w):
             facc[i] = 0
         for k in range(n):
-            xk = x + k * stride
+            x0 = x + k * stride
             for i in range(w):
-                hx = c2o_half_to_float(xk[i])
+                hx = c2o_half_to_float(x0[i])
                 facc[i] += hx * hx
         for i in range(w):
             facc[i] = _scale_f(facc[i], use_max_norm, norm, False)
         for k in range(n):
-            xk = x + k * stride
+            x0 = x + k * stride
             yk = y + k * stride
             for i in range(w):
-                yk[i] = c2o_float_to_half(c2o_half_to_float(xk[i]) * facc[i])
+                yk[i] = c2o_float_to_half(c2o_half_to_float(x0[i]) * facc[i])
     else:
         for i in range(w):
             acc[i] = 0
-        for k in range(n):
-            xk = x + k * stride
+        # Four rows per sweep: a quarter of the accumulator traffic.  Each column is
+        # still summed in one fixed order, whatever the block width and thread count.
+        k = 0
+        while k + 4 <= n:
+            x0 = x + k * stride
+            x1 = x0 + stride
+            x2 = x1 + stride
+            x3 = x2 + stride
             for i in range(w):
-                acc[i] += <double> xk[i] * xk[i]
+                acc[i] += ((<double> x0[i] * x0[i] + <double> x1[i] * x1[i])
+                           + (<double> x2[i] * x2[i] + <double> x3[i] * x3[i]))
+            k += 4
+        while k < n:
+            x0 = x + k * stride
+            for i in range(w):
+                acc[i] += <double> x0[i] * x0[i]
+            k += 1
         for i in range(w):
             acc[i] = _scale(acc[i], use_max_norm, norm, False)
-        for k in range(n):
-            xk = x + k * stride
-            yk = y + k * stride
+        if storage_t is float:
             for i in range(w):
-                yk[i] = <storage_t> (xk[i] * acc[i])
+                fscale[i] = <float> acc[i]
+            for k in range(n):
+                x0 = x + k * stride
+                yk = y + k * stride
+                for i in range(w):
+                    yk[i] = x0[i] * fscale[i]
+        else:
+            for k in range(n):
+                x0 = x + k * stride
+                yk = y + k * stride
+                for i in range(w):
+                    yk[i] = x0[i] * acc[i]
 
 
 cdef Py_ssize_t _column_block_width(Py_ssize_t outer, Py_ssize_t inner, int n_threads,
@@ -224,7 +266,7 @@ cdef Py_ssize_t _column_block_width(Py_ssize_t outer, Py_ssize_t inner, int n_th
 
 
 def normalize_dense(const storage_t[:, :, ::1] x, storage_t[:, :, ::1] y, bint use_max_norm, double norm,
-                    int n_threads, Py_ssize_t max_width=COLUMN_BLOCK):
+                    int n_threads):
     """Normalise ``x`` (seen as ``(outer, n, inner)``) along axis 1 into ``y`` (may be ``x``)."""
     cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
     cdef Py_ssize_t o, item, width, n_blocks, start, w
@@ -241,10 +283,10 @@ def normalize_dense(const storage_t[:, :, ::1] x, storage_t[:, :, ::1] y, bint u
         for o in prange(outer, nogil=True, schedule="static", num_threads=n_threads, use_threads_if=threads):
             _scale_into(xp + o * n, yp + o * n, n, _vector_scale(xp + o * n, n, use_max_norm, norm, False))
         return
-    width = _column_block_width(outer, inner, n_threads if threads else 1, max_width)
+    width = _column_block_width(outer, inner, n_threads if threads else 1, COLUMN_BLOCK)
     n_blocks = (inner + width - 1) // width
-    # One row of accumulators per thread.
-    buffers = np.empty((n_threads if threads else 1, width), dtype=np.float64)
+    # One row of accumulators (and float32 scales) per thread.
+    buffers = np.empty((n_threads if threads else 1, 2 * width), dtype=np.float64)
     for item in prange(outer * n_blocks, nogil=True, schedule="static", num_threads=n_threads,
                        use_threads_if=threads):
         acc = &buffers[threadid(), 0]
@@ -402,29 +444,34 @@ def check_compressed(const index_t[::1] indptr, const index_t[::1] indices, Py_s
     else ``(0, position)`` for the first bad ``indptr`` entry or
     ``(1, position)`` for the first bad index.
     """
-    cdef Py_ssize_t i, n_major = indptr.shape[0] - 1, nnz
-    cdef Py_ssize_t bad = -1
-    if n_major < 0:
+    cdef Py_ssize_t i, n_major = indptr.shape[0] - 1, nnz, bad = 0
+    cdef uint32_t limit32 = <uint32_t> (n_minor if n_minor < (<Py_ssize_t> 1 << 31) else (<Py_ssize_t> 1 << 31))
+    cdef uint64_t limit64 = <uint64_t> n_minor
+    if n_major < 0 or indptr[0] != 0:
         return 0, 0
-    if indptr[0] != 0:
-        return 0, 0
+    # Count first (branch-free loops the compiler vectorises), locate only on failure.
     with nogil:
         for i in range(n_major):
+            bad += indptr[i + 1] < indptr[i]
+    if bad:
+        for i in range(n_major):
             if indptr[i + 1] < indptr[i]:
-                bad = i + 1
-                break
-    if bad >= 0:
-        return 0, bad
+                return 0, i + 1
     nnz = indptr[n_major]
     if nnz > indices.shape[0]:
         return 0, n_major
     with nogil:
+        # Negative indices become huge unsigned values: one comparison checks both bounds.
+        if index_t is int32_t:
+            for i in range(nnz):
+                bad += (<uint32_t> indices[i]) >= limit32
+        else:
+            for i in range(nnz):
+                bad += (<uint64_t> indices[i]) >= limit64
+    if bad:
         for i in range(nnz):
             if indices[i] < 0 or indices[i] >= n_minor:
-                bad = i
-                break
-    if bad >= 0:
-        return 1, bad
+                return 1, i
     return -1, 0
 
 
@@ -544,8 +591,10 @@ def cross_apply(const index_t[::1] indices, const storage_t[::1] src, storage_t[
             continue
         if storage_t is uint16_t:
             dst[k] = c2o_float_to_half(c2o_half_to_float(src[k]) * <float> s)
+        elif storage_t is float:
+            dst[k] = src[k] * <float> s
         else:
-            dst[k] = <storage_t> (src[k] * s)
+            dst[k] = src[k] * s
 
 
 def distinct(const index_t[::1] indices, Py_ssize_t n_rows):

@@ -14,11 +14,13 @@ change) and SparseNormalize's ``norm`` / ``use_max_norm`` modes along an
 axis.  :func:`sparse_normalize_csr` is SparseNormalize on the stored values of
 a CSR matrix; :func:`caffe2op.sparse_normalize` dispatches to it.
 
-Differences from Caffe2, all on inputs Caffe2 did not take: float16 and
-float64 arrays are accepted (Caffe2 registered float only); norms are
-accumulated in float64 for float32 (Caffe2 summed in float), in float32 for
-float16.  scipy is imported by nobody here: a sparse input is recognised
-through ``sys.modules``, so ``import caffe2op`` never needs scipy.
+Differences from Caffe2: float16 and float64 arrays are accepted (Caffe2
+registered float only); norms of float32 data are accumulated in float64
+(Caffe2 summed in float; float16 sums in float32); float32 data are
+multiplied by the float32 reciprocal of the norm (Caffe2 divided by it),
+which can differ from the quotient by one ulp.  scipy is never imported
+here: a sparse input is recognised through ``sys.modules``, so
+``import caffe2op`` does not need scipy.
 """
 
 import sys
@@ -631,8 +633,10 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None):
     for ``0 < n < 1e-12`` in constant-norm mode, where this function
     amplifies by ``norm / 1e-12`` instead of ``norm / (n + 1e-12)``.
 
-    Norms are accumulated in float64 (float32 for float16 data, whose result
-    is rounded back to float16).  Any axis of a C- or F-contiguous array is
+    Norms are accumulated in float64 (float32 for float16 data).  float64
+    data are scaled in float64; float32 and float16 data are multiplied in
+    float32 by the scale rounded to float32, as Caffe2 did (within one ulp of
+    the exact quotient; float16 results rounded to nearest even).  Any axis of a C- or F-contiguous array is
     processed in place in memory (other layouts through one contiguous
     copy); sparse input is never densified.  Results are bit-identical for
     any number of threads.  ``sklearn.preprocessing.normalize(X, norm="l2",
