@@ -18,6 +18,7 @@ Quick start::
 
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__
+from .backward import get_backward_pass
 from .core import DataType, DeviceOption, DeviceType, OperatorDef, create_operator, device_scope
 from .errors import MissingBlobError, SchemaError, SchemaTypeError, UnknownOperatorError
 from .gradient import (
@@ -68,6 +69,7 @@ __all__ = [
     "__version__",
     "create_operator",
     "device_scope",
+    "get_backward_pass",
     "get_gradient_defs",
     "get_num_threads",
     "get_schema",
