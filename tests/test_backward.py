@@ -13,6 +13,8 @@ no implementation), as in Caffe2's own tests of its ``IR``:
 * ``BwGather`` / ``BwSparse``: sparse gradients, passed through or made by an operator.
 """
 
+import copy
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -163,7 +165,7 @@ def test_no_ys_no_gradients():
 
 def test_forward_operators_are_not_modified():
     ops = [op("BwDirect", "in", "h1"), op("BwDirect", "in", "h2"), op("BwDirect", ["h1", "h2"], "out")]
-    before = [OperatorDef(**o.__dict__) for o in ops]
+    before = copy.deepcopy(ops)
     get_backward_pass(ops, ["out"])
     assert ops == before and not any(o.is_gradient_op for o in ops)
 
@@ -261,7 +263,7 @@ def test_gradient_operators_may_read_blobs_made_by_earlier_ones_of_the_same_oper
     assert [g.type for g in grad_ops] == ["BwStep1", "BwStep2"] and grad_map["x"] == "x_grad"
 
 
-# --- several consumers: dense accumulation ------------------------------------------------------- ---
+# --- several consumers: dense accumulation --------------------------------------------------------
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -383,7 +385,7 @@ def test_sum_op_in_the_forward_pass_and_accumulation():
     assert grad_map == {"loss": "loss_grad", "s": "s_grad", "h": "h_grad", "x": "x_grad"}
 
 
-# --- pass-through gradients ------------------------------------------------------------------------ ---
+# --- pass-through gradients -----------------------------------------------------------------------
 
 
 def test_pass_through_in_the_middle():
@@ -448,7 +450,7 @@ def test_multi_layer_pass_through():
     assert grad_map == {n: "x6_grad" for n in ["x6", "x4", "x5", "x1", "x3"]} | {"x2": "x2_grad"}
 
 
-# --- StopGradient ------------------------------------------------------------------------------------ ---
+# --- StopGradient ---------------------------------------------------------------------------------
 
 
 def test_stop_gradient_out_of_place():
@@ -511,7 +513,7 @@ def test_stop_gradient_output_read_by_an_earlier_operator_is_not_orphan():
     assert get_backward_pass(ops, {}) == ([], {})
 
 
-# --- ZeroGradient ---------------------------------------------------------------------------------------- ---
+# --- ZeroGradient ---------------------------------------------------------------------------------
 
 
 def test_a_needed_gradient_that_nothing_provides_is_an_error():
@@ -621,6 +623,77 @@ def test_sparse_accumulation_renames_every_generated_part():
     assert grad_map["emb"] == GradientSlice("emb_grad_indices_concat", "emb_grad_values_concat")
 
 
+@register_gradient("BwHalfSparse")
+def _half_sparse(op_def, g_output):
+    # Indices passed through from the ids input, values computed by an operator.
+    values = op_def.inputs[0] + "_grad_values"
+    return [op("BwHalfSparseGradient", [g_output[0]], values)], [GradientSlice(op_def.inputs[1], values), None]
+
+
+@register_gradient("BwTwoOpSparse")
+def _two_op_sparse(op_def, g_output):
+    # Indices and values written by two different operators (on the devices given in the args).
+    indices, values = op_def.inputs[0] + "_grad_indices", op_def.inputs[0] + "_grad_values"
+    devices = op_def.args.get("devices", [None, None])
+    return (
+        [
+            op("BwMakeIndices", [op_def.inputs[1]], indices, device_option=devices[0]),
+            op("BwMakeValues", [g_output[0]], values, device_option=devices[1]),
+        ],
+        [GradientSlice(indices, values), None],
+    )
+
+
+def test_sparse_accumulation_with_passed_through_indices_and_computed_values():
+    ops = [
+        op("BwHalfSparse", ["table", "ids1"], "v1"),
+        op("BwHalfSparse", ["table", "ids2"], "v2"),
+        op("BwDot", ["v1", "v2"], "score"),
+    ]
+    grad_ops, grad_map = get_backward_pass(ops, {"score": "score_grad"})
+    assert [g.outputs for g in grad_ops[1:3]] == [
+        ["_table_grad_values_autosplit_0"],
+        ["_table_grad_values_autosplit_1"],
+    ]
+    assert grad_ops[3].inputs == ["ids2", "ids1"] and grad_ops[3].outputs[0] == "table_grad_indices_concat"
+    assert grad_ops[4].inputs == ["_table_grad_values_autosplit_0", "_table_grad_values_autosplit_1"]
+    assert grad_map["table"] == GradientSlice("table_grad_indices_concat", "table_grad_values_concat")
+
+
+def test_sparse_indices_and_values_from_two_operators_make_one_gradient():
+    ops = [
+        op("BwTwoOpSparse", ["table", "ids1"], "v1"),
+        op("BwTwoOpSparse", ["table", "ids2"], "v2"),
+        op("BwDot", ["v1", "v2"], "score"),
+    ]
+    grad_ops, grad_map = get_backward_pass(ops, {"score": "score_grad"})
+    assert [g.outputs[0] for g in grad_ops[1:5]] == [
+        "_table_grad_indices_autosplit_0",
+        "_table_grad_values_autosplit_0",
+        "_table_grad_indices_autosplit_1",
+        "_table_grad_values_autosplit_1",
+    ]
+    assert [g.type for g in grad_ops[5:]] == ["Concat", "Concat"]
+    assert grad_map["table"] == GradientSlice("table_grad_indices_concat", "table_grad_values_concat")
+
+
+def test_sparse_indices_and_values_on_different_devices_raise():
+    gpu = DeviceOption(DeviceType.OPENCL, 0)
+    ops = [op("BwTwoOpSparse", ["table", "ids"], "v", args={"devices": [None, gpu]}), op("BwDirect", "v", "y")]
+    with pytest.raises(RuntimeError, match=r"'table'.*different devices \(CPU:0 and OPENCL:0\)"):
+        get_backward_pass(ops, {"y": "y_grad"})
+
+
+def test_a_sparse_part_written_twice_raises():
+    @register_gradient("BwTwiceSparse")
+    def twice(op_def, g_output):
+        g = GradientSlice("t_grad_indices", "t_grad_values")
+        return [op("BwA", "ids", g.indices), op("BwB", "ids", g.indices), op("BwC", g_output[0], g.values)], [g, None]
+
+    with pytest.raises(RuntimeError, match="more than once"):
+        get_backward_pass([op("BwTwiceSparse", ["t", "ids"], "v")], {"v": "v_grad"})
+
+
 def test_a_single_sparse_gradient_is_not_concatenated():
     ops = [op("BwSparse", ["emb", "ids"], "v"), op("BwDirect", "v", "loss")]
     grad_ops, grad_map = get_backward_pass(ops, {"loss": "loss_grad"})
@@ -723,7 +796,7 @@ def test_any_number_of_consumers_gives_one_sum_with_autosplit_names(n_consumers)
     assert total == op("Sum", ["x_grad"] + [f"_x_grad_autosplit_{k}" for k in range(n_consumers - 1)], "x_grad")
 
 
-# --- Net.add_gradient_operators --------------------------------------------------------------------------------- ---
+# --- Net.add_gradient_operators -------------------------------------------------------------------
 
 
 def test_net_add_gradient_operators_appends_and_returns_the_map():
@@ -740,7 +813,7 @@ def test_net_is_unchanged_when_the_backward_pass_fails():
     net.add_op(op("BwDirect", "x", "x"))
     net.add_op(op("BwDirect", "y", "x"))
     net.add_op(op("BwDirect", "x", "y"))
-    before = list(net.ops)
+    before = copy.deepcopy(net.ops)
     with pytest.raises(RuntimeError, match="version"):
         net.add_gradient_operators({"y": "y_grad"})
     assert net.ops == before

@@ -121,7 +121,7 @@ def test_a_tighter_max_norm_is_respected():
         assert np.linalg.norm(table.astype(np.float64), axis=1).max() <= 0.25 * (1 + 1e-6)
 
 
-# --- the demo's operators: gradients by finite differences ------------------------------------------
+# --- the demo's operators: gradients by finite differences ----------------------------------------
 
 
 def _run(ops, feeds):
@@ -201,7 +201,7 @@ def test_demo_operators_reject_bad_input(op_type, inputs, exc, match):
     assert not ws.has_blob("out")
 
 
-# --- command line and devices -----------------------------------------------------------------------
+# --- command line and devices ---------------------------------------------------------------------
 
 
 def test_cli_runs_the_demo(capsys):

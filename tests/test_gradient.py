@@ -21,7 +21,7 @@ from caffe2op import (
 OPENCL_1 = DeviceOption(DeviceType.OPENCL, 1)
 
 
-# --- makers used by the tests ---------------------------------------------------------
+# --- makers used by the tests ---------------------------------------------------------------------
 
 
 @register_gradient("GtDense")
@@ -51,7 +51,7 @@ class _GatherMaker(GradientMakerBase):
         return []
 
 
-# --- GradientSlice ---------------------------------------------------------------------
+# --- GradientSlice --------------------------------------------------------------------------------
 
 
 def test_gradient_slice_is_a_named_pair():
@@ -60,7 +60,7 @@ def test_gradient_slice_is_a_named_pair():
     assert isinstance(g, tuple) and len(g) == 2
 
 
-# --- helpers of GradientMakerBase ---------------------------------------------------------
+# --- helpers of GradientMakerBase -----------------------------------------------------------------
 
 
 def _maker(g_output=("y_grad",), inputs=("x", "w"), outputs=("y",)):
@@ -157,7 +157,7 @@ def test_single_gradient_def_builds_one_unchecked_operator():
     assert op == OperatorDef(type="Anything", inputs=["a"], outputs=["b", "c"], args={"k": 1}, name="n")
 
 
-# --- get_gradient_defs ---------------------------------------------------------------------
+# --- get_gradient_defs ----------------------------------------------------------------------------
 
 
 def test_get_gradient_defs_copies_device_engine_and_args_and_flags():
@@ -310,7 +310,7 @@ def test_get_gradient_defs_rejects_non_operator_and_wrong_g_output():
         get_gradient_defs(OperatorDef(type="Sum", inputs=["a"], outputs=["s"]), [])
 
 
-# --- the three "no gradient" flavours ---------------------------------------------------------
+# --- the three "no gradient" flavours -------------------------------------------------------------
 
 
 def test_no_gradient_gives_no_operators_and_no_gradients():
@@ -375,7 +375,7 @@ def test_a_type_with_only_a_gradient_maker_is_a_known_operator_type():
     assert net.GtOnlyGradient("x", "y") == "y"
 
 
-# --- the built-in operators' gradients -------------------------------------------------------------
+# --- the built-in operators' gradients ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32])

@@ -77,7 +77,7 @@ from ..schema import Argument
 __all__ = ["DemoResult", "main", "resolve_device", "run_demo"]
 
 
-# --- operators: schema, one implementation for every device, gradient maker ------------------
+# --- operators: schema, one implementation for every device, gradient maker -----------------------
 
 
 def _register_everywhere(op_type):
@@ -366,7 +366,7 @@ class SparseSGDOp(_NumPyOperator):
 should_not_do_gradient("SparseSGD")
 
 
-# --- devices ---------------------------------------------------------------------------------------
+# --- devices --------------------------------------------------------------------------------------
 
 _DEVICE_PATTERN = re.compile(r"^(cpu|opencl|cuda)(?::(\d+))?$")
 
@@ -467,7 +467,7 @@ _NET_OPERATOR_TYPES = (
 )
 
 
-# --- data and model ------------------------------------------------------------------------------------
+# --- data and model -------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -500,6 +500,13 @@ class DemoResult:
         The three parts of the training net, in the order they run.
     seconds : float
         Wall time of the training loop.
+
+    Examples
+    --------
+    >>> from caffe2op.examples.embedding_demo import run_demo
+    >>> r = run_demo("cpu", epochs=1, n_users=20, n_items=30, n_examples=256, progress=False, out=None)
+    >>> sorted(r.tables), r.norm
+    (['item_emb', 'user_emb'], 1.0)
     """
 
     device: str
@@ -525,6 +532,29 @@ def make_data(rng, n_users, n_items, dim, n_features, n_examples):
     Users' tastes are mostly a linear function of their features (what the
     "pretrained" tower captured), plus a personal part only a user embedding
     can learn.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    n_users, n_items, dim, n_features, n_examples : int
+        Sizes.
+
+    Returns
+    -------
+    tuple
+        ``(features, pretrained_tower, users, positives, negatives)``: user
+        features (float32, n_users x n_features), the tower's weights
+        (float32, n_features x dim) and three int64 vectors of length
+        ``n_examples``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.examples.embedding_demo import make_data
+    >>> features, tower, users, pos, neg = make_data(np.random.default_rng(0), 10, 20, 4, 3, 100)
+    >>> features.shape, tower.shape, users.shape, int(pos.max()) < 20
+    ((10, 3), (3, 4), (100,), True)
     """
     features = rng.normal(size=(n_users, n_features)).astype(np.float32)
     true_tower = rng.normal(scale=1.0 / np.sqrt(n_features), size=(n_features, dim))
@@ -543,11 +573,27 @@ def make_data(rng, n_users, n_items, dim, n_features, n_examples):
 def build_training_net(lr, norm):
     """The training net: forward operators, the generated backward operators, then the sparse updates.
 
+    Parameters
+    ----------
+    lr : float
+        SparseSGD's learning rate.
+    norm : float
+        SparseNormalize's max-norm bound.
+
     Returns
     -------
     tuple of (Net, Net, Net, Net, dict)
         The whole net, its forward, backward and update parts (for display)
         and the gradient map.
+
+    Examples
+    --------
+    >>> from caffe2op.examples.embedding_demo import build_training_net
+    >>> net, forward, backward, update, grad_map = build_training_net(lr=1.0, norm=1.0)
+    >>> grad_map["item_emb"]
+    GradientSlice(indices='item_emb_grad_indices_concat', values='item_emb_grad_values_concat')
+    >>> len(net) == len(forward) + len(backward) + len(update)
+    True
     """
     net = Net("embedding_train")
     user_vec = net.EmbeddingLookup(["user_emb", "user_ids"], "user_vec")
@@ -642,6 +688,13 @@ def run_demo(
         If a size or ``epochs`` is not positive, or ``device`` is malformed.
     RuntimeError
         If the device asked for is not available.
+
+    Examples
+    --------
+    >>> from caffe2op.examples.embedding_demo import run_demo
+    >>> r = run_demo("cpu", epochs=2, n_users=50, n_items=80, n_examples=1024, progress=False, out=None)
+    >>> r.losses[-1] < r.initial_loss, r.tower_unchanged
+    (True, True)
     """
     for what, value in (
         ("epochs", epochs),

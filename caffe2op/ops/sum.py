@@ -74,8 +74,30 @@ class SumCPU(Operator):
 def sum_gradient(op_def, g_output):
     """Sum's gradient: every input's gradient is the output's (dense) gradient, with no operator.
 
-    Caffe2's ``GetSumGradient`` (``SetDense(i, GO(0))``); a sparse or missing
-    output gradient raises ``ValueError``.
+    Caffe2's ``GetSumGradient`` (``SetDense(i, GO(0))``).
+
+    Parameters
+    ----------
+    op_def : OperatorDef
+        The Sum operator.
+    g_output : list
+        The gradient of its output.
+
+    Returns
+    -------
+    tuple of (list, list)
+        No operators, and ``g_output[0]`` for every input.
+
+    Raises
+    ------
+    ValueError
+        If the output gradient is sparse or missing.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> caffe2op.get_gradient_defs(caffe2op.create_operator("Sum", ["a", "b"], "s"), ["s_grad"])
+    ([], ['s_grad', 's_grad'])
     """
     g = g_output[0]
     if not isinstance(g, str):
