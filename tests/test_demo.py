@@ -276,3 +276,86 @@ def test_demo_rejects_bad_sizes():
         run_demo("cpu", epochs=0, out=None)
     with pytest.raises(ValueError, match="demo: batch_size must be a positive int"):
         run_demo("cpu", batch_size=-1, out=None)
+
+
+# --- the device path of the demo's operators, on a stand-in device ----------------------------------
+
+
+class _FakeDeviceArray:
+    """A blob of the stand-in device: wraps a host array (its module makes it look like pyopencl's)."""
+
+    __module__ = "pyopencl.fake"
+
+    def __init__(self, data):
+        self.data = np.array(data, copy=True)
+        self.shape, self.dtype = self.data.shape, self.data.dtype
+
+
+class _FakeBackend:
+    name = "FAKE OPENCL:0"
+    device_option = caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)
+
+    def __init__(self):
+        self.uploads = 0
+
+    def empty(self, shape, dtype):
+        return _FakeDeviceArray(np.empty(shape, dtype))
+
+    def owns(self, value):
+        return isinstance(value, _FakeDeviceArray)
+
+    def from_host(self, array):
+        self.uploads += 1
+        return _FakeDeviceArray(array)
+
+    def to_host(self, value):
+        return value.data.copy()
+
+    def copy(self, value):
+        return _FakeDeviceArray(value.data)
+
+    def same_device(self, other):
+        return other is self
+
+
+@pytest.fixture
+def fake_device(monkeypatch):
+    backend = _FakeBackend()
+    monkeypatch.setattr(caffe2op.opencl, "backend_for", lambda option: backend, raising=False)
+    monkeypatch.setattr(caffe2op.opencl, "backend_of_array", lambda value: backend, raising=False)
+    return backend
+
+
+def test_demo_operators_run_on_a_device_through_host_round_trips(fake_device):
+    rng = np.random.default_rng(2)
+    feeds = {
+        "table": rng.normal(size=(5, 3)).astype(np.float32),
+        "ids": np.array([1, 4, 1]),
+        "neg": rng.normal(size=(3, 3)).astype(np.float32),
+    }
+    c = caffe2op.create_operator
+    ops = [
+        c("EmbeddingLookup", ["table", "ids"], "rows"),
+        c("RowDot", ["rows", "rows"], "s_pos"),
+        c("RowDot", ["rows", "neg"], "s_neg"),
+        c("BPRLoss", ["s_pos", "s_neg"], ["loss", "margin"]),
+        c("BPRLossGradient", ["margin", "loss", "margin"], ["ds_pos", "ds_neg"]),
+        c("RowDotGradient", ["rows", "neg", "ds_neg"], ["d_rows", "d_neg"]),
+        c("SparseSGD", ["table", "ids", "d_rows"], "table", lr=0.5),
+    ]
+    results = {}
+    for device in (None, fake_device.device_option):
+        ws = caffe2op.Workspace()
+        for k, v in feeds.items():
+            ws.feed_blob(k, v, device)
+        for o in ops:
+            ws.run_operator_once(OperatorDef(**{**o.__dict__, "device_option": device}))
+        if device is not None:
+            assert all(isinstance(ws._blobs[name], _FakeDeviceArray) for name in ws.blobs())
+        results[device] = {name: ws.fetch_blob(name) for name in ws.blobs()}
+    cpu, dev = results[None], results[fake_device.device_option]
+    assert sorted(cpu) == sorted(dev)
+    for name in cpu:
+        assert cpu[name].shape == dev[name].shape and cpu[name].dtype == dev[name].dtype, name
+        np.testing.assert_array_equal(cpu[name], dev[name], err_msg=name)
+    assert dev["loss"].shape == ()  # a 0-d loss stays 0-d through the device
