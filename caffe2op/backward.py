@@ -528,7 +528,9 @@ def get_backward_pass(ops, ys):
         If ``ops`` or ``ys`` have the wrong form.
     ValueError
         If a ``StopGradient``'s output is read by no operator ("orphan";
-        checked before ``ys`` are considered).
+        checked before ``ys`` are considered), or a gradient maker needs an
+        output gradient that is not there (for example an output that no
+        operator reads: mark it with ZeroGradient).
     RuntimeError
         If a gradient operator needs a blob at a version the forward pass
         has overwritten (the message names the blob and says "version"), a
@@ -537,9 +539,6 @@ def get_backward_pass(ops, ys):
         registered with ``should_not_do_gradient``.
     GradientNotRegisteredError
         If an operator on the gradient path has no gradient maker.
-    ValueError
-        If a gradient maker needs an output gradient that is not there (for
-        example an output that no operator reads: mark it with ZeroGradient).
 
     Notes
     -----
