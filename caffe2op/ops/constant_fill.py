@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from ..core import DataType
+from ..gradient import no_gradient
 from ..registry import Operator, register_cpu_operator
 from ..schema import Argument, OpSchema, register_schema
 
@@ -178,3 +179,6 @@ class ConstantFillCPU(Operator):
             self.set_output(0, np.zeros(shape, dtype))
             return
         self.output(0, shape, dtype).fill(value)
+
+
+no_gradient("ConstantFill")

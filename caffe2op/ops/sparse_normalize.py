@@ -30,6 +30,7 @@ from .._validation import (
     require_ndarray,
     require_writeable,
 )
+from ..gradient import should_not_do_gradient
 from ..registry import Operator, register_cpu_operator
 from ..schema import Argument, OpSchema, non_negative_finite, register_schema
 
@@ -260,3 +261,8 @@ class Float16SparseNormalizeCPU(SparseNormalizeCPU):
     """Float16SparseNormalize on the CPU (float16 tables only)."""
 
     float16_only = True
+
+
+# A projection applied after the optimizer step, never differentiated (as in Caffe2).
+should_not_do_gradient("SparseNormalize")
+should_not_do_gradient("Float16SparseNormalize")

@@ -12,6 +12,7 @@ import numpy as np
 from .. import _config
 from .._cpu import stop_gradient as _kernels
 from .._validation import require_ndarray, require_writeable
+from ..gradient import no_gradient
 from ..registry import Operator, register_cpu_operator
 from ..schema import OpSchema, register_schema
 
@@ -121,3 +122,7 @@ class StopGradientCPU(Operator):
             return
         x = self.input(0)
         copy_into(x, self.output(0, x.shape, x.dtype))
+
+
+# Gradients stop here: the backward-pass builder gets None for X.
+no_gradient("StopGradient")

@@ -9,6 +9,7 @@ every input, with no operator.
 import numpy as np
 
 from .._validation import require_ndarray
+from ..gradient import register_gradient
 from ..registry import Operator, register_cpu_operator
 from ..schema import OpSchema, register_schema
 
@@ -67,3 +68,38 @@ class SumCPU(Operator):
         np.add(first, inputs[1], out=out)
         for x in inputs[2:]:
             np.add(out, x, out=out)
+
+
+@register_gradient("Sum")
+def sum_gradient(op_def, g_output):
+    """Sum's gradient: every input's gradient is the output's (dense) gradient, with no operator.
+
+    Caffe2's ``GetSumGradient`` (``SetDense(i, GO(0))``).
+
+    Parameters
+    ----------
+    op_def : OperatorDef
+        The Sum operator.
+    g_output : list
+        The gradient of its output.
+
+    Returns
+    -------
+    tuple of (list, list)
+        No operators, and ``g_output[0]`` for every input.
+
+    Raises
+    ------
+    ValueError
+        If the output gradient is sparse or missing.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> caffe2op.get_gradient_defs(caffe2op.create_operator("Sum", ["a", "b"], "s"), ["s_grad"])
+    ([], ['s_grad', 's_grad'])
+    """
+    g = g_output[0]
+    if not isinstance(g, str):
+        raise ValueError(f"Sum: gradient of output 0 ({op_def.outputs[0]!r}) is either sparse or not provided")
+    return [], [g] * len(op_def.inputs)
