@@ -59,6 +59,7 @@ __all__ = [
     "OpenCLDeviceInfo",
     "backend_for",
     "backend_of_array",
+    "c_type",
     "copy_array",
     "default_device",
     "describe_platforms",
@@ -304,18 +305,11 @@ def _parse_device_choice(text, source, infos, positions):
     """Index into ``infos`` chosen by an environment variable's value."""
     text = text.strip()
     if source == "PYOPENCL_CTX":
-        parts = text.split(":")
-        if parts and parts[0].isdigit():
-            platform = int(parts[0])
-            device = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            for i, (p, d, _) in enumerate(positions):
-                if (p, d) == (platform, device):
-                    return i
-            return None
-        for i, (_, d, name) in enumerate(positions):
-            if parts[0].lower() in name.lower() and d == (
-                int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            ):
+        platform, _, device = text.partition(":")
+        device = int(device) if device.isdigit() else 0
+        for i, (p, d, name) in enumerate(positions):
+            chosen = p == int(platform) if platform.isdigit() else platform.lower() in name.lower()
+            if chosen and d == device:
                 return i
         return None
     if text.isdigit():
@@ -726,6 +720,37 @@ def kernel_dir():
     import caffe2op._cl
 
     return pathlib.Path(caffe2op._cl.__file__).resolve().parent
+
+
+def c_type(dtype):
+    """The OpenCL C name of an integer or float NumPy dtype (``"float"``, ``"long"``, ...).
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        The dtype (not float16 or bool: see :func:`dtype_defines`).
+
+    Returns
+    -------
+    str
+        The OpenCL C type.
+
+    Raises
+    ------
+    TypeError
+        If OpenCL C has no such scalar type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.opencl import c_type
+    >>> c_type(np.uint64)
+    'ulong'
+    """
+    try:
+        return _C_TYPES[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"no OpenCL C scalar type for dtype {np.dtype(dtype)}") from None
 
 
 def dtype_defines(op, dtype, info):

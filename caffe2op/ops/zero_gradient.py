@@ -7,7 +7,7 @@ that blob's gradient can still be built: its gradient maker emits
 ``ConstantFill(X) -> X_grad`` with ``value=0.0`` (float32, shaped like X).
 """
 
-from ..registry import Operator, register_cpu_operator
+from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import OpSchema, register_schema
 
 __all__ = ["zero_gradient"]
@@ -62,6 +62,15 @@ def zero_gradient(x):
 @register_cpu_operator("ZeroGradient")
 class ZeroGradientCPU(Operator):
     """ZeroGradient on the CPU: nothing to compute (the input must exist, as in Caffe2)."""
+
+    def run_on_device(self):
+        return None
+
+
+@register_opencl_operator("ZeroGradient")
+@register_cuda_operator("ZeroGradient")
+class ZeroGradientOpenCL(Operator):
+    """ZeroGradient on an OpenCL device: nothing to compute, no kernel launched."""
 
     def run_on_device(self):
         return None
