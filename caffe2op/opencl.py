@@ -531,7 +531,7 @@ class OpenCLBackend:
         pyopencl.array.Array
             A C-contiguous device copy.
         """
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         out = self.empty(array.shape, array.dtype)
         if array.size:
             out.set(array, queue=self.queue)
