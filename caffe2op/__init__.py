@@ -16,6 +16,7 @@ Quick start::
            [0.3, 0.4]], dtype=float32)
 """
 
+from . import opencl
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__
 from .core import DataType, DeviceOption, DeviceType, OperatorDef, create_operator, device_scope
@@ -55,6 +56,7 @@ __all__ = [
     "device_scope",
     "get_num_threads",
     "get_schema",
+    "opencl",
     "opencl_devices",
     "register_cpu_operator",
     "register_cuda_operator",

@@ -65,6 +65,7 @@ __all__ = [
     "describe_platforms",
     "device_info",
     "dtype_defines",
+    "elementwise_size",
     "get_kernel",
     "get_program",
     "kernel_dir",
@@ -276,7 +277,7 @@ def device_info(device_option):
     --------
     >>> import caffe2op
     >>> from caffe2op.opencl import device_info
-    >>> device_info(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 99))
+    >>> device_info(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 99))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     RuntimeError: DeviceOption(OPENCL, 99): ...
@@ -903,7 +904,20 @@ def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
 
 
 def elementwise_size(queue, n):
-    """A global size for a grid-stride kernel over ``n`` elements (None when ``n`` is 0)."""
+    """A global size for a grid-stride kernel (``C2O_FOR_EACH``) over ``n`` elements.
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        The queue (its device's compute units bound the size).
+    n : int
+        Number of elements.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(size,)`` with ``1 <= size <= n``, or None when ``n`` is 0.
+    """
     if n == 0:
         return None
     cap = max(1, queue.device.max_compute_units) * 1024
