@@ -290,6 +290,9 @@ _MAX_POSITIONS = 0xFFFFFFFE
 _MAX_WORK_GROUP = 256
 _GROUPS_PER_COMPUTE_UNIT = 256
 _CPU_GROUPS_PER_COMPUTE_UNIT = 4
+# False runs the GPU launch shape on CPU devices too (the tests use it to
+# exercise the local-memory reduction on PoCL).
+_CPU_SHAPE_ON_CPU_DEVICES = True
 
 
 def _accumulate_in_double(dtype, info):
@@ -309,7 +312,7 @@ def _launch_shape(kernel, device, block, k):
     """
     cl = opencl.require_pyopencl()
     units = max(1, device.max_compute_units)
-    if device.type & cl.device_type.CPU:
+    if _CPU_SHAPE_ON_CPU_DEVICES and device.type & cl.device_type.CPU:
         return 1, min(k, units * _CPU_GROUPS_PER_COMPUTE_UNIT)
     cap = min(
         _MAX_WORK_GROUP,

@@ -7,6 +7,7 @@ random tables (duplicates, empty indices, zero rows, rows exactly at
 """
 
 import dataclasses
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 import caffe2op
 from caffe2op.devices import backend_for
+from caffe2op.ops import sparse_normalize as sparse_normalize_module
 
 from .._helpers import assert_allclose_dtype, assert_bit_identical
 from .._reference import sparse_normalize_ref
@@ -65,29 +67,41 @@ def test_reference(device, case):
     assert_allclose_dtype(out["w"], sparse_normalize_ref(param, indices, use_max_norm, norm))
 
 
-@given(case=tables())
-def test_opencl_matches_cpu(opencl_device, case):
-    """The OpenCL kernel gives the CPU kernel's results (and twice the same bits)."""
+def gpu_launch_shape(enabled):
+    """Run the GPU launch shape (work-group per row, local-memory reduction) on CPU devices too."""
+    return mock.patch.object(sparse_normalize_module, "_CPU_SHAPE_ON_CPU_DEVICES", not enabled)
+
+
+@given(case=tables(), gpu_shape=st.booleans())
+def test_opencl_matches_cpu(opencl_device, case, gpu_shape):
+    """The OpenCL kernel gives the CPU kernel's results (and twice the same bits), in both launch shapes."""
     param, indices, use_max_norm, norm = case
     if param.dtype == np.float64 and not backend_for(opencl_device).info.fp64:
         pytest.skip("device without fp64")
     cpu = caffe2op.sparse_normalize(param.copy(), indices, use_max_norm=use_max_norm, norm=norm)
-    first = caffe2op.sparse_normalize(param.copy(), indices, use_max_norm=use_max_norm, norm=norm, device=opencl_device)
-    again = caffe2op.sparse_normalize(param.copy(), indices, use_max_norm=use_max_norm, norm=norm, device=opencl_device)
+    with gpu_launch_shape(gpu_shape):
+        first = caffe2op.sparse_normalize(
+            param.copy(), indices, use_max_norm=use_max_norm, norm=norm, device=opencl_device
+        )
+        again = caffe2op.sparse_normalize(
+            param.copy(), indices, use_max_norm=use_max_norm, norm=norm, device=opencl_device
+        )
     assert_allclose_dtype(first, cpu)
     assert_bit_identical(first, again)
 
 
-def test_duplicates_are_deterministic(opencl_device):
-    """Many repeats of few rows, device-resident indices: one normalisation per row, same bits every run."""
+@pytest.mark.parametrize("gpu_shape", [False, True], ids=["native-shape", "gpu-shape"])
+def test_duplicates_are_deterministic(opencl_device, gpu_shape):
+    """Many repeats of few rows (more positions than work-groups), device indices: same bits every run."""
     rng = np.random.default_rng(7)
-    param = (rng.standard_normal((64, 33)) * 5).astype(np.float32)
-    indices = rng.integers(0, 8, 20000).astype(np.int32)
+    param = (rng.standard_normal((64, 300)) * 5).astype(np.float32)
+    indices = rng.integers(0, 8, 200_000).astype(np.int32)
     backend = backend_for(opencl_device)
     results = []
     for _ in range(3):
         table = backend.from_host(param)
-        caffe2op.sparse_normalize(table, backend.from_host(indices), use_max_norm=False, norm=2.0)
+        with gpu_launch_shape(gpu_shape):
+            caffe2op.sparse_normalize(table, backend.from_host(indices), use_max_norm=False, norm=2.0)
         results.append(table.get())
     for other in results[1:]:
         assert_bit_identical(results[0], other)
