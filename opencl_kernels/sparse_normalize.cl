@@ -16,10 +16,12 @@
  *   1. fill `scratch` (1 + hash_size uints) with C2O_EMPTY;
  *   2. optional caffe2op_sparse_normalize_check: scratch[0] becomes the
  *      smallest position of an index outside [0, n_rows);
- *   3. caffe2op_sparse_normalize_fwd, one work-group per index position (a
- *      grid-stride loop over positions when there are more of them than
- *      work-groups).  If scratch[0] holds a bad position, every work-group
- *      returns at once: the table is not written.
+ *   3. caffe2op_sparse_normalize_fwd: each work-group takes index positions
+ *      p = group, group + groups, ... and handles the row of each.  On GPUs
+ *      a work-group has a power-of-two number of items >= the row length
+ *      (capped at 256) and reduces in local memory; on CPU devices (PoCL) a
+ *      work-group is one work item and there are a few per core.  If
+ *      scratch[0] holds a bad position, no work-group writes anything.
  *
  * Duplicates: the work-group of position p claims row indices[p] in an
  * open-addressing hash set of positions (scratch[1..]), with one
@@ -29,7 +31,8 @@
  * nothing.  The winner normalises the row alone, with a fixed-shape tree
  * reduction in local memory: the result does not depend on which position
  * won, on scheduling or on the number of duplicates.  The hash set holds
- * at least twice as many slots as positions, so a free slot always exists.
+ * at least twice as many slots as positions (at most 2^31 positions, so
+ * that the slot mask fits a uint), so a free slot always exists.
  *
  * Offsets are 64-bit (ulong/size_t) everywhere: tables with more than 2^31
  * elements work.
@@ -95,10 +98,10 @@ __kernel void caffe2op_sparse_normalize_fwd(
     /* An index out of range (found by the check kernel): write nothing.  No
      * early exits: every work item of a group reaches every barrier. */
     const uint count = scratch[0] == C2O_EMPTY ? k : 0u;
-    for (uint p = (uint)get_group_id(0); p < count; p += (uint)get_num_groups(0)) {
+    for (ulong p = get_group_id(0); p < count; p += get_num_groups(0)) {
         const long row = (long)idx[p];
         if (lid == 0) {
-            claimed = c2o_claim_row(scratch + 1, mask, idx, p, row);
+            claimed = c2o_claim_row(scratch + 1, mask, idx, (uint)p, row);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         const int mine = claimed; /* the same for the whole work-group */

@@ -285,8 +285,9 @@ class Float16SparseNormalizeCPU(SparseNormalizeCPU):
 # launch protocol, the duplicate handling and the bounds check).
 
 _EMPTY_SLOT = 0xFFFFFFFF
-# Positions are uint32 in the kernel and 0xFFFFFFFF marks an empty slot.
-_MAX_POSITIONS = 0xFFFFFFFE
+# Positions are uint32 in the kernel's hash set, whose size (a power of two
+# >= 2 * positions) must fit its uint32 mask.
+_MAX_POSITIONS = 2**31
 _MAX_WORK_GROUP = 256
 _GROUPS_PER_COMPUTE_UNIT = 256
 _CPU_GROUPS_PER_COMPUTE_UNIT = 4
@@ -416,7 +417,7 @@ def _device_indices(op, backend, indices, n_rows):
             raise ValueError(f"{op}: indices live on {other.name} but param lives on {backend.name}")
         if indices.dtype.kind not in "iu":
             raise TypeError(f"{op}: indices must be integers (int32 or int64), got {indices.dtype}")
-        if not indices.flags.forc or (indices.ndim > 1 and not indices.flags.c_contiguous):
+        if not indices.flags.c_contiguous:
             raise ValueError(f"{op}: device indices must be C-contiguous")
         if indices.dtype not in INDEX_DTYPES:
             indices = indices.astype(np.int64)
