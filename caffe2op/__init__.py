@@ -16,6 +16,7 @@ Quick start::
            [0.3, 0.4]], dtype=float32)
 """
 
+from . import opencl
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__
 from .backward import get_backward_pass
@@ -75,6 +76,7 @@ __all__ = [
     "get_schema",
     "gradient_not_implemented_yet",
     "no_gradient",
+    "opencl",
     "opencl_devices",
     "register_cpu_operator",
     "register_cuda_operator",

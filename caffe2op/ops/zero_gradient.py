@@ -8,7 +8,7 @@ that blob's gradient can still be built: its gradient maker emits
 """
 
 from ..gradient import GradientMakerBase, register_gradient
-from ..registry import Operator, register_cpu_operator
+from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import OpSchema, register_schema
 
 __all__ = ["GetZeroGradientOpGradient", "zero_gradient"]
@@ -102,3 +102,12 @@ class GetZeroGradientOpGradient(GradientMakerBase):
             The one ConstantFill operator.
         """
         return self.single_gradient_def("ConstantFill", "", [self.I(0)], [self.GI(0)], value=0.0)
+
+
+@register_opencl_operator("ZeroGradient")
+@register_cuda_operator("ZeroGradient")
+class ZeroGradientOpenCL(Operator):
+    """ZeroGradient on an OpenCL device: nothing to compute, no kernel launched."""
+
+    def run_on_device(self):
+        return None
