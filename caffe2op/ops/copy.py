@@ -21,6 +21,7 @@ copy; in place is not allowed (the blob would have to live on two devices).
 import numpy as np
 
 from ..devices import backend_of_value
+from ..gradient import GradientMakerBase, GradientSlice, register_gradient
 from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import OpSchema, register_schema
 
@@ -132,3 +133,26 @@ for _register in (register_cpu_operator, register_opencl_operator, register_cuda
     _register("Copy", _CopySameDevice)
     _register("EnsureCPUOutput", _EnsureCPUOutput)
 del _register
+
+
+# --- gradients (Caffe2's copy_op.cc): each direction's gradient is the other one ---
+
+
+def _copy_gradient(backward_type):
+    class CopyGradientMaker(GradientMakerBase):
+        def get_gradient_defs(self):
+            if isinstance(self.g_output[0], GradientSlice):
+                return [
+                    self.single_gradient_def(backward_type, "", [self.GO_I(0)], [self.GI_I(0)])[0],
+                    self.single_gradient_def(backward_type, "", [self.GO_V(0)], [self.GI_V(0)])[0],
+                ]
+            return self.single_gradient_def(backward_type, "", [self.GO(0)], [self.GI(0)])
+
+    CopyGradientMaker.__name__ = CopyGradientMaker.__qualname__ = f"Get{backward_type}Gradient"
+    CopyGradientMaker.__doc__ = f"Gradient maker: the gradient goes back through ``{backward_type}``."
+    return CopyGradientMaker
+
+
+register_gradient("CopyCPUToGPU")(_copy_gradient("CopyGPUToCPU"))
+register_gradient("CopyGPUToCPU")(_copy_gradient("CopyCPUToGPU"))
+register_gradient("Copy")(_copy_gradient("Copy"))

@@ -233,3 +233,30 @@ def test_copy_and_ensure_cpu_output(device):
     ws.run_operator_once(caffe2op.create_operator("EnsureCPUOutput", "x", "z", device_option=device))
     assert isinstance(ws._blobs["z"], np.ndarray)
     assert_bit_identical(ws.fetch_blob("z"), x)
+
+
+def test_copy_gradients_go_back_the_other_way(opencl_device):
+    """CopyCPUToGPU's gradient is CopyGPUToCPU and vice versa; the generated net runs across devices."""
+    cpu_to_gpu = caffe2op.create_operator("CopyCPUToGPU", "x", "x_gpu", device_option=opencl_device)
+    on_device = caffe2op.create_operator("Sum", "x_gpu", "y_gpu", device_option=opencl_device)
+    gpu_to_cpu = caffe2op.create_operator("CopyGPUToCPU", "y_gpu", "y", device_option=opencl_device)
+    forward = [cpu_to_gpu, on_device, gpu_to_cpu]
+    grad_ops, grad_map = caffe2op.get_backward_pass(forward, {"y": "y_grad"})
+    assert [op.type for op in grad_ops] == ["CopyCPUToGPU", "CopyGPUToCPU"]  # Sum passes its gradient through
+    assert grad_map == {"y": "y_grad", "y_gpu": "y_gpu_grad", "x_gpu": "y_gpu_grad", "x": "x_grad"}
+    assert all(op.device_option == opencl_device for op in grad_ops)
+    ws = caffe2op.Workspace()
+    ws.feed_blob("y_grad", np.arange(4, dtype=np.float32))
+    for op in grad_ops:
+        ws.run_operator_once(op)
+    assert ws.blob_device("y_gpu_grad") == opencl_device and ws.blob_device("x_grad") == caffe2op.DeviceOption()
+    assert_bit_identical(ws.fetch_blob("x_grad"), np.arange(4, dtype=np.float32))
+    cpu_to_gpu_to_cpu = [
+        cpu_to_gpu,
+        caffe2op.create_operator("CopyGPUToCPU", "x_gpu", "y", device_option=opencl_device),
+    ]
+    sparse_ops, sparse_map = caffe2op.get_backward_pass(cpu_to_gpu_to_cpu, {"y": caffe2op.GradientSlice("y_i", "y_v")})
+    assert [op.type for op in sparse_ops] == ["CopyCPUToGPU"] * 2 + ["CopyGPUToCPU"] * 2
+    assert sparse_map["x"] == caffe2op.GradientSlice("x_grad_indices", "x_grad_values")
+    copy_ops, _ = caffe2op.get_gradient_defs(caffe2op.create_operator("Copy", "a", "b"), ["b_grad"])
+    assert [(op.type, op.inputs, op.outputs) for op in copy_ops] == [("Copy", ["b_grad"], ["a_grad"])]

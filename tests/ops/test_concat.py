@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Concat on the CPU: against an independent reference, split_info, add_axis and bad input."""
+"""Concat on the CPU and every OpenCL device: against an independent reference, split_info, add_axis, bad input."""
 
 import numpy as np
 import pytest
@@ -34,13 +34,23 @@ def stack_ref(arrays, axis):
     return concat_ref([np.expand_dims(a, axis) for a in arrays], axis)
 
 
-def run_concat(arrays, outputs=("out", "split"), **args):
+def run_concat(arrays, outputs=("out", "split"), device=None, **args):
     ws = caffe2op.Workspace()
     names = [f"x{k}" for k in range(len(arrays))]
     for name, a in zip(names, arrays, strict=True):
-        ws.feed_blob(name, a)
-    ws.run_operator_once(caffe2op.create_operator("Concat", names, list(outputs), **args))
+        ws.feed_blob(name, a, device)
+    ws.run_operator_once(caffe2op.create_operator("Concat", names, list(outputs), device_option=device, **args))
+    for o in outputs:
+        assert ws.blob_device(o) == (device or caffe2op.DeviceOption())
     return ws, [ws.fetch_blob(o) for o in outputs]
+
+
+def _skip_float64_without_fp64(device, arrays):
+    from caffe2op.devices import backend_for
+
+    if device.device_type != caffe2op.DeviceType.CPU and arrays[0].dtype == np.float64:
+        if not backend_for(device).info.fp64:
+            pytest.skip("device without fp64")
 
 
 @st.composite
@@ -60,85 +70,112 @@ def concat_cases(draw, add_axis=False):
     return arrays, axis
 
 
-@given(concat_cases())
-def test_concat_matches_reference(case):
+@given(case=concat_cases())
+def test_concat_matches_reference(device, case):
     arrays, axis = case
-    _, (out, split) = run_concat(arrays, axis=axis)
+    _skip_float64_without_fp64(device, arrays)
+    _, (out, split) = run_concat(arrays, device=device, axis=axis)
     expected, sizes = concat_ref(arrays, axis)
     assert_bit_identical(out, expected)
     assert_bit_identical(split, sizes)
 
 
-@given(concat_cases(add_axis=True))
-def test_concat_add_axis_stacks(case):
+@given(case=concat_cases(add_axis=True))
+def test_concat_add_axis_stacks(device, case):
     arrays, axis = case
-    _, (out, split) = run_concat(arrays, axis=axis, add_axis=True)
+    _skip_float64_without_fp64(device, arrays)
+    _, (out, split) = run_concat(arrays, device=device, axis=axis, add_axis=True)
     expected, _ = stack_ref(arrays, axis)
     assert_bit_identical(out, expected)
     assert_bit_identical(split, np.ones(len(arrays), dtype=np.int32))
 
 
-def test_default_axis_is_one_as_in_caffe2():
-    a, b = np.zeros((2, 3)), np.ones((2, 1))
-    _, (out,) = run_concat([a, b], outputs=["out"])
+def test_default_axis_is_one_as_in_caffe2(device):
+    a, b = np.zeros((2, 3), np.float32), np.ones((2, 1), np.float32)
+    _, (out,) = run_concat([a, b], outputs=["out"], device=device)
     assert out.shape == (2, 4)
     assert caffe2op.get_schema("Concat").arg("axis").default == 1
 
 
-def test_sparse_gradient_style_concat_of_indices_and_values():
-    _, (idx, split) = run_concat([np.array([3, 1]), np.array([1, 0, 2])], axis=0)
+def test_sparse_gradient_style_concat_of_indices_and_values(device):
+    _, (idx, split) = run_concat([np.array([3, 1]), np.array([1, 0, 2])], device=device, axis=0)
     assert idx.tolist() == [3, 1, 1, 0, 2] and split.tolist() == [2, 3]
-    _, (vals,) = run_concat([np.ones((2, 4), np.float32), np.zeros((3, 4), np.float32)], outputs=["v"], axis=0)
+    ones, zeros = np.ones((2, 4), np.float32), np.zeros((3, 4), np.float32)
+    _, (vals,) = run_concat([ones, zeros], outputs=["v"], device=device, axis=0)
     assert vals.shape == (5, 4) and vals[:2].all() and not vals[2:].any()
 
 
-def test_output_blob_memory_is_reused_when_shapes_match():
-    ws, _ = run_concat([np.ones(2), np.ones(3)], outputs=["out"], axis=0)
+def test_output_blob_memory_is_reused_when_shapes_match(device):
+    ws, _ = run_concat([np.ones(2, np.float32), np.ones(3, np.float32)], outputs=["out"], device=device, axis=0)
     before = ws._blobs["out"]
-    ws.feed_blob("x0", np.full(2, 7.0))
-    ws.run_operator_once(caffe2op.create_operator("Concat", ["x0", "x1"], "out", axis=0))
+    ws.feed_blob("x0", np.full(2, 7.0, np.float32), device)
+    ws.run_operator_once(caffe2op.create_operator("Concat", ["x0", "x1"], "out", axis=0, device_option=device))
     assert ws._blobs["out"] is before and ws.fetch_blob("out").tolist() == [7, 7, 1, 1, 1]
 
 
-def _failing(arrays, exc, match, **args):
+def _failing(arrays, exc, match, device=None, **args):
     ws = caffe2op.Workspace()
     names = [f"x{k}" for k in range(len(arrays))]
     for name, a in zip(names, arrays, strict=True):
-        ws.feed_blob(name, a)
-    ws.feed_blob("out", np.array([42.0]))
+        ws.feed_blob(name, a, device)
+    ws.feed_blob("out", np.array([42.0]), device)
     with pytest.raises(exc, match=match):
-        ws.run_operator_once(caffe2op.create_operator("Concat", names, ["out", "split"], **args))
+        ws.run_operator_once(caffe2op.create_operator("Concat", names, ["out", "split"], device_option=device, **args))
     # Nothing half-written.
     assert_bit_identical(ws.fetch_blob("out"), np.array([42.0]))
     assert not ws.has_blob("split")
 
 
-def test_mismatched_dtypes_raise_type_error():
+def test_mismatched_dtypes_raise_type_error(device):
     _failing(
-        [np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float64)], TypeError, r"Concat: input 1 has dtype float64"
+        [np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float64)],
+        TypeError,
+        r"Concat: input 1 has dtype float64",
+        device=device,
     )
 
 
-def test_mismatched_shapes_raise_value_error():
-    _failing([np.zeros((2, 3)), np.zeros((3, 3))], ValueError, r"Concat: input 1 has shape \(3, 3\).*axis 1", axis=1)
+def test_mismatched_shapes_raise_value_error(device):
+    _failing(
+        [np.zeros((2, 3)), np.zeros((3, 3))],
+        ValueError,
+        r"Concat: input 1 has shape \(3, 3\).*axis 1",
+        axis=1,
+        device=device,
+    )
 
 
-def test_mismatched_ranks_raise_value_error():
-    _failing([np.zeros((2, 3)), np.zeros(3)], ValueError, "input 1 has 1 dimensions but input 0 has 2", axis=0)
+def test_mismatched_ranks_raise_value_error(device):
+    _failing(
+        [np.zeros((2, 3)), np.zeros(3)], ValueError, "input 1 has 1 dimensions but input 0 has 2", axis=0, device=device
+    )
 
 
 @pytest.mark.parametrize("axis", [2, -3, 7])
-def test_axis_out_of_range_raises_value_error(axis):
-    _failing([np.zeros((2, 3)), np.zeros((2, 3))], ValueError, f"Concat: axis {axis} is out of range", axis=axis)
+def test_axis_out_of_range_raises_value_error(device, axis):
+    _failing(
+        [np.zeros((2, 3)), np.zeros((2, 3))],
+        ValueError,
+        f"Concat: axis {axis} is out of range",
+        axis=axis,
+        device=device,
+    )
 
 
-def test_add_axis_needs_identical_shapes():
-    _failing([np.zeros((2, 3)), np.zeros((2, 4))], ValueError, "with add_axis every input", axis=0, add_axis=True)
+def test_add_axis_needs_identical_shapes(device):
+    _failing(
+        [np.zeros((2, 3)), np.zeros((2, 4))],
+        ValueError,
+        "with add_axis every input",
+        axis=0,
+        add_axis=True,
+        device=device,
+    )
 
 
-def test_zero_dimensional_inputs_need_add_axis():
-    _failing([np.array(1.0), np.array(2.0)], ValueError, "0-d inputs", axis=0)
-    _, (out, _) = run_concat([np.array(1.0), np.array(2.0)], axis=0, add_axis=True)
+def test_zero_dimensional_inputs_need_add_axis(device):
+    _failing([np.array(1.0), np.array(2.0)], ValueError, "0-d inputs", axis=0, device=device)
+    _, (out, _) = run_concat([np.array(1.0), np.array(2.0)], device=device, axis=0, add_axis=True)
     assert out.tolist() == [1.0, 2.0]
 
 
