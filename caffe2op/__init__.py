@@ -16,16 +16,29 @@ Quick start::
            [0.3, 0.4]], dtype=float32)
 """
 
+from . import opencl
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__
+from .backward import get_backward_pass
 from .core import DataType, DeviceOption, DeviceType, OperatorDef, create_operator, device_scope
 from .errors import MissingBlobError, SchemaError, SchemaTypeError, UnknownOperatorError
+from .gradient import (
+    GradientMakerBase,
+    GradientNotRegisteredError,
+    GradientSlice,
+    get_gradient_defs,
+    gradient_not_implemented_yet,
+    no_gradient,
+    register_gradient,
+    registered_gradients,
+    should_not_do_gradient,
+)
 from .net import Net
 from .opencl import OpenCLDeviceInfo, opencl_devices
 from .ops.normalize import normalize
 from .ops.sparse_normalize import sparse_normalize
 from .ops.stop_gradient import stop_gradient
-from .ops.zero_gradient import zero_gradient
+from .ops.zero_gradient import GetZeroGradientOpGradient, zero_gradient
 from .registry import (
     Operator,
     register_cpu_operator,
@@ -41,6 +54,10 @@ __all__ = [
     "DataType",
     "DeviceOption",
     "DeviceType",
+    "GetZeroGradientOpGradient",
+    "GradientMakerBase",
+    "GradientNotRegisteredError",
+    "GradientSlice",
     "MissingBlobError",
     "Net",
     "OpSchema",
@@ -54,17 +71,25 @@ __all__ = [
     "__version__",
     "create_operator",
     "device_scope",
+    "get_backward_pass",
+    "get_gradient_defs",
     "get_num_threads",
     "get_schema",
+    "gradient_not_implemented_yet",
+    "no_gradient",
     "normalize",
+    "opencl",
     "opencl_devices",
     "register_cpu_operator",
     "register_cuda_operator",
+    "register_gradient",
     "register_opencl_operator",
     "register_schema",
+    "registered_gradients",
     "registered_operators",
     "registered_schemas",
     "set_num_threads",
+    "should_not_do_gradient",
     "show_config",
     "sparse_normalize",
     "stop_gradient",

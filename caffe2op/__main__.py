@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Command line: ``python -m caffe2op {config,bench}``."""
+"""Command line: ``python -m caffe2op {config,demo,bench}``."""
 
 import argparse
 import sys
@@ -18,20 +18,31 @@ def main(argv=None):
     int
         Exit status.
     """
-    parser = argparse.ArgumentParser(prog="python -m caffe2op", description="caffe2op command line")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("config", help="print the version, build, threads and OpenCL devices")
-    commands.add_parser("bench", help="benchmarks against NumPy, torch and scikit-learn (bench --help)")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # the harness parses its own options
+    # The demo and the benchmarks parse their own options, and are imported only
+    # when asked for (the demo registers its own operator types).
+    if argv[:1] == ["demo"]:
+        from .examples import embedding_demo
+
+        demo = argparse.ArgumentParser(
+            prog="python -m caffe2op demo",
+            description="Train a small embedding model end to end (generated backward net, SparseNormalize).",
+        )
+        embedding_demo.add_arguments(demo)
+        return embedding_demo.run_from_args(demo.parse_args(argv[1:]))
+    if argv[:1] == ["bench"]:
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
-    args = parser.parse_args(argv)
-    if args.command == "config":
-        from . import show_config
+    parser = argparse.ArgumentParser(prog="python -m caffe2op", description="caffe2op command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("config", help="print the version, build, threads and OpenCL devices")
+    commands.add_parser("demo", help="train a small embedding model end to end (demo --help)")
+    commands.add_parser("bench", help="benchmarks against NumPy, torch and scikit-learn (bench --help)")
+    parser.parse_args(argv)
+    from . import show_config
 
-        show_config()
+    show_config()
     return 0
 
 

@@ -1,15 +1,79 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The OpenCL device layer: which devices exist (pyopencl is imported lazily).
+"""The OpenCL device layer: devices, contexts, programs and the OpenCL backend.
 
-``DeviceOption(DeviceType.OPENCL, i)`` indexes :func:`opencl_devices`;
-``DeviceOption(DeviceType.CUDA, i)`` indexes the devices of NVIDIA OpenCL
-platforms alone.
+pyopencl is imported lazily, the first time a device is used, so that
+``import caffe2op`` works on machines without OpenCL.
+
+Devices
+    :func:`opencl_devices` lists every device of every OpenCL platform.
+    ``DeviceOption(DeviceType.OPENCL, i)`` is the ``i``-th of them;
+    ``DeviceOption(DeviceType.CUDA, i)`` the ``i``-th device of an NVIDIA
+    OpenCL platform (Caffe2's CUDA operators run there as OpenCL kernels).
+    Asking for a device that does not exist raises a ``RuntimeError`` that
+    lists the available ones.  :func:`default_device` is the device that
+    ``device="opencl"`` means: ``CAFFE2OP_OPENCL_DEVICE`` (an index into
+    :func:`opencl_devices`, or a piece of a device or platform name), else
+    pyopencl's ``PYOPENCL_CTX`` (``"platform[:device]"`` indices or a
+    platform name), else device 0.
+
+Contexts and queues
+    One context and one in-order queue per device, created on first use and
+    shared by ``OPENCL:i`` and the ``CUDA:j`` alias of the same device.
+
+Blobs
+    Device blobs are C-contiguous ``pyopencl.array.Array`` objects owned by
+    an :class:`OpenCLBackend`.  Arrays a caller made in its own pyopencl
+    context belong to a backend of that context (the functional API runs
+    kernels on their queue); the workspace copies them through the host when
+    they have to move to one of its devices.
+
+Kernels
+    The OpenCL C sources live in the package ``caffe2op._cl`` (the
+    ``opencl_kernels/`` folder of the source tree), found with
+    :mod:`importlib.resources` and passed to the compiler as ``-I``.
+    :func:`get_program` builds one program per (context, file, ``-D``
+    options) and keeps it; dtype variants are ``-D`` options
+    (:func:`dtype_defines`), never spliced source.  pyopencl's disk cache
+    keeps the binaries between processes (it hashes included headers too).
+    An operator module adds a kernel with a ``.cl`` file and three calls::
+
+        program = opencl.get_program(backend.context, "my_op.cl", opencl.dtype_defines("MyOp", x.dtype, backend.info))
+        kernel = opencl.get_kernel(program, "caffe2op_my_op_fwd")
+        opencl.launch(backend.queue, kernel, (size,), None, out.base_data, x.base_data, np.uint64(x.size))
 """
 
 import dataclasses
 import functools
+import importlib.resources
+import os
+import pathlib
+import threading
+import weakref
 
-__all__ = ["OpenCLDeviceInfo", "describe_platforms", "opencl_devices"]
+import numpy as np
+
+from .core import DeviceOption, DeviceType
+
+__all__ = [
+    "OpenCLBackend",
+    "OpenCLDeviceInfo",
+    "backend_for",
+    "backend_of_array",
+    "c_type",
+    "copy_array",
+    "default_device",
+    "describe_platforms",
+    "device_info",
+    "dtype_defines",
+    "elementwise_size",
+    "get_kernel",
+    "get_program",
+    "kernel_dir",
+    "launch",
+    "opencl_devices",
+    "require_pyopencl",
+    "resolve_device",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,23 +133,23 @@ def _import_pyopencl():
 
 @functools.cache
 def _enumerate():
-    """(infos, cl devices, error) for every device of every platform, probed once."""
+    """(infos, cl devices, problem, (platform index, device index, platform name)) of every device, probed once."""
     cl = _import_pyopencl()
     if cl is None:
-        return (), (), "pyopencl is not installed (pip install 'caffe2op[opencl]')"
+        return (), (), "pyopencl is not installed (pip install 'caffe2op[opencl]')", ()
     try:
         platforms = cl.get_platforms()
     except cl.Error as err:  # no ICD loader / no platform
-        return (), (), f"no OpenCL platform ({err})"
-    infos, devices = [], []
+        return (), (), f"no OpenCL platform ({err})", ()
+    infos, devices, positions = [], [], []
     cuda_count = 0
-    for platform in platforms:
+    for platform_index, platform in enumerate(platforms):
         try:
             platform_devices = platform.get_devices()
         except cl.Error:
             continue
         is_nvidia = "nvidia" in platform.name.lower() or "nvidia" in platform.vendor.lower()
-        for device in platform_devices:
+        for device_index, device in enumerate(platform_devices):
             extensions = device.extensions.split()
             infos.append(
                 OpenCLDeviceInfo(
@@ -104,8 +168,9 @@ def _enumerate():
                 )
             )
             devices.append(device)
+            positions.append((platform_index, device_index, platform.name.strip()))
             cuda_count += is_nvidia
-    return tuple(infos), tuple(devices), None if infos else "no OpenCL device found"
+    return tuple(infos), tuple(devices), None if infos else "no OpenCL device found", tuple(positions)
 
 
 def opencl_devices():
@@ -134,7 +199,7 @@ def describe_platforms():
     list of str
         One line per device, or one line saying why there is none.
     """
-    infos, _, problem = _enumerate()
+    infos, _, problem, _ = _enumerate()
     if not infos:
         return [problem]
     lines = []
@@ -146,3 +211,714 @@ def describe_platforms():
             f"{d.global_mem_bytes / 2**30:.1f} GiB)"
         )
     return lines
+
+
+# --- pyopencl, lazily ------------------------------------------------------
+
+
+def require_pyopencl():
+    """Import and return pyopencl, or raise a clear error.
+
+    Returns
+    -------
+    module
+        The ``pyopencl`` module (with ``pyopencl.array`` imported).
+
+    Raises
+    ------
+    RuntimeError
+        If pyopencl is not installed.
+    """
+    cl = _import_pyopencl()
+    if cl is None:
+        raise RuntimeError("caffe2op: OpenCL devices need pyopencl: pip install 'caffe2op[opencl]'")
+    import pyopencl.array  # noqa: F401  (registers the submodule)
+
+    return cl
+
+
+# --- which device ----------------------------------------------------------
+
+
+def _available_text(infos, problem):
+    if not infos:
+        return f"no OpenCL device is available ({problem})"
+    names = []
+    for d in infos:
+        tag = f"OPENCL:{d.index}" + (f" = CUDA:{d.cuda_index}" if d.cuda_index is not None else "")
+        names.append(f"{tag} {d.name} ({d.platform})")
+    return "available: " + "; ".join(names)
+
+
+def device_info(device_option):
+    """The :class:`OpenCLDeviceInfo` an OPENCL or CUDA device option designates.
+
+    Parameters
+    ----------
+    device_option : DeviceOption
+        ``DeviceType.OPENCL`` (``device_id`` indexes :func:`opencl_devices`)
+        or ``DeviceType.CUDA`` (``device_id`` indexes the NVIDIA devices).
+
+    Returns
+    -------
+    OpenCLDeviceInfo
+        The device.
+
+    Raises
+    ------
+    TypeError
+        If ``device_option`` is not a DeviceOption.
+    ValueError
+        If it is a CPU device option.
+    RuntimeError
+        If no such device exists; the message lists the available ones.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op.opencl import device_info
+    >>> device_info(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 99))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    RuntimeError: DeviceOption(OPENCL, 99): ...
+    """
+    if not isinstance(device_option, DeviceOption):
+        raise TypeError(f"expected a DeviceOption, got {type(device_option).__name__}")
+    infos, _, problem, _ = _enumerate()
+    kind, index = device_option.device_type, device_option.device_id
+    if kind == DeviceType.OPENCL:
+        candidates = list(infos)
+        what = "OpenCL device"
+    elif kind == DeviceType.CUDA:
+        candidates = [d for d in infos if d.cuda_index is not None]
+        what = "CUDA device (a device of an NVIDIA OpenCL platform)"
+    else:
+        raise ValueError(f"DeviceOption({kind.name}, {index}) is not an OpenCL or CUDA device")
+    if index < len(candidates):
+        return candidates[index]
+    have = f"there are {len(candidates)}" if candidates else "there is none"
+    raise RuntimeError(
+        f"DeviceOption({kind.name}, {index}): no {what} number {index}, {have}; {_available_text(infos, problem)}"
+    )
+
+
+def _parse_device_choice(text, source, infos, positions):
+    """Index into ``infos`` chosen by an environment variable's value."""
+    text = text.strip()
+    if source == "PYOPENCL_CTX":
+        platform, _, device = text.partition(":")
+        device = int(device) if device.isdigit() else 0
+        for i, (p, d, name) in enumerate(positions):
+            chosen = p == int(platform) if platform.isdigit() else platform.lower() in name.lower()
+            if chosen and d == device:
+                return i
+        return None
+    if text.isdigit():
+        return int(text) if int(text) < len(infos) else None
+    for d in infos:
+        if text.lower() in d.name.lower() or text.lower() in d.platform.lower():
+            return d.index
+    return None
+
+
+def default_device():
+    """The device ``device="opencl"`` means, as a DeviceOption.
+
+    ``CAFFE2OP_OPENCL_DEVICE`` picks it (an index into :func:`opencl_devices`
+    or a case-insensitive piece of a device or platform name); otherwise
+    pyopencl's ``PYOPENCL_CTX`` (``"platform"``, ``"platform:device"`` or a
+    platform name); otherwise the first device.
+
+    Returns
+    -------
+    DeviceOption
+        ``DeviceOption(DeviceType.OPENCL, index)``.
+
+    Raises
+    ------
+    RuntimeError
+        If there is no OpenCL device, or the environment names one that does
+        not exist (the message lists the available ones).
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import default_device, opencl_devices
+    >>> default_device().device_type.name if opencl_devices() else "OPENCL"
+    'OPENCL'
+    """
+    infos, _, problem, positions = _enumerate()
+    if not infos:
+        raise RuntimeError(f"caffe2op: {_available_text(infos, problem)}")
+    for source in ("CAFFE2OP_OPENCL_DEVICE", "PYOPENCL_CTX"):
+        value = os.environ.get(source, "").strip()
+        if value:
+            index = _parse_device_choice(value, source, infos, positions)
+            if index is None:
+                raise RuntimeError(f"caffe2op: {source}={value!r} names no OpenCL device; {_available_text(infos, '')}")
+            return DeviceOption(DeviceType.OPENCL, index)
+    return DeviceOption(DeviceType.OPENCL, 0)
+
+
+def resolve_device(device):
+    """Turn a ``device=`` argument of the functional API into a DeviceOption.
+
+    Parameters
+    ----------
+    device : str, DeviceOption or None
+        ``"cpu"``, ``"opencl"`` (the :func:`default_device`), ``"opencl:N"``,
+        ``"cuda"`` (``CUDA:0``), ``"cuda:N"``, a DeviceOption, or None.
+
+    Returns
+    -------
+    DeviceOption or None
+        None when ``device`` is None.
+
+    Raises
+    ------
+    TypeError
+        If ``device`` has another type.
+    ValueError
+        If the string is not one of the forms above.
+    RuntimeError
+        For ``"opencl"`` when no OpenCL device exists.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import resolve_device
+    >>> resolve_device("cuda:1")
+    DeviceOption(device_type=<DeviceType.CUDA: 1>, device_id=1)
+    >>> resolve_device("cpu").device_type.name
+    'CPU'
+    """
+    if device is None or isinstance(device, DeviceOption):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str such as 'opencl' or a DeviceOption, got {type(device).__name__}")
+    text = device.strip().lower()
+    name, _, number = text.partition(":")
+    kinds = {"cpu": DeviceType.CPU, "opencl": DeviceType.OPENCL, "cuda": DeviceType.CUDA, "gpu": DeviceType.CUDA}
+    if name not in kinds or (number and not number.isdigit()):
+        raise ValueError(f"device {device!r} is not 'cpu', 'opencl', 'opencl:N', 'cuda' or 'cuda:N'")
+    if name == "opencl" and not number:
+        return default_device()
+    return DeviceOption(kinds[name], int(number) if number else 0)
+
+
+def _info_of_cl_device(device):
+    _, devices, _, _ = _enumerate()
+    infos = _enumerate()[0]
+    for info, candidate in zip(infos, devices, strict=True):
+        if candidate == device:
+            return info
+    raise RuntimeError(f"caffe2op: the OpenCL device {device.name!r} is not among opencl_devices()")
+
+
+# --- contexts, queues, backends --------------------------------------------
+
+_LOCK = threading.RLock()
+_STATES = {}  # device index -> (context, queue)
+_BACKENDS = {}  # DeviceOption -> OpenCLBackend
+_FOREIGN = weakref.WeakKeyDictionary()  # a caller's context -> OpenCLBackend
+
+
+def _device_state(info):
+    """(context, queue) of device ``info``, created on first use."""
+    with _LOCK:
+        state = _STATES.get(info.index)
+        if state is None:
+            cl = require_pyopencl()
+            device = _enumerate()[1][info.index]
+            context = cl.Context([device])
+            state = (context, cl.CommandQueue(context, device))
+            _STATES[info.index] = state
+        return state
+
+
+class OpenCLBackend:
+    """Blobs on one OpenCL device: C-contiguous ``pyopencl.array.Array`` objects.
+
+    Get one with :func:`backend_for` (a device option) or
+    :func:`backend_of_array` (an existing array); the interface is the one of
+    :class:`caffe2op.devices.CPUBackend`.
+
+    Parameters
+    ----------
+    device_option : DeviceOption
+        The device option it serves.
+    info : OpenCLDeviceInfo
+        The device.
+    context : pyopencl.Context
+        Its context.
+    queue : pyopencl.CommandQueue
+        The queue its operations are enqueued on.
+    foreign : bool, default False
+        True for a context the caller created (not one of caffe2op's own).
+
+    Attributes
+    ----------
+    name : str
+        ``"OPENCL:i"`` or ``"CUDA:j"``, plus the device name.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL))  # doctest: +SKIP
+    >>> backend.to_host(backend.from_host(np.arange(3)))  # doctest: +SKIP
+    array([0, 1, 2])
+    """
+
+    def __init__(self, device_option, info, context, queue, *, foreign=False):
+        self.device_option = device_option
+        self.info = info
+        self.context = context
+        self.queue = queue
+        self.foreign = foreign
+        kind = device_option.device_type.name
+        where = " in a caller's pyopencl context" if foreign else ""
+        self.name = f"{kind}:{device_option.device_id} ({info.name}{where})"
+
+    def __repr__(self):
+        return f"OpenCLBackend({self.name})"
+
+    @property
+    def device(self):
+        """The ``pyopencl.Device``."""
+        return self.queue.device
+
+    def empty(self, shape, dtype):
+        """Allocate an uninitialised device array.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            Shape.
+        dtype : numpy.dtype
+            Element type.
+
+        Returns
+        -------
+        pyopencl.array.Array
+            A new C-contiguous array on this device.
+        """
+        return require_pyopencl().array.empty(self.queue, tuple(shape), np.dtype(dtype))
+
+    def owns(self, value):
+        """Whether ``value`` is an array of this backend's context.
+
+        Parameters
+        ----------
+        value : object
+            A blob value.
+
+        Returns
+        -------
+        bool
+            True for ``pyopencl.array.Array`` objects of this context.
+        """
+        cl = _import_pyopencl()
+        return cl is not None and isinstance(value, cl.array.Array) and value.context == self.context
+
+    def from_host(self, array):
+        """Copy host data to a new device array.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            Host data (any layout).
+
+        Returns
+        -------
+        pyopencl.array.Array
+            A C-contiguous device copy.
+        """
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
+        out = self.empty(array.shape, array.dtype)
+        if array.size:
+            out.set(array, queue=self.queue)
+        return out
+
+    def to_host(self, value):
+        """Copy a device array to a new NumPy array (waits for pending work).
+
+        Parameters
+        ----------
+        value : pyopencl.array.Array
+            The blob.
+
+        Returns
+        -------
+        numpy.ndarray
+            The data.
+        """
+        if value.size == 0:
+            return np.empty(value.shape, value.dtype)
+        return value.get(queue=self.queue)
+
+    def copy(self, value):
+        """A device-to-device copy of an array of this backend.
+
+        Parameters
+        ----------
+        value : pyopencl.array.Array
+            The blob.
+
+        Returns
+        -------
+        pyopencl.array.Array
+            A new C-contiguous array on this device.
+        """
+        out = self.empty(value.shape, value.dtype)
+        copy_array(self.queue, value, out)
+        return out
+
+    def same_device(self, other):
+        """Whether ``other`` is a backend of the same context (same device, no copy needed).
+
+        Parameters
+        ----------
+        other : object
+            Another backend.
+
+        Returns
+        -------
+        bool
+            True for an :class:`OpenCLBackend` of the same context.
+        """
+        return isinstance(other, OpenCLBackend) and other.context == self.context
+
+
+def backend_for(device_option):
+    """The backend of an OPENCL or CUDA device option (one per option, created once).
+
+    Parameters
+    ----------
+    device_option : DeviceOption
+        The device.
+
+    Returns
+    -------
+    OpenCLBackend
+        Its backend; ``OPENCL:i`` and its ``CUDA:j`` alias share the context.
+
+    Raises
+    ------
+    RuntimeError
+        If the device does not exist (the message lists those that do) or
+        pyopencl is missing.
+    """
+    with _LOCK:
+        backend = _BACKENDS.get(device_option)
+        if backend is None:
+            info = device_info(device_option)
+            context, queue = _device_state(info)
+            backend = OpenCLBackend(device_option, info, context, queue)
+            _BACKENDS[device_option] = backend
+        return backend
+
+
+def backend_of_array(value):
+    """The backend a ``pyopencl.array.Array`` belongs to (None for other values).
+
+    Parameters
+    ----------
+    value : object
+        A blob value.
+
+    Returns
+    -------
+    OpenCLBackend or None
+        The ``OPENCL:i`` backend for arrays of caffe2op's own contexts; for an
+        array of a caller's context, a backend of that context that enqueues
+        on the array's queue.
+    """
+    cl = _import_pyopencl()
+    if cl is None or not isinstance(value, require_pyopencl().array.Array):
+        return None
+    context = value.context
+    with _LOCK:
+        for index, (own_context, _) in _STATES.items():
+            if own_context == context:
+                return backend_for(DeviceOption(DeviceType.OPENCL, index))
+        backend = _FOREIGN.get(context)
+        if backend is None:
+            queue = value.queue if value.queue is not None else cl.CommandQueue(context)
+            info = _info_of_cl_device(queue.device)
+            backend = OpenCLBackend(DeviceOption(DeviceType.OPENCL, info.index), info, context, queue, foreign=True)
+            _FOREIGN[context] = backend
+        return backend
+
+
+def copy_array(queue, src, dst):
+    """Enqueue a device-to-device copy of ``src`` into ``dst`` (same context, shape and dtype).
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        Where to enqueue.
+    src, dst : pyopencl.array.Array
+        C-contiguous arrays of the same byte size (offsets are honoured).
+
+    Returns
+    -------
+    pyopencl.Event or None
+        The copy's event (None for empty arrays); it is also added to ``dst``.
+    """
+    if src.nbytes == 0:
+        return None
+    cl = require_pyopencl()
+    event = cl.enqueue_copy(
+        queue,
+        dst.base_data,
+        src.base_data,
+        byte_count=src.nbytes,
+        src_offset=src.offset,
+        dst_offset=dst.offset,
+        wait_for=list(src.events) + list(dst.events) or None,
+    )
+    dst.add_event(event)
+    return event
+
+
+# --- programs and kernels --------------------------------------------------
+
+_PROGRAMS = weakref.WeakKeyDictionary()  # context -> {(file, options): program}
+_KERNELS = weakref.WeakKeyDictionary()  # program -> {name: kernel}
+_LAUNCH_LOCK = threading.Lock()
+
+_C_TYPES = {
+    np.dtype(np.int8): "char",
+    np.dtype(np.uint8): "uchar",
+    np.dtype(np.int16): "short",
+    np.dtype(np.uint16): "ushort",
+    np.dtype(np.int32): "int",
+    np.dtype(np.uint32): "uint",
+    np.dtype(np.int64): "long",
+    np.dtype(np.uint64): "ulong",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+}
+
+
+@functools.cache
+def kernel_dir():
+    """The folder holding the installed ``.cl`` and ``.h`` files (package ``caffe2op._cl``).
+
+    Returns
+    -------
+    pathlib.Path
+        Found with :mod:`importlib.resources` (``__file__`` as a fallback).
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import kernel_dir
+    >>> (kernel_dir() / "caffe2op_common.h").is_file()
+    True
+    """
+    files = importlib.resources.files("caffe2op._cl")
+    if isinstance(files, pathlib.Path):
+        return files
+    import caffe2op._cl
+
+    return pathlib.Path(caffe2op._cl.__file__).resolve().parent
+
+
+def c_type(dtype):
+    """The OpenCL C name of an integer or float NumPy dtype (``"float"``, ``"long"``, ...).
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        The dtype (not float16 or bool: see :func:`dtype_defines`).
+
+    Returns
+    -------
+    str
+        The OpenCL C type.
+
+    Raises
+    ------
+    TypeError
+        If OpenCL C has no such scalar type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.opencl import c_type
+    >>> c_type(np.uint64)
+    'ulong'
+    """
+    try:
+        return _C_TYPES[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"no OpenCL C scalar type for dtype {np.dtype(dtype)}") from None
+
+
+def dtype_defines(op, dtype, info):
+    """The ``-D`` definitions of a kernel on arrays of ``dtype`` (``REAL`` and the fp16/fp64 switches).
+
+    Parameters
+    ----------
+    op : str
+        Operator name, for error messages.
+    dtype : numpy.dtype
+        Element type: float16 (``half`` storage, float arithmetic), float32,
+        float64, or an integer type.
+    info : OpenCLDeviceInfo
+        The device, for fp64 support.
+
+    Returns
+    -------
+    dict
+        ``{"REAL": ctype, ...}``.
+
+    Raises
+    ------
+    TypeError
+        For float64 on a device without ``cl_khr_fp64``, or a dtype no
+        kernel handles (bool, complex, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.opencl import OpenCLDeviceInfo, dtype_defines
+    >>> info = OpenCLDeviceInfo(0, None, "p", "d", "v", "OpenCL 3.0", "1", False, False, 1, 1, 1)
+    >>> dtype_defines("Sum", np.float16, info)
+    {'REAL': 'float', 'CAFFE2OP_HALF': 1}
+    >>> dtype_defines("Sum", np.float64, info)
+    Traceback (most recent call last):
+    ...
+    TypeError: Sum: float64 needs an OpenCL device with double precision (cl_khr_fp64); d has none
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        return {"REAL": "float", "CAFFE2OP_HALF": 1}
+    if dtype == np.float64 and not info.fp64:
+        raise TypeError(
+            f"{op}: float64 needs an OpenCL device with double precision (cl_khr_fp64); {info.name} has none"
+        )
+    if dtype not in _C_TYPES:
+        raise TypeError(f"{op}: OpenCL kernels do not handle dtype {dtype}")
+    defines = {"REAL": _C_TYPES[dtype]}
+    if dtype == np.float64:
+        defines["CAFFE2OP_FP64"] = 1
+    return defines
+
+
+def get_program(context, filename, defines=None):
+    """The built program of kernel file ``filename`` for ``context`` and ``defines`` (built once).
+
+    The source handed to the compiler is ``#include "<filename>"`` with the
+    kernel folder as ``-I``, so the ``.cl`` file is compiled as it is (with
+    its ``#pragma once``) and pyopencl's disk cache tracks it and its headers.
+
+    Parameters
+    ----------
+    context : pyopencl.Context
+        The context.
+    filename : str
+        A file of :func:`kernel_dir`, e.g. ``"sparse_normalize.cl"``.
+    defines : dict, optional
+        ``{name: value}`` passed as ``-D name=value`` (sorted, so equal
+        dicts share a program).
+
+    Returns
+    -------
+    pyopencl.Program
+        The built program.
+
+    Raises
+    ------
+    ValueError
+        If there is no such kernel file.
+    pyopencl.RuntimeError
+        If the build fails (the message holds the build log).
+    """
+    path = kernel_dir() / filename
+    if "/" in filename or "\\" in filename or not path.is_file():
+        raise ValueError(f"caffe2op: no OpenCL kernel file {filename!r} in {kernel_dir()}")
+    options = []
+    for name, value in sorted((defines or {}).items()):
+        options += ["-D", f"{name}={value}"]
+    options += ["-I", str(kernel_dir())]
+    key = (filename, tuple(options))
+    with _LOCK:
+        programs = _PROGRAMS.setdefault(context, {})
+        program = programs.get(key)
+        if program is None:
+            cl = require_pyopencl()
+            program = cl.Program(context, f'#include "{filename}"\n').build(options=options)
+            programs[key] = program
+        return program
+
+
+def get_kernel(program, name):
+    """Kernel ``name`` of ``program`` (one ``pyopencl.Kernel`` object per program and name).
+
+    Parameters
+    ----------
+    program : pyopencl.Program
+        A program from :func:`get_program`.
+    name : str
+        Kernel name (``caffe2op_<op>_<fwd|bwd>``).
+
+    Returns
+    -------
+    pyopencl.Kernel
+        The kernel; launch it with :func:`launch`.
+    """
+    with _LOCK:
+        kernels = _KERNELS.setdefault(program, {})
+        kernel = kernels.get(name)
+        if kernel is None:
+            kernel = kernels[name] = require_pyopencl().Kernel(program, name)
+        return kernel
+
+
+def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
+    """Set ``kernel``'s arguments and enqueue it (thread-safe: arguments live on the kernel object).
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        Where to enqueue.
+    kernel : pyopencl.Kernel
+        From :func:`get_kernel`.
+    global_size, local_size : tuple of int or None
+        NDRange sizes.
+    *args
+        Kernel arguments: buffers, NumPy scalars of the declared types,
+        ``pyopencl.LocalMemory``.
+    wait_for : list of pyopencl.Event, optional
+        Events to wait for.
+
+    Returns
+    -------
+    pyopencl.Event
+        The launch's event.
+    """
+    cl = require_pyopencl()
+    with _LAUNCH_LOCK:
+        kernel.set_args(*args)
+        return cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size, wait_for=wait_for or None)
+
+
+def elementwise_size(queue, n):
+    """A global size for a grid-stride kernel (``C2O_FOR_EACH``) over ``n`` elements.
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        The queue (its device's compute units bound the size).
+    n : int
+        Number of elements.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(size,)`` with ``1 <= size <= n``, or None when ``n`` is 0.
+    """
+    if n == 0:
+        return None
+    cap = max(1, queue.device.max_compute_units) * 1024
+    return (int(min(n, cap)),)

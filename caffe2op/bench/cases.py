@@ -274,3 +274,147 @@ def constant_fill_cases(quick):
 
 
 CASE_BUILDERS = [sparse_normalize_cases, small_batch_cases, stop_gradient_cases, constant_fill_cases]
+
+
+# --- backward pass -------------------------------------------------------------
+
+_BENCH_OP = "BenchUnary"
+
+
+def _register_bench_gradient():
+    """A gradient maker for a forward type that needs no schema or implementation (as in Caffe2's tests)."""
+    from ..gradient import GradientMakerBase, register_gradient, registered_gradients
+
+    if _BENCH_OP in registered_gradients():
+        return
+
+    @register_gradient(_BENCH_OP)
+    class GetBenchUnaryGradient(GradientMakerBase):
+        def get_gradient_defs(self):
+            return self.single_gradient_def(_BENCH_OP + "Gradient", "", [self.I(0), self.GO(0)], [self.GI(0)])
+
+
+def _chain(n):
+    return [caffe2op.OperatorDef(type=_BENCH_OP, inputs=[f"x{i}"], outputs=[f"x{i + 1}"]) for i in range(n)], [f"x{n}"]
+
+
+def _fan_out(n):
+    ops = [caffe2op.OperatorDef(type=_BENCH_OP, inputs=["x"], outputs=[f"y{i}"]) for i in range(n)]
+    ops.append(caffe2op.OperatorDef(type="Sum", inputs=[f"y{i}" for i in range(n)], outputs=["loss"]))
+    return ops, ["loss"]
+
+
+def backward_cases(quick):
+    """get_backward_pass on a chain and on a wide fan-out of N operators: time and linearity."""
+    _register_bench_gradient()
+    sizes = [1_000, 10_000] if quick else [100, 1_000, 10_000]
+    for shape, build in (("chain", _chain), ("fan-out", _fan_out)):
+        for n in sizes:
+            ops, ys = build(n)
+            contenders = [
+                Contender("caffe2op", lambda _, ops=ops, ys=ys: caffe2op.get_backward_pass(ops, ys), lambda: None, OURS)
+            ]
+            targets = []
+            if n >= 1_000:
+                # Linearity, measured in the same run: N operators against 10 runs of N/10.
+                small_ops, small_ys = build(n // 10)
+                contenders.append(
+                    Contender(
+                        "10 x (N/10 operators)",
+                        lambda _, ops=small_ops, ys=small_ys: [caffe2op.get_backward_pass(ops, ys) for _ in range(10)],
+                        lambda: None,
+                        PEER,
+                        note="linear scaling gives the same time as N operators",
+                    )
+                )
+                targets.append(Target("10 x (N/10 operators)", 1.5, kind="within"))
+            if n == 10_000:
+                targets.append(Target(None, 1.0, kind="max_time"))
+            yield Case(
+                "Backward pass",
+                f"{shape} of {n:,} operators",
+                contenders,
+                threads=1,
+                series=shape,
+                x=n,
+                targets=targets,
+                params=dict(operators=n, shape=shape),
+            )
+
+
+# --- OpenCL ----------------------------------------------------------------------
+
+
+def opencl_cases(quick):
+    """SparseNormalize and StopGradient on each OpenCL device (PoCL on a CPU-only machine)."""
+    for info in caffe2op.opencl_devices():
+        yield from _opencl_device_cases(info, quick)
+
+
+def _opencl_device_cases(info, quick):
+    from .. import opencl
+
+    backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, info.index))
+    queue = backend.queue
+    rng = np.random.default_rng(SEED + 3)
+    for dtype in (np.float32,) if quick else (np.float32, np.float16):
+        yield _opencl_sparse_normalize_case(
+            info, backend, queue, embedding_table(1_000_000, 64, dtype, rng), rng.integers(0, 1_000_000, 100_000)
+        )
+    x = backend.from_host(np.ones(64 << 20, np.float32))
+    out = backend.empty(x.shape, x.dtype)
+
+    def device_copy(_):
+        caffe2op.stop_gradient(x, out=out)
+        queue.finish()
+
+    yield Case(
+        f"OpenCL: {info.name}",
+        "StopGradient 256 MiB float32 device-to-device",
+        [Contender("caffe2op OpenCL", device_copy, lambda: None, OURS, note="includes queue.finish()")],
+        params=dict(device=info.name, bytes=x.nbytes),
+    )
+
+
+def _opencl_sparse_normalize_case(info, backend, queue, table, indices):
+    template = backend.from_host(table)
+    device_indices = backend.from_host(indices)
+
+    def fresh():
+        copy = backend.copy(template)
+        queue.finish()
+        return copy
+
+    def run_device(t):
+        caffe2op.sparse_normalize(t, device_indices, use_max_norm=True, norm=1.0)
+        queue.finish()
+
+    return Case(
+        f"OpenCL: {info.name}",
+        f"SparseNormalize 1,000,000 x 64 {table.dtype}, 100,000 indices on the device, max-norm",
+        [
+            Contender(
+                "caffe2op OpenCL",
+                run_device,
+                fresh,
+                OURS,
+                result=lambda t, _: t.get(),
+                note="device arrays; includes queue.finish()",
+            ),
+            Contender(
+                "caffe2op",
+                lambda t: caffe2op.sparse_normalize(t, indices),
+                table.copy,
+                PEER,
+                note="the CPU kernels, 2 threads",
+            ),
+            Contender("numpy", lambda t: peers.numpy_sparse_normalize(t, indices), table.copy, PEER),
+        ],
+        reference=_sparse_normalize_reference(table, indices, True, 1.0),
+        **_tolerance(table.dtype),
+        targets=[Target("numpy", 1.0, ours="caffe2op OpenCL")],
+        params=dict(device=info.name, dtype=str(table.dtype)),
+    )
+
+
+CASE_BUILDERS += [backward_cases, opencl_cases]

@@ -152,7 +152,8 @@ def markdown(machine, records, plot_name=None):
             "|---|---|" + "---|" * len(labels),
         ]
         for record in members:
-            ours = record["results"].get("caffe2op")
+            # Ratios are against the case's first own contender (e.g. "caffe2op OpenCL" on a device).
+            ours = next((res for res in record["results"].values() if res.get("role") == "ours"), None)
             cells = [_cell(record["results"][label], ours) if label in record["results"] else "" for label in labels]
             lines.append(f"| {record['name']} | {record['threads']} | " + " | ".join(cells) + " |")
         notes = sorted(

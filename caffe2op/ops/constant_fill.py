@@ -12,8 +12,10 @@ import numbers
 
 import numpy as np
 
+from .. import opencl
 from ..core import DataType
-from ..registry import Operator, register_cpu_operator
+from ..gradient import no_gradient
+from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import Argument, OpSchema, register_schema
 
 __all__ = []
@@ -178,3 +180,52 @@ class ConstantFillCPU(Operator):
             self.set_output(0, np.zeros(shape, dtype))
             return
         self.output(0, shape, dtype).fill(value)
+
+
+no_gradient("ConstantFill")
+
+# --- OpenCL ------------------------------------------------------------------
+
+# Element size -> OpenCL C type of the bit pattern the fill kernel copies.
+_FILL_BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def fill_device_array(queue, out, value):
+    """Fill the C-contiguous device array ``out`` with ``value`` (already of ``out.dtype``).
+
+    The kernel (``constant_fill.cl``) copies the value's bit pattern, so every
+    dtype of 1, 2, 4 or 8 bytes works on every device (float64 without fp64
+    and float16 without fp16 included).
+    """
+    if out.size == 0:
+        return None
+    bits = _FILL_BITS.get(out.dtype.itemsize)
+    if bits is None:
+        raise TypeError(f"ConstantFill: OpenCL cannot fill dtype {out.dtype}")
+    pattern = np.asarray(value, dtype=out.dtype).reshape(1).view(bits)[0]
+    program = opencl.get_program(queue.context, "constant_fill.cl", {"REAL": opencl.c_type(bits)})
+    event = opencl.launch(
+        queue,
+        opencl.get_kernel(program, "caffe2op_constant_fill_fwd"),
+        opencl.elementwise_size(queue, out.size),
+        None,
+        out.base_data,
+        pattern,
+        np.uint64(out.size),
+        wait_for=list(out.events),
+    )
+    out.add_event(event)
+    return event
+
+
+@register_opencl_operator("ConstantFill")
+@register_cuda_operator("ConstantFill")
+class ConstantFillOpenCL(Operator):
+    """ConstantFill on an OpenCL device (the shape input of ``input_as_shape`` is read back to the host)."""
+
+    def run_on_device(self):
+        first = self.input(0) if self.num_inputs else None
+        if first is not None and self.args["input_as_shape"]:
+            first = self.backend.to_host(first)
+        shape, dtype, value = resolve_fill(self.type, self.args, self.op_def, first)
+        fill_device_array(self.backend.queue, self.output(0, shape, dtype), value)

@@ -27,9 +27,10 @@ import sys
 
 import numpy as np
 
-from .. import _config
+from .. import _config, opencl
 from .._cpu import normalize as _kernels
 from .._validation import FLOAT_DTYPES, index_vector, raise_first_bad_index, require_dtype, require_writeable
+from ..core import DeviceType
 from ..errors import SchemaError
 from ..registry import Operator, register_cpu_operator
 from ..schema import Argument, OpSchema, non_negative_finite, register_schema
@@ -484,7 +485,7 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None):
     return result
 
 
-def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, op="SparseNormalize"):
+def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, device=None, op="SparseNormalize"):
     """SparseNormalize on the stored values of a CSR matrix: the rows ``indices`` are normalised in place.
 
     Each distinct selected row ``r`` (its stored values; duplicate entries
@@ -503,6 +504,8 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, op="Spa
         Only scale down rows whose norm exceeds ``norm``.
     norm : float, default 1.0
         Target norm, finite and >= 0.
+    device : str or DeviceOption, optional
+        None or the CPU: sparse storage is normalised on the CPU only.
     op : str, default "SparseNormalize"
         Operator name used in error messages.
 
@@ -517,7 +520,8 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, op="Spa
         If ``param`` is not CSR or not float, or the indices are not integers.
     ValueError
         If ``param`` is not 2-D, its data is read-only or its structure is
-        invalid, or ``norm`` is negative or not finite.
+        invalid, ``norm`` is negative or not finite, or ``device`` is not the
+        CPU.
     IndexError
         If an index is negative or ``>= param.shape[0]``; ``param`` is left
         bit-identical.
@@ -530,6 +534,8 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, op="Spa
     array([[0.6, 0. , 0.8],
            [0. , 0.3, 0.4]])
     """
+    if device is not None and opencl.resolve_device(device).device_type != DeviceType.CPU:
+        raise ValueError(f"{op}: a scipy.sparse param is normalised on the CPU only, got device={device!r}")
     if getattr(param, "format", None) != "csr":
         raise TypeError(
             f"{op}: a sparse param must be CSR (a csr_matrix or csr_array), got {type(param).__name__}; "

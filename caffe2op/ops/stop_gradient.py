@@ -9,10 +9,13 @@ cuts every earlier producer of the blob off.
 
 import numpy as np
 
-from .. import _config
+from .. import _config, opencl
 from .._cpu import stop_gradient as _kernels
 from .._validation import require_ndarray, require_writeable
-from ..registry import Operator, register_cpu_operator
+from ..core import DeviceType
+from ..devices import backend_for
+from ..gradient import no_gradient
+from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import OpSchema, register_schema
 
 __all__ = ["stop_gradient"]
@@ -59,7 +62,7 @@ def copy_into(src, dst):
         np.copyto(dst, src)
 
 
-def stop_gradient(x, out=None):
+def stop_gradient(x, out=None, *, device=None):
     """Return ``x`` unchanged for the forward pass: a copy, or ``x`` itself when ``out is x``.
 
     The functional form of the StopGradient operator.  Gradients only exist
@@ -67,24 +70,33 @@ def stop_gradient(x, out=None):
 
     Parameters
     ----------
-    x : array_like
-        Input data.
-    out : numpy.ndarray, optional
-        Where to write the copy: an array of ``x``'s shape and dtype.  Passing
-        ``out=x`` is the in-place form and does nothing.
+    x : array_like or pyopencl.array.Array
+        Input data.  A device array is copied on its device (on its queue).
+    out : numpy.ndarray or pyopencl.array.Array, optional
+        Where to write the copy: an array of ``x``'s shape and dtype (on
+        ``x``'s device for a device ``x``).  Passing ``out=x`` is the
+        in-place form and does nothing.
+    device : str or DeviceOption, optional
+        For host data: ``"cpu"`` (the default), or an OpenCL/CUDA device
+        (``"opencl"``, ``"cuda:0"``, a DeviceOption) to make the copy there;
+        the result is copied back to a NumPy array.
 
     Returns
     -------
-    numpy.ndarray
-        ``out`` (a new C-contiguous array when ``out`` is None), or ``x``
-        itself in place.
+    numpy.ndarray or pyopencl.array.Array
+        ``out`` (a new C-contiguous array when ``out`` is None, on ``x``'s
+        device), or ``x`` itself in place.
 
     Raises
     ------
     TypeError
-        If ``out`` is not a NumPy array or its dtype differs from ``x``'s.
+        If ``out`` is not an array of ``x``'s kind or its dtype differs from ``x``'s.
     ValueError
-        If ``out``'s shape differs from ``x``'s, or ``out`` is read-only.
+        If ``out``'s shape differs from ``x``'s, ``out`` is read-only, a
+        device array is not C-contiguous or lives on another device, or
+        ``device`` contradicts where ``x`` lives.
+    RuntimeError
+        If ``device`` names an OpenCL or CUDA device that does not exist.
 
     Examples
     --------
@@ -98,16 +110,26 @@ def stop_gradient(x, out=None):
     """
     if out is not None and out is x:
         return x
+    if device is not None or type(x).__module__.startswith("pyopencl"):
+        return _stop_gradient_elsewhere(x, out, device)
+    return _stop_gradient_cpu(x, out)
+
+
+def _check_host_out(x, out):
+    require_ndarray("StopGradient", "out", out)
+    if out.dtype != x.dtype:
+        raise TypeError(f"StopGradient: out must have dtype {x.dtype}, got {out.dtype}")
+    if out.shape != x.shape:
+        raise ValueError(f"StopGradient: out must have shape {x.shape}, got {out.shape}")
+    require_writeable("StopGradient", "out", out)
+
+
+def _stop_gradient_cpu(x, out):
     x = np.asarray(x)
     if out is None:
         out = np.empty(x.shape, x.dtype)
     else:
-        require_ndarray("StopGradient", "out", out)
-        if out.dtype != x.dtype:
-            raise TypeError(f"StopGradient: out must have dtype {x.dtype}, got {out.dtype}")
-        if out.shape != x.shape:
-            raise ValueError(f"StopGradient: out must have shape {x.shape}, got {out.shape}")
-        require_writeable("StopGradient", "out", out)
+        _check_host_out(x, out)
     copy_into(x, out)
     return out
 
@@ -121,3 +143,62 @@ class StopGradientCPU(Operator):
             return
         x = self.input(0)
         copy_into(x, self.output(0, x.shape, x.dtype))
+
+
+# Gradients stop here: the backward-pass builder gets None for X.
+no_gradient("StopGradient")
+
+# --- OpenCL ------------------------------------------------------------------
+
+
+def _require_contiguous_device_array(name, value):
+    if not value.flags.c_contiguous:
+        raise ValueError(f"StopGradient: a device {name} must be C-contiguous")
+
+
+def _stop_gradient_elsewhere(x, out, device):
+    """The functional form's device paths: a device ``x``, or host data with ``device=``."""
+    target = opencl.resolve_device(device)
+    on_cpu = target is None or target.device_type == DeviceType.CPU
+    backend = opencl.backend_of_array(x)
+    if backend is None:
+        if on_cpu:
+            return _stop_gradient_cpu(x, out)
+        device_backend = backend_for(target)
+        x = np.asarray(x)
+        if out is not None:
+            _check_host_out(x, out)
+        moved = device_backend.from_host(x)
+        result = device_backend.to_host(device_backend.copy(moved))
+        if out is None:
+            return result
+        np.copyto(out, result)
+        return out
+    if target is not None and (on_cpu or backend_for(target).info.index != backend.info.index):
+        raise ValueError(f"StopGradient: x lives on {backend.name} but device={device!r} was asked for")
+    _require_contiguous_device_array("x", x)
+    queue = x.queue if x.queue is not None else backend.queue
+    if out is None:
+        out = opencl.require_pyopencl().array.empty(queue, x.shape, x.dtype)
+    else:
+        if not backend.owns(out):
+            raise TypeError(f"StopGradient: out must be a pyopencl array of x's context, got {type(out).__name__}")
+        if out.dtype != x.dtype:
+            raise TypeError(f"StopGradient: out must have dtype {x.dtype}, got {out.dtype}")
+        if tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"StopGradient: out must have shape {tuple(x.shape)}, got {tuple(out.shape)}")
+        _require_contiguous_device_array("out", out)
+    opencl.copy_array(queue, x, out)
+    return out
+
+
+@register_opencl_operator("StopGradient")
+@register_cuda_operator("StopGradient")
+class StopGradientOpenCL(Operator):
+    """StopGradient on an OpenCL device: a device-to-device copy out of place, nothing in place."""
+
+    def run_on_device(self):
+        if self.op_def.inputs[0] == self.op_def.outputs[0]:
+            return
+        x = self.input(0)
+        opencl.copy_array(self.backend.queue, x, self.output(0, x.shape, x.dtype))

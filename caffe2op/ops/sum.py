@@ -8,8 +8,10 @@ every input, with no operator.
 
 import numpy as np
 
+from .. import opencl
 from .._validation import require_ndarray
-from ..registry import Operator, register_cpu_operator
+from ..gradient import register_gradient
+from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import OpSchema, register_schema
 
 __all__ = []
@@ -67,3 +69,85 @@ class SumCPU(Operator):
         np.add(first, inputs[1], out=out)
         for x in inputs[2:]:
             np.add(out, x, out=out)
+
+
+@register_gradient("Sum")
+def sum_gradient(op_def, g_output):
+    """Sum's gradient: every input's gradient is the output's (dense) gradient, with no operator.
+
+    Caffe2's ``GetSumGradient`` (``SetDense(i, GO(0))``).
+
+    Parameters
+    ----------
+    op_def : OperatorDef
+        The Sum operator.
+    g_output : list
+        The gradient of its output.
+
+    Returns
+    -------
+    tuple of (list, list)
+        No operators, and ``g_output[0]`` for every input.
+
+    Raises
+    ------
+    ValueError
+        If the output gradient is sparse or missing.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> caffe2op.get_gradient_defs(caffe2op.create_operator("Sum", ["a", "b"], "s"), ["s_grad"])
+    ([], ['s_grad', 's_grad'])
+    """
+    g = g_output[0]
+    if not isinstance(g, str):
+        raise ValueError(f"Sum: gradient of output 0 ({op_def.outputs[0]!r}) is either sparse or not provided")
+    return [], [g] * len(op_def.inputs)
+
+
+# --- OpenCL ------------------------------------------------------------------
+
+
+def _sum_defines(op, dtype, info):
+    if dtype == np.bool_:
+        return {"REAL": "uchar", "CAFFE2OP_BOOL": 1}
+    return opencl.dtype_defines(op, dtype, info)  # TypeError: float64 without fp64, complex
+
+
+@register_opencl_operator("Sum")
+@register_cuda_operator("Sum")
+class SumOpenCL(Operator):
+    """Sum on an OpenCL device: ``out = x0 + x1``, then ``out += xk``, one ``sum.cl`` launch per input."""
+
+    def run_on_device(self):
+        inputs = self.inputs
+        check_sum_inputs(self.type, inputs)
+        first = inputs[0]
+        defines = _sum_defines(self.type, first.dtype, self.backend.info)
+        queue = self.backend.queue
+        out = self.output(0, first.shape, first.dtype)
+        if len(inputs) == 1:
+            if out is not first:
+                opencl.copy_array(queue, first, out)
+            return
+        if first.size == 0:
+            return
+        kernel = opencl.get_kernel(opencl.get_program(queue.context, "sum.cl", defines), "caffe2op_sum_fwd")
+        size = opencl.elementwise_size(queue, first.size)
+        left = first
+        for x in inputs[1:]:
+            pending = list(out.events) + list(left.events) + list(x.events)
+            event = opencl.launch(
+                queue,
+                kernel,
+                size,
+                None,
+                out.base_data,
+                left.base_data,
+                x.base_data,
+                np.uint64(first.size),
+                wait_for=pending,
+            )
+            out.add_event(event)
+            left = out

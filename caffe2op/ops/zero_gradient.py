@@ -7,10 +7,11 @@ that blob's gradient can still be built: its gradient maker emits
 ``ConstantFill(X) -> X_grad`` with ``value=0.0`` (float32, shaped like X).
 """
 
-from ..registry import Operator, register_cpu_operator
+from ..gradient import GradientMakerBase, register_gradient
+from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import OpSchema, register_schema
 
-__all__ = ["zero_gradient"]
+__all__ = ["GetZeroGradientOpGradient", "zero_gradient"]
 
 ZERO_GRADIENT_SCHEMA = register_schema(
     OpSchema(
@@ -62,6 +63,51 @@ def zero_gradient(x):
 @register_cpu_operator("ZeroGradient")
 class ZeroGradientCPU(Operator):
     """ZeroGradient on the CPU: nothing to compute (the input must exist, as in Caffe2)."""
+
+    def run_on_device(self):
+        return None
+
+
+@register_gradient("ZeroGradient")
+class GetZeroGradientOpGradient(GradientMakerBase):
+    """The gradient maker of ZeroGradient: ``ConstantFill([X], [X_grad], value=0.0)``.
+
+    The fill takes X's shape and, as in Caffe2, the float32 dtype of its
+    ``value`` (never X's dtype).  The backward-pass builder runs this maker
+    even though ZeroGradient has no outputs, so X gets a gradient where no
+    operator would give it one.
+
+    Parameters
+    ----------
+    op_def : OperatorDef
+        The ZeroGradient operator.
+    g_output : list
+        Its output gradients (an empty list: it has no outputs).
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> fwd = caffe2op.create_operator("ZeroGradient", "cell", [])
+    >>> [op], g_input = caffe2op.GetZeroGradientOpGradient(fwd, []).get()
+    >>> op.describe(), g_input
+    ('ConstantFill(cell) -> (cell_grad)  value=0.0', ['cell_grad'])
+    """
+
+    def get_gradient_defs(self):
+        """``[ConstantFill([X], [X_grad], value=0.0)]``, recording ``X_grad`` as X's gradient.
+
+        Returns
+        -------
+        list of OperatorDef
+            The one ConstantFill operator.
+        """
+        return self.single_gradient_def("ConstantFill", "", [self.I(0)], [self.GI(0)], value=0.0)
+
+
+@register_opencl_operator("ZeroGradient")
+@register_cuda_operator("ZeroGradient")
+class ZeroGradientOpenCL(Operator):
+    """ZeroGradient on an OpenCL device: nothing to compute, no kernel launched."""
 
     def run_on_device(self):
         return None
