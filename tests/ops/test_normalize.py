@@ -427,3 +427,13 @@ def test_gradient_bad_inputs(dy, error, match):
     with pytest.raises(error, match=f"NormalizeGradient: {match}"):
         ws.run_operator_once(caffe2op.create_operator("NormalizeGradient", ["x", "dy"], "dx"))
     assert not ws.has_blob("dx")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import caffe2op.ops.normalize as module
+
+    pytest.importorskip("scipy.sparse")
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 5 and result.failed == 0

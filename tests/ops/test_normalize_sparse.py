@@ -436,3 +436,11 @@ def test_corrupt_structure_is_rejected_before_any_kernel_runs(mutate, match):
     with pytest.raises(ValueError, match=f"Normalize: {match}"):
         caffe2op.normalize(w, axis=0, out=w)
     assert_bit_identical(w.data, before)
+
+
+def test_sparse_normalize_csr_runs_on_the_cpu_only():
+    w = sp.csr_matrix(np.array([[3.0, 4.0]]))
+    caffe2op.sparse_normalize(w, [0], device="cpu")
+    np.testing.assert_allclose(w.toarray(), [[0.6, 0.8]])
+    with pytest.raises(ValueError, match="SparseNormalize: a scipy.sparse param is normalised on the CPU only"):
+        caffe2op.sparse_normalize(w, [0], device=caffe2op.DeviceOption(caffe2op.DeviceType.CUDA, 0))
