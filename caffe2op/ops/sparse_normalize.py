@@ -106,9 +106,10 @@ FLOAT16_SPARSE_NORMALIZE_SCHEMA = register_schema(
         example="""\
 >>> import numpy as np, caffe2op
 >>> w = np.array([[3.0, 4.0], [0.3, 0.4]], dtype=np.float16)
->>> caffe2op.sparse_normalize(w, [0])
-array([[0.6 , 0.8 ],
-       [0.3 , 0.4 ]], dtype=float16)
+>>> caffe2op.sparse_normalize(w, [0]).dtype
+dtype('float16')
+>>> w[0].tolist()  # 0.6 and 0.8, rounded to float16
+[0.60009765625, 0.7998046875]
 """,
     )
 )
