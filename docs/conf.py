@@ -56,7 +56,7 @@ autosummary_generate = True
 autosummary_imported_members = True
 autodoc_typehints = "none"  # types are in the numpydoc sections
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"members": True}
 autodoc_inherit_docstrings = True
 
 numpydoc_show_class_members = False  # the class template lists members itself

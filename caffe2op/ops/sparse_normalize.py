@@ -59,8 +59,8 @@ _ARGS = [
 ]
 _FORMULA = (
     r"n_i = \lVert W_i \rVert_2,\qquad "
-    r"W_i \leftarrow \begin{cases} W_i & \text{if use\_max\_norm and } n_i \le \text{norm}\\"
-    r" W_i \cdot \dfrac{\text{norm}}{n_i + 10^{-12}} & \text{otherwise}\end{cases}"
+    r"W_i \leftarrow \begin{cases} W_i & \text{if } \mathtt{use\_max\_norm} \text{ and } n_i \le \mathrm{norm}\\"
+    r" W_i \cdot \dfrac{\mathrm{norm}}{n_i + 10^{-12}} & \text{otherwise}\end{cases}"
 )
 _EXAMPLE = """\
 >>> import numpy as np, caffe2op

@@ -166,13 +166,21 @@ def creation_example(op_type, schema):
         return _py(names[0]) if len(names) == 1 else _py(names)
 
     arg_text = "".join(f", {k}={_py(v)}" for k, v in args.items())
+
+    def call(prefix, first):
+        """``prefix(first, inputs, outputs, args)``, wrapped like ruff format when too long."""
+        text = f"{prefix}({first}{blobs(inputs)}, {blobs(outputs)}{arg_text})"
+        if len(text) <= 88:
+            return [text]
+        return [f"{prefix}(", f"    {first}{blobs(inputs)}, {blobs(outputs)}{arg_text}", ")"]
+
     return [
         "import caffe2op",
         "",
-        f"op = caffe2op.create_operator({_py(op_type)}, {blobs(inputs)}, {blobs(outputs)}{arg_text})",
+        *call("op = caffe2op.create_operator", f"{_py(op_type)}, "),
         "",
         'net = caffe2op.Net("example")',
-        f"net.{op_type}({blobs(inputs)}, {blobs(outputs)}{arg_text})",
+        *call(f"net.{op_type}", ""),
     ]
 
 
@@ -228,6 +236,7 @@ def operator_page(op_type):
             lines += [
                 f".. list-table:: {title}",
                 "   :header-rows: 1",
+                "   :width: 100%",
                 "   :widths: 8 20 72",
                 "",
                 "   * - #",
@@ -243,6 +252,7 @@ def operator_page(op_type):
             lines += [
                 ".. list-table::",
                 "   :header-rows: 1",
+                "   :width: 100%",
                 "   :widths: 18 12 14 56",
                 "",
                 "   * - Name",
@@ -271,8 +281,8 @@ def operator_page(op_type):
     lines += _heading("Devices", "-")
     devices = [d.name for d in caffe2op.DeviceType if op_type in caffe2op.registered_operators(d)]
     lines += [
-        "Implemented for: " + ", ".join(f"``{d}``" for d in devices) + ".  See :doc:`/guide/install` for "
-        "OpenCL devices and :class:`caffe2op.DeviceOption` for choosing one.",
+        "Implemented for: " + ", ".join(f"``{d}``" for d in devices) + ".  Choose the device with a "
+        ":class:`~caffe2op.DeviceOption` (see :ref:`install-opencl` for setting up OpenCL devices).",
         "",
     ]
 
