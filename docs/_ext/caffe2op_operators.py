@@ -165,22 +165,23 @@ def creation_example(op_type, schema):
     def blobs(names):
         return _py(names[0]) if len(names) == 1 else _py(names)
 
-    arg_text = "".join(f", {k}={_py(v)}" for k, v in args.items())
-
-    def call(prefix, first):
-        """``prefix(first, inputs, outputs, args)``, wrapped like ruff format when too long."""
-        text = f"{prefix}({first}{blobs(inputs)}, {blobs(outputs)}{arg_text})"
-        if len(text) <= 88:
-            return [text]
-        return [f"{prefix}(", f"    {first}{blobs(inputs)}, {blobs(outputs)}{arg_text}", ")"]
+    def call(prefix, items):
+        """``prefix(items...)``, wrapped as ruff format would when it is too long."""
+        items = [*items, blobs(inputs), blobs(outputs), *(f"{k}={_py(v)}" for k, v in args.items())]
+        inner = ", ".join(items)
+        if len(prefix) + len(inner) + 2 <= 84:
+            return [f"{prefix}({inner})"]
+        if len(inner) + 4 <= 84:
+            return [f"{prefix}(", f"    {inner}", ")"]
+        return [f"{prefix}(", *(f"    {item}," for item in items), ")"]
 
     return [
         "import caffe2op",
         "",
-        *call("op = caffe2op.create_operator", f"{_py(op_type)}, "),
+        *call("op = caffe2op.create_operator", [_py(op_type)]),
         "",
         'net = caffe2op.Net("example")',
-        *call(f"net.{op_type}", ""),
+        *call(f"net.{op_type}", []),
     ]
 
 
