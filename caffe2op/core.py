@@ -160,6 +160,13 @@ class DataType(enum.IntEnum):
         ------
         TypeError
             If the dtype has no Caffe2 code.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from caffe2op import DataType
+        >>> DataType.from_numpy(np.float16)
+        <DataType.FLOAT16: 12>
         """
         dtype = np.dtype(dtype)
         for code, name in _DATATYPE_TO_NUMPY.items():
@@ -283,6 +290,12 @@ class OperatorDef:
         -------
         str
             A readable summary of the operator.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> caffe2op.create_operator("SparseNormalize", ["w", "idx"], "w", norm=2.0).describe()
+        'SparseNormalize(w, idx) -> (w)  norm=2.0'
         """
         text = f"{self.type}({', '.join(self.inputs)}) -> ({', '.join(self.outputs)})"
         extras = [f"{k}={v!r}" for k, v in sorted(self.args.items())]

@@ -66,7 +66,7 @@ class UnknownOperatorError(KeyError):
     ...     caffe2op.create_operator("StopGradeint", "x", "y")
     ... except caffe2op.UnknownOperatorError as err:
     ...     print(err)
-    'StopGradeint' is not a registered operator type. Did you mean: StopGradient?
+    'StopGradeint' is not a registered operator type. Did you mean: StopGradient, ...?
     """
 
     def __init__(self, message):

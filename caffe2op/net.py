@@ -63,6 +63,14 @@ class Net:
             If ``op_def`` is not an OperatorDef.
         SchemaError
             If it breaks its schema.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> net = caffe2op.Net("n")
+        >>> op = net.add_op(caffe2op.create_operator("StopGradient", "x", "y"))
+        >>> net.ops == [op]
+        True
         """
         if not isinstance(op_def, OperatorDef):
             raise TypeError(f"Net.add_op: expected an OperatorDef, got {type(op_def).__name__}")
@@ -134,6 +142,17 @@ class Net:
         -------
         str
             A name not handed out before by this net.
+
+        Examples
+        --------
+        Builders use it when they are given a number of outputs instead of names:
+
+        >>> import caffe2op
+        >>> net = caffe2op.Net("n")
+        >>> net.next_blob_name("Sum")
+        'n/Sum_0'
+        >>> net.StopGradient("x", 1)
+        'n/StopGradient_1'
         """
         return f"{self.name}/{prefix}_{next(self._auto_names)}"
 

@@ -107,6 +107,15 @@ class OpenCLDeviceInfo:
         Largest single buffer.
     compute_units : int
         Number of compute units.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> all(isinstance(d, caffe2op.OpenCLDeviceInfo) for d in caffe2op.opencl_devices())
+    True
+    >>> for d in caffe2op.opencl_devices():  # doctest: +SKIP
+    ...     print(d.index, d.cuda_index, d.name, d.fp64, d.global_mem_bytes >> 30)
+    0 None pthread-skylake-avx512-AMD EPYC True 10
     """
 
     index: int

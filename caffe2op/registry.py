@@ -108,6 +108,18 @@ class Operator(abc.ABC):
         -------
         str
             The blob name.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> @caffe2op.register_cpu_operator("DocNames")
+        ... class DocNames(caffe2op.Operator):
+        ...     def run_on_device(self):
+        ...         print(self.input_name(0), "->", self.output_name(0))
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.zeros(2))
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocNames", inputs="x", outputs="y"))
+        x -> y
         """
         return self.op_def.inputs[index]
 
@@ -123,6 +135,18 @@ class Operator(abc.ABC):
         -------
         str
             The blob name.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> @caffe2op.register_cpu_operator("DocOutputName")
+        ... class DocOutputName(caffe2op.Operator):
+        ...     def run_on_device(self):
+        ...         print([self.output_name(i) for i in range(self.num_outputs)])
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.zeros(2))
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocOutputName", inputs="x", outputs=["a", "b"]))
+        ['a', 'b']
         """
         return self.op_def.outputs[index]
 
@@ -143,6 +167,20 @@ class Operator(abc.ABC):
         ------
         ValueError
             If the blob lives on another device than the operator.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> @caffe2op.register_cpu_operator("DocNegate")
+        ... class DocNegate(caffe2op.Operator):
+        ...     def run_on_device(self):
+        ...         x = self.input(0)  # a NumPy array on the CPU
+        ...         self.set_output(0, -x)
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.array([1.0, -2.0]))
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocNegate", inputs="x", outputs="y"))
+        >>> ws.fetch_blob("y")
+        array([-1.,  2.])
         """
         value = self._inputs[index]
         if not self.backend.owns(value):
@@ -168,6 +206,24 @@ class Operator(abc.ABC):
         -------
         object
             The value.
+
+        Examples
+        --------
+        Operators without a schema see only the arguments they are given:
+
+        >>> import numpy as np, caffe2op
+        >>> @caffe2op.register_cpu_operator("DocAddConst")
+        ... class DocAddConst(caffe2op.Operator):
+        ...     def run_on_device(self):
+        ...         self.set_output(0, self.input(0) + self.arg("value", 1.0))
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.zeros(2))
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocAddConst", inputs="x", outputs="y"))
+        >>> ws.fetch_blob("y")
+        array([1., 1.])
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocAddConst", inputs="x", outputs="y", args={"value": 5.0}))
+        >>> ws.fetch_blob("y")
+        array([5., 5.])
         """
         return self.args.get(name, default)
 
@@ -183,6 +239,18 @@ class Operator(abc.ABC):
         -------
         bool
             True if it appears in ``op_def.args``.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> @caffe2op.register_cpu_operator("DocHasArg")
+        ... class DocHasArg(caffe2op.Operator):
+        ...     def run_on_device(self):
+        ...         print(self.has_arg("scale"))
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.zeros(1))
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocHasArg", inputs="x", args={"scale": 2.0}))
+        True
         """
         return name in self.op_def.args
 
@@ -206,6 +274,20 @@ class Operator(abc.ABC):
         -------
         numpy.ndarray or pyopencl.array.Array
             The output array.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> @caffe2op.register_cpu_operator("DocSquare")
+        ... class DocSquare(caffe2op.Operator):
+        ...     def run_on_device(self):
+        ...         x = self.input(0)
+        ...         np.square(x, out=self.output(0, x.shape, x.dtype))
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.array([1.0, 2.0, 3.0]))
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocSquare", inputs="x", outputs="y"))
+        >>> ws.fetch_blob("y")
+        array([1., 4., 9.])
         """
         name = self.op_def.outputs[index]
         shape = tuple(shape)
@@ -236,6 +318,18 @@ class Operator(abc.ABC):
         ------
         TypeError
             If ``value`` is not an array of the operator's device.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> @caffe2op.register_cpu_operator("DocRange")
+        ... class DocRange(caffe2op.Operator):
+        ...     def run_on_device(self):
+        ...         self.set_output(0, np.arange(self.arg("n")))
+        >>> ws = caffe2op.Workspace()
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocRange", outputs="r", args={"n": 4}))
+        >>> ws.fetch_blob("r")
+        array([0, 1, 2, 3])
         """
         if not self.backend.owns(value):
             raise TypeError(
@@ -246,7 +340,26 @@ class Operator(abc.ABC):
 
     @abc.abstractmethod
     def run_on_device(self):
-        """Compute the outputs from the inputs (implemented by each operator)."""
+        """Compute the outputs from the inputs (implemented by each operator).
+
+        Examples
+        --------
+        Every implementation overrides it; it returns nothing and communicates
+        through its outputs:
+
+        >>> import numpy as np, caffe2op
+        >>> @caffe2op.register_cpu_operator("DocCopyRows")
+        ... class DocCopyRows(caffe2op.Operator):
+        ...     def run_on_device(self):
+        ...         x = self.input(0)
+        ...         np.copyto(self.output(0, x.shape, x.dtype), x)
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.eye(2))
+        >>> ws.run_operator_once(caffe2op.OperatorDef(type="DocCopyRows", inputs="x", outputs="y"))
+        >>> ws.fetch_blob("y")
+        array([[1., 0.],
+               [0., 1.]])
+        """
 
 
 def _register(device_type, op_type, cls, engine):
@@ -323,9 +436,18 @@ def register_opencl_operator(op_type, cls=None, *, engine=""):
 
     Examples
     --------
+    An implementation whose blobs are ``pyopencl.array.Array`` objects on the
+    operator's device (registering needs no OpenCL; running it does):
+
     >>> import caffe2op
-    >>> "SparseNormalize" in caffe2op.registered_operators(caffe2op.DeviceType.OPENCL)
+    >>> @caffe2op.register_opencl_operator("DocDeviceNoop")
+    ... class DocDeviceNoopOpenCL(caffe2op.Operator):
+    ...     def run_on_device(self):
+    ...         pass
+    >>> "DocDeviceNoop" in caffe2op.registered_operators(caffe2op.DeviceType.OPENCL)
     True
+    >>> "DocDeviceNoop" in caffe2op.registered_operators(caffe2op.DeviceType.CPU)
+    False
     """
     return _register(DeviceType.OPENCL, op_type, cls, engine)
 
@@ -357,8 +479,15 @@ def register_cuda_operator(op_type, cls=None, *, engine=""):
 
     Examples
     --------
+    The usual pattern: one OpenCL class registered for both device types.
+
     >>> import caffe2op
-    >>> "StopGradient" in caffe2op.registered_operators(caffe2op.DeviceType.CUDA)
+    >>> class DocCopyOpenCL(caffe2op.Operator):
+    ...     def run_on_device(self):
+    ...         self.set_output(0, self.input(0).copy())
+    >>> caffe2op.register_opencl_operator("DocCopy", DocCopyOpenCL) is DocCopyOpenCL
+    True
+    >>> caffe2op.register_cuda_operator("DocCopy", DocCopyOpenCL) is DocCopyOpenCL
     True
     """
     return _register(DeviceType.CUDA, op_type, cls, engine)

@@ -151,6 +151,16 @@ class Argument:
             If the value has the wrong type.
         SchemaError
             If the validator rejects it.
+
+        Examples
+        --------
+        >>> from caffe2op import Argument
+        >>> Argument("use_max_norm", bool, default=True).convert("SparseNormalize", 1)
+        True
+        >>> Argument("norm", float).convert("SparseNormalize", "big")
+        Traceback (most recent call last):
+            ...
+        caffe2op.errors.SchemaTypeError: SparseNormalize: argument 'norm' must be a real number, got str ('big')
         """
         try:
             if type(value) is self.type:  # the common case: nothing to convert
@@ -319,6 +329,12 @@ class OpSchema:
         ------
         KeyError
             If the schema has no such argument.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> caffe2op.get_schema("SparseNormalize").arg("norm").default
+        1.0
         """
         return self._args[name]
 
@@ -334,6 +350,14 @@ class OpSchema:
         -------
         bool
             True if in place is allowed or enforced for this pair.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> caffe2op.get_schema("StopGradient").inplace_allowed(0, 0)
+        True
+        >>> caffe2op.get_schema("Sum").inplace_allowed(1, 0)
+        False
         """
         return self._inplace_allowed(input_index, output_index) or self._inplace_enforced(input_index, output_index)
 
@@ -349,6 +373,14 @@ class OpSchema:
         -------
         bool
             True if the pair must be in place.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> caffe2op.get_schema("SparseNormalize").inplace_enforced(0, 0)
+        True
+        >>> caffe2op.get_schema("StopGradient").inplace_enforced(0, 0)
+        False
         """
         return self._inplace_enforced(input_index, output_index)
 
@@ -388,6 +420,13 @@ class OpSchema:
             If a count, in-place rule, argument value or argument name is wrong.
         SchemaTypeError
             If an argument has the wrong type.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> op = caffe2op.OperatorDef(type="SparseNormalize", inputs=["w", "idx"], outputs=["w"], args={"norm": 2})
+        >>> caffe2op.get_schema("SparseNormalize").verify(op)
+        {'use_max_norm': True, 'norm': 2.0}
         """
         n_in, n_out = len(op_def.inputs), len(op_def.outputs)
         problem = self._count_problem("inputs", n_in, self.min_input, self.max_input) or self._count_problem(

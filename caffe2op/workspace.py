@@ -66,6 +66,19 @@ class Workspace:
             If ``name`` is not a str or ``value`` is not numeric data.
         RuntimeError
             If ``device_option`` names an OpenCL/CUDA device that is not available.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> ws = caffe2op.Workspace()
+        >>> x = np.array([1.0, 2.0])
+        >>> ws.feed_blob("x", x)
+        >>> x[0] = 100.0  # the blob is a copy
+        >>> ws.fetch_blob("x")
+        array([1., 2.])
+        >>> ws.feed_blob("n", [1, 2, 3])  # anything NumPy can turn into an array
+        >>> ws.fetch_blob("n").dtype
+        dtype('int64')
         """
         _check_blob_name(name, "feed_blob")
         if device_option is None:
@@ -103,6 +116,14 @@ class Workspace:
         ------
         MissingBlobError
             If there is no such blob.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.arange(3.0))
+        >>> ws.fetch_blob("x")
+        array([0., 1., 2.])
         """
         value = self._get(name, "fetch_blob")
         return backend_of_value(value).to_host(value)
@@ -119,6 +140,14 @@ class Workspace:
         -------
         bool
             True if it exists.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.zeros(1))
+        >>> ws.has_blob("x"), ws.has_blob("y")
+        (True, False)
         """
         return name in self._blobs
 
@@ -129,6 +158,15 @@ class Workspace:
         -------
         list of str
             The names.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("b", np.zeros(1))
+        >>> ws.feed_blob("a", np.zeros(1))
+        >>> ws.blobs()
+        ['a', 'b']
         """
         return sorted(self._blobs)
 
@@ -144,6 +182,15 @@ class Workspace:
         ------
         MissingBlobError
             If there is no such blob.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.zeros(1))
+        >>> ws.remove_blob("x")
+        >>> ws.blobs()
+        []
         """
         self._get(name, "remove_blob")
         del self._blobs[name]
@@ -165,6 +212,14 @@ class Workspace:
         ------
         MissingBlobError
             If there is no such blob.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.zeros(1))
+        >>> ws.blob_device("x")
+        DeviceOption(device_type=<DeviceType.CPU: 0>, device_id=0)
         """
         return backend_of_value(self._get(name, "blob_device")).device_option
 
@@ -189,6 +244,15 @@ class Workspace:
             If there is no implementation for its type and device.
         MissingBlobError
             If an input blob does not exist.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> ws = caffe2op.Workspace()
+        >>> ws.feed_blob("x", np.array([1.0, 2.0]))
+        >>> ws.run_operator_once(caffe2op.create_operator("StopGradient", "x", "y"))
+        >>> ws.fetch_blob("y")
+        array([1., 2.])
         """
         try:
             self._create_operator(op_def).run_on_device()
@@ -209,6 +273,19 @@ class Workspace:
         Exception
             Whatever an operator raises; its note says which operator (and its
             position in the net) failed.  Operators before it have run.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> net = caffe2op.Net("fill_and_sum")
+        >>> net.ConstantFill([], "a", shape=[2], value=1.0)
+        'a'
+        >>> net.Sum(["a", "a"], "s")
+        's'
+        >>> ws = caffe2op.Workspace()
+        >>> ws.run_net(net)
+        >>> ws.fetch_blob("s")
+        array([2., 2.], dtype=float32)
         """
         for position, op_def in enumerate(net.ops):
             try:

@@ -63,8 +63,8 @@ _ARGS = [
 ]
 _FORMULA = (
     r"n_i = \lVert W_i \rVert_2,\qquad "
-    r"W_i \leftarrow \begin{cases} W_i & \text{if use\_max\_norm and } n_i \le \text{norm}\\"
-    r" W_i \cdot \dfrac{\text{norm}}{n_i + 10^{-12}} & \text{otherwise}\end{cases}"
+    r"W_i \leftarrow \begin{cases} W_i & \text{if } \mathtt{use\_max\_norm} \text{ and } n_i \le \mathrm{norm}\\"
+    r" W_i \cdot \dfrac{\mathrm{norm}}{n_i + 10^{-12}} & \text{otherwise}\end{cases}"
 )
 _EXAMPLE = """\
 >>> import numpy as np, caffe2op
@@ -110,9 +110,10 @@ FLOAT16_SPARSE_NORMALIZE_SCHEMA = register_schema(
         example="""\
 >>> import numpy as np, caffe2op
 >>> w = np.array([[3.0, 4.0], [0.3, 0.4]], dtype=np.float16)
->>> caffe2op.sparse_normalize(w, [0])
-array([[0.6 , 0.8 ],
-       [0.3 , 0.4 ]], dtype=float16)
+>>> caffe2op.sparse_normalize(w, [0]).dtype
+dtype('float16')
+>>> w[0].tolist()  # 0.6 and 0.8, rounded to float16
+[0.60009765625, 0.7998046875]
 """,
     )
 )
