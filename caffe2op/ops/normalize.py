@@ -128,11 +128,12 @@ _CHECK_COMPRESSED = {i: _kernels.check_compressed.__signatures__[s] for i, s in 
 _DISTINCT = {i: _kernels.distinct.__signatures__[s] for i, s in _INDEX.items()}
 _HALF = np.dtype(np.float16)
 
-# Cross-direction sums: at most this many chunks of stored values, each with at least
-# _CHUNK_MIN_NNZ of them and no more chunks than stored values per vector, so that the
-# partial sums never take more memory than the values themselves.
+# Cross-direction sums: at most _MAX_CHUNKS chunks of stored values, each with at least
+# _CHUNK_MIN_NNZ of them, and at most a quarter as many partial sums (chunks x vectors) as
+# stored values, so that zeroing and merging them stays a small part of the work and memory.
 _MAX_CHUNKS = 16
 _CHUNK_MIN_NNZ = 1 << 15
+_VALUES_PER_PARTIAL_SUM = 4
 
 _NO_SEGMENTS = np.empty(0, dtype=np.int64)
 _NO_SCALES = np.empty(0, dtype=np.float64)
@@ -351,7 +352,7 @@ def _canonical_copy(matrix):
 
 def _n_chunks(nnz, n_minor):
     """Chunks of the cross-direction sums: a function of the shape only, never of the thread count."""
-    return max(1, min(_MAX_CHUNKS, nnz // _CHUNK_MIN_NNZ, nnz // max(n_minor, 1)))
+    return max(1, min(_MAX_CHUNKS, nnz // _CHUNK_MIN_NNZ, nnz // (_VALUES_PER_PARTIAL_SUM * max(n_minor, 1))))
 
 
 def _segments(mode, indptr, src, dst, rule, rows=None, scales=_NO_SCALES):
