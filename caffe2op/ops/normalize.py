@@ -232,12 +232,14 @@ def _run_dense(kernel_for, arrays, out, axis, extra_args):
     orientation and does not partially overlap an input, else through a
     temporary.
     """
+    arrays = [a.view(np.ndarray) for a in arrays]  # subclasses (np.matrix, memmap) as plain views
     first, kernel_axis, transposed = _oriented(arrays[0], axis)
     sources = [first]
     for other in arrays[1:]:
         view = other.T if transposed else other
         sources.append(view if view.flags.c_contiguous else np.ascontiguousarray(view))
-    target = out.T if transposed else out
+    plain_out = out.view(np.ndarray)
+    target = plain_out.T if transposed else plain_out
     direct = target.flags.c_contiguous and all(
         _same_view(target, src) or not np.may_share_memory(target, src) for src in sources
     )

@@ -437,3 +437,15 @@ def test_docstring_examples_run():
     pytest.importorskip("scipy.sparse")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5 and result.failed == 0
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_ndarray_subclasses_are_written_through_plain_views(tmp_path):
+    m = np.matrix([[3.0, 1.0], [4.0, 0.0]])
+    np.testing.assert_allclose(caffe2op.normalize(m, axis=0), [[0.6, 1.0], [0.8, 0.0]])
+    assert caffe2op.normalize(m, axis=0, out=m) is m
+    np.testing.assert_allclose(m, [[0.6, 1.0], [0.8, 0.0]])
+    mapped = np.lib.format.open_memmap(tmp_path / "w.npy", mode="w+", dtype=np.float32, shape=(2, 3))
+    mapped[:] = [[3.0, 0.0, 1.0], [4.0, 0.0, 0.0]]
+    assert caffe2op.normalize(mapped, axis=0, out=mapped) is mapped
+    np.testing.assert_allclose(np.load(tmp_path / "w.npy"), [[0.6, 0.0, 1.0], [0.8, 0.0, 0.0]])
