@@ -388,13 +388,14 @@ class OpSchema:
         if low <= count <= high:
             return None
         if low == high:
-            expected = f"{low}"
+            expected, plural = f"{low}", low != 1
         elif high == math.inf:
-            expected = f"at least {low}"
+            expected, plural = f"at least {low}", low != 1
         else:
-            expected = f"{low} to {high}"
+            expected, plural = f"{low} to {high}", True
         rule = "NumInputs" if what == "inputs" else "NumOutputs"
-        return f"{self.op_type}: expects {expected} {what}, got {count} ({rule})"
+        noun = what if plural else what[:-1]
+        return f"{self.op_type}: expects {expected} {noun}, got {count} ({rule})"
 
     def verify(self, op_def, *, allow_unknown_args=None):
         """Check an operator definition and return its arguments with defaults filled in.

@@ -60,7 +60,7 @@ def test_create_operator_normalises_and_checks():
     assert (op.type, op.inputs, op.outputs, op.name) == ("StopGradient", ["x"], ["y"], "freeze")
     op = caffe2op.create_operator("ConstantFill", [], ["z"], shape=(2, np.int64(3)), value=1)
     assert op.args == {"shape": [2, 3], "value": 1}
-    with pytest.raises(caffe2op.SchemaError, match=r"StopGradient: expects 1 inputs, got 2"):
+    with pytest.raises(caffe2op.SchemaError, match=r"StopGradient: expects 1 input, got 2"):
         caffe2op.create_operator("StopGradient", ["x", "y"], "z")
     with pytest.raises(TypeError, match="outputs must be blob names"):
         caffe2op.create_operator("StopGradient", "x", [None])

@@ -21,12 +21,12 @@ def test_counts_exact_range_and_unbounded():
     exact.verify(_op("T1", ["a", "b"], ["c"]))
     with pytest.raises(SchemaError, match=r"T1: expects 2 inputs, got 1 \(NumInputs\)"):
         exact.verify(_op("T1", ["a"], ["c"]))
-    with pytest.raises(SchemaError, match=r"T1: expects 1 outputs, got 2 \(NumOutputs\)"):
+    with pytest.raises(SchemaError, match=r"T1: expects 1 output, got 2 \(NumOutputs\)"):
         exact.verify(_op("T1", ["a", "b"], ["c", "d"]))
     with pytest.raises(SchemaError, match="T2: expects 1 to 3 inputs, got 4"):
         ranged.verify(_op("T2", list("abcd"), []))
     unbounded.verify(_op("T3", [f"x{i}" for i in range(100)], ["y"]))
-    with pytest.raises(SchemaError, match="T3: expects at least 1 inputs, got 0"):
+    with pytest.raises(SchemaError, match="T3: expects at least 1 input, got 0"):
         unbounded.verify(_op("T3", [], ["y"]))
     assert unbounded.input_range == (1, math.inf)
 

@@ -63,6 +63,7 @@ def _sparse_normalize_contenders(table, indices, use_max_norm, norm, threads, *,
                 table.copy,
                 FLOOR,
                 note="gather into a buffer and scatter back",
+                expected=lambda: table,  # moves the rows, changes nothing
             )
         )
     return contenders

@@ -41,6 +41,9 @@ class Contender:
         (default: the output itself).
     note : str
         Shown next to the timing (e.g. "eps 1e-7").
+    expected : callable, optional
+        ``expected() -> ndarray``: what this contender must give when it is not
+        the case's reference (a floor that only moves memory, say).
     """
 
     label: str
@@ -49,6 +52,7 @@ class Contender:
     role: str = PEER
     result: object = None
     note: str = ""
+    expected: object = None
 
 
 @dataclasses.dataclass
@@ -128,10 +132,11 @@ class Case:
 
 
 def _check(case, contender, inputs, output):
-    if case.reference is None:
+    reference = contender.expected if contender.expected is not None else case.reference
+    if reference is None:
         return
     got = contender.result(inputs, output) if contender.result is not None else output
-    expected = case.reference()
+    expected = reference()
     got = np.asarray(got, dtype=np.float64) if not hasattr(got, "toarray") else got.toarray()
     expected = np.asarray(expected, dtype=np.float64) if not hasattr(expected, "toarray") else expected.toarray()
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=case.rtol, atol=case.atol, equal_nan=True):

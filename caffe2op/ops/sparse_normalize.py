@@ -13,7 +13,9 @@ Differences from Caffe2, all on inputs Caffe2 did not handle: float64 tables
 are accepted; out-of-range and negative indices raise ``IndexError`` before
 anything is written (Caffe2 had no check); a repeated index normalises its
 row once (Caffe2's serial loop rescaled it a second time by about
-``norm / (norm + 1e-12)``); an all-zero row stays zero.
+``norm / (norm + 1e-12)``).  An all-zero row stays zero, as in Caffe2
+(which multiplied it by ``norm / 1e-12``), but without ever forming that
+factor, so a huge ``norm`` cannot turn it into NaN.
 """
 
 import math

@@ -180,7 +180,7 @@ def test_zero_dimensional_inputs_need_add_axis(device):
 
 
 def test_schema_counts_and_argument_types():
-    with pytest.raises(caffe2op.SchemaError, match="at least 1 inputs"):
+    with pytest.raises(caffe2op.SchemaError, match="at least 1 input,"):
         caffe2op.create_operator("Concat", [], "c")
     with pytest.raises(caffe2op.SchemaError, match="1 to 2 outputs"):
         caffe2op.create_operator("Concat", ["a"], ["c", "s", "t"])

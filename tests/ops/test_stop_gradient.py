@@ -100,7 +100,7 @@ def test_read_only_out():
 
 
 def test_schema_rules():
-    with pytest.raises(caffe2op.SchemaError, match="StopGradient: expects 1 outputs, got 0"):
+    with pytest.raises(caffe2op.SchemaError, match="StopGradient: expects 1 output, got 0"):
         caffe2op.create_operator("StopGradient", "x", [])
     with pytest.raises(caffe2op.SchemaError, match="unknown argument"):
         caffe2op.create_operator("StopGradient", "x", "y", axis=0)

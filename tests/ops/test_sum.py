@@ -56,7 +56,7 @@ def test_mismatches_raise_and_write_nothing():
     with pytest.raises(TypeError, match="Sum: input 1 has dtype float32 but input 0 has dtype float64"):
         ws.run_operator_once(caffe2op.create_operator("Sum", ["a", "c"], "s"))
     assert not ws.has_blob("s")
-    with pytest.raises(caffe2op.SchemaError, match="Sum: expects at least 1 inputs, got 0"):
+    with pytest.raises(caffe2op.SchemaError, match="Sum: expects at least 1 input, got 0"):
         caffe2op.create_operator("Sum", [], "s")
 
 

@@ -26,5 +26,5 @@ def test_operator_reads_and_writes_nothing():
 def test_schema_is_one_input_no_output():
     with pytest.raises(caffe2op.SchemaError, match="ZeroGradient: expects 0 outputs, got 1"):
         caffe2op.create_operator("ZeroGradient", "x", "y")
-    with pytest.raises(caffe2op.SchemaError, match="ZeroGradient: expects 1 inputs, got 2"):
+    with pytest.raises(caffe2op.SchemaError, match="ZeroGradient: expects 1 input, got 2"):
         caffe2op.create_operator("ZeroGradient", ["x", "y"], [])
