@@ -407,7 +407,7 @@ def test_bad_argument_types(kwargs):
 def test_operator_arguments_are_checked_by_the_schema():
     with pytest.raises(caffe2op.SchemaError, match="unknown argument 'norm'"):
         caffe2op.create_operator("Normalize", "x", "y", norm=2.0)
-    with pytest.raises(caffe2op.SchemaError, match="expects 1 inputs"):
+    with pytest.raises(caffe2op.SchemaError, match="expects 1 input, got 2"):
         caffe2op.create_operator("Normalize", ["x", "z"], "y")
     with pytest.raises(caffe2op.SchemaError, match="does not allow"):
         caffe2op.create_operator("NormalizeGradient", ["x", "dy"], "x")
