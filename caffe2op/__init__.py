@@ -35,6 +35,7 @@ from .gradient import (
 )
 from .net import Net
 from .opencl import OpenCLDeviceInfo, opencl_devices
+from .ops.normalize import normalize
 from .ops.sparse_normalize import sparse_normalize
 from .ops.stop_gradient import stop_gradient
 from .ops.zero_gradient import GetZeroGradientOpGradient, zero_gradient
@@ -76,6 +77,7 @@ __all__ = [
     "get_schema",
     "gradient_not_implemented_yet",
     "no_gradient",
+    "normalize",
     "opencl",
     "opencl_devices",
     "register_cpu_operator",

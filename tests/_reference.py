@@ -21,3 +21,25 @@ def sparse_normalize_ref(param, indices, use_max_norm=True, norm=1.0):
             continue
         rows[i] *= norm / (n + EPS)
     return out.astype(param.dtype)
+
+
+def normalize_ref(x, axis=-1, norm=1.0, use_max_norm=False):
+    """Normalize along ``axis`` in float64: ``v * norm / max(||v||, 1e-12)``.
+
+    With ``use_max_norm`` a vector whose norm is ``<= norm`` is returned
+    unchanged.  Returns float64 (compare with the input dtype's tolerance).
+    """
+    v = np.asarray(x, dtype=np.float64)
+    n = np.sqrt(np.sum(v * v, axis=axis, keepdims=True))
+    scale = norm / np.maximum(n, EPS)
+    if use_max_norm:
+        scale = np.where(n <= norm, 1.0, scale)
+    return v * scale
+
+
+def normalize_gradient_ref(x, dy, axis=-1):
+    """NormalizeGradient in float64: ``dy / n - x * <x, dy> / n**3`` with ``n = max(||x||, 1e-12)``."""
+    x = np.asarray(x, dtype=np.float64)
+    dy = np.asarray(dy, dtype=np.float64)
+    n = np.maximum(np.sqrt(np.sum(x * x, axis=axis, keepdims=True)), EPS)
+    return dy / n - x * np.sum(x * dy, axis=axis, keepdims=True) / n**3

@@ -5,4 +5,4 @@ Importing this package registers every built-in schema and implementation.
 The functional forms are exported by the top-level :mod:`caffe2op` package.
 """
 
-from . import concat, constant_fill, copy, sparse_normalize, stop_gradient, sum, zero_gradient  # noqa: F401
+from . import concat, constant_fill, copy, normalize, sparse_normalize, stop_gradient, sum, zero_gradient  # noqa: F401

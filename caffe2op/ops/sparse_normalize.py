@@ -186,11 +186,13 @@ def sparse_normalize(param, indices, grad=None, *, use_max_norm=True, norm=1.0, 
 
     Parameters
     ----------
-    param : numpy.ndarray or pyopencl.array.Array
+    param : numpy.ndarray, pyopencl.array.Array or scipy.sparse CSR matrix/array
         Embedding table (float16, float32 or float64, at least 1-D, writable);
         row ``i`` is ``param.reshape(len(param), -1)[i]``.  Updated in place.
         Non-contiguous NumPy arrays are handled (through a temporary copy);
         device arrays must be C-contiguous, and the kernels run on their queue.
+        A CSR matrix/array (CPU only): the stored values of the selected rows
+        are normalised, the structure is left untouched.
     indices : array_like of int or pyopencl.array.Array
         Rows to normalise: any shape (flattened), int32 or int64 (other
         integer dtypes are converted).  Repeated indices normalise their row
@@ -259,6 +261,10 @@ def sparse_normalize(param, indices, grad=None, *, use_max_norm=True, norm=1.0, 
     """
     if device is None and isinstance(param, np.ndarray):
         return sparse_normalize_cpu("SparseNormalize", param, indices, use_max_norm, norm)
+    if type(param).__module__.startswith("scipy.sparse"):  # CSR storage: see caffe2op.ops.normalize
+        from .normalize import sparse_normalize_csr
+
+        return sparse_normalize_csr(param, indices, use_max_norm=use_max_norm, norm=norm, device=device)
     return _sparse_normalize_elsewhere("SparseNormalize", param, indices, use_max_norm, norm, device)
 
 
