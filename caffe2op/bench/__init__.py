@@ -40,7 +40,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m caffe2op bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="headline cases and short sweeps (under 2 minutes)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 5, min 5)")
-    parser.add_argument("--groups", default="", help="comma-separated substrings selecting case groups")
+    parser.add_argument(
+        "--groups",
+        default="",
+        help="comma-separated prefixes of case groups, e.g. 'sparsenormalize,normalize,stopgradient,constantfill,"
+        "backward,opencl' (default: all)",
+    )
     parser.add_argument("--output-dir", default=".bench", help="where the JSON goes (default .bench/)")
     docs = _default_docs_dir()
     parser.add_argument(
@@ -66,7 +71,12 @@ def main(argv=None):
     machine = machine_info()
     plan = [case for builder in _cases.CASE_BUILDERS for case in builder(args.quick)]
     if selected:
-        plan = [c for c in plan if any(s in c.group.lower() for s in selected)]
+        # Prefix match, ignoring case and spaces: "sparsenormalize" selects its sweeps and small batch too.
+        def chosen(case):
+            group = case.group.lower().replace(" ", "")
+            return any(group.startswith(s.replace(" ", "")) for s in selected)
+
+        plan = [c for c in plan if chosen(c)]
     records = []
     for case in tqdm(plan, desc="benchmarks", unit="case"):
         results = measure(case, repeats)

@@ -418,4 +418,65 @@ def _opencl_sparse_normalize_case(info, backend, queue, table, indices):
     )
 
 
-CASE_BUILDERS += [backward_cases, opencl_cases]
+# --- Normalize ---------------------------------------------------------------------
+
+
+def normalize_cases(quick):
+    """Normalize against NumPy (dense, each axis) and scikit-learn (CSR and CSC, each axis)."""
+    rng = np.random.default_rng(SEED + 4)
+    sides = [4096] if quick else [1024, 2048, 4096]
+    for side in sides:
+        dense = rng.standard_normal((side, side), dtype=np.float32)
+        for axis in (0, 1):
+            headline = side == 4096
+            yield Case(
+                "Normalize dense",
+                f"{side} x {side} float32, axis {axis}",
+                [
+                    Contender("caffe2op", lambda _, d=dense, a=axis: caffe2op.normalize(d, axis=a), lambda: None, OURS),
+                    Contender(
+                        "numpy",
+                        lambda _, d=dense, a=axis: peers.numpy_normalize(d, a),
+                        lambda: None,
+                        PEER,
+                        note="W / np.maximum(np.linalg.norm(W, axis=a, keepdims=True), 1e-12)",
+                    ),
+                ],
+                reference=lambda d=dense, a=axis: peers.numpy_normalize(d.astype(np.float64), a),
+                series=f"dense side, axis {axis}",
+                x=side,
+                targets=[Target("numpy", 2.0)] if headline else [],
+                params=dict(shape=[side, side], axis=axis),
+            )
+    try:
+        import scipy.sparse as sp
+    except ImportError:
+        return
+    csr = sp.random(100_000, 1_000, density=0.01, format="csr", dtype=np.float32, random_state=SEED)
+    formats = [("CSR", csr)] if quick else [("CSR", csr), ("CSC", csr.tocsc())]
+    for name, matrix in formats:
+        for axis in (0, 1):
+            yield Case(
+                "Normalize sparse",
+                f"{name} 100,000 x 1,000 float32 at 1% density, axis {axis}",
+                [
+                    Contender(
+                        "caffe2op", lambda _, m=matrix, a=axis: caffe2op.normalize(m, axis=a), lambda: None, OURS
+                    ),
+                    Contender(
+                        "sklearn.preprocessing.normalize",
+                        lambda _, m=matrix, a=axis: peers.sklearn_normalize(m, a),
+                        lambda: None,
+                        PEER,
+                        note="returns CSC for CSR input along axis 0",
+                    ),
+                ],
+                reference=lambda m=matrix, a=axis: sp.csr_matrix(
+                    peers.numpy_normalize(m.astype(np.float64).toarray(), a)
+                ),
+                targets=[Target("sklearn.preprocessing.normalize", 2.0)] if (name, axis) == ("CSR", 0) else [],
+                params=dict(format=name, shape=[100_000, 1_000], density=0.01, axis=axis),
+            )
+
+
+CASE_BUILDERS += [backward_cases, opencl_cases, normalize_cases]
