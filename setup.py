@@ -98,8 +98,17 @@ class BuildExtWithOpenMP(build_ext):
         super().finalize_options()
         if self.parallel is None:
             self.parallel = os.cpu_count() or 1
+        # Objects compiled with other flags must not be reused (setuptools only
+        # compares timestamps): each configuration gets its own object folder.
+        self.build_temp = os.path.join(self.build_temp, _configuration_name())
 
     def build_extensions(self):
+        # A change of configuration since the last build rebuilds every module,
+        # also those whose sources did not change (in place or in build/lib).
+        configuration = _configuration_name()
+        stamp = HERE / "build" / "extension-configuration.txt"
+        if stamp.exists() and stamp.read_text() != configuration:
+            self.force = True
         compile_args, link_args = _openmp_flags(self.compiler)
         # No FMA contraction: float16 rounding in caffe2op_cpu.h relies on separately
         # rounded products, and results stay identical across platforms.
@@ -108,6 +117,16 @@ class BuildExtWithOpenMP(build_ext):
             ext.extra_compile_args = optimise + compile_args + list(ext.extra_compile_args or [])
             ext.extra_link_args = link_args + list(ext.extra_link_args or [])
         super().build_extensions()
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(configuration)
+
+
+def _configuration_name():
+    """Name of the build configuration chosen by the environment (folder of its objects)."""
+    parts = ["serial" if os.environ.get("CAFFE2OP_DISABLE_OPENMP") == "1" else "openmp"]
+    if os.environ.get("CAFFE2OP_DEBUG_CYTHON") == "1":
+        parts.append("debug")
+    return "-".join(parts)
 
 
 def _extensions():
@@ -122,7 +141,11 @@ def _extensions():
         )
         for source in sorted((HERE / "pyx").glob("*.pyx"))
     ]
-    return cythonize(modules, compiler_directives=CYTHON_DIRECTIVES, include_path=["pyx"], quiet=True)
+    # Generated C goes to a folder per directive set, so switching CAFFE2OP_DEBUG_CYTHON regenerates it.
+    cython_dir = HERE / "build" / ("cython-debug" if os.environ.get("CAFFE2OP_DEBUG_CYTHON") == "1" else "cython")
+    return cythonize(
+        modules, compiler_directives=CYTHON_DIRECTIVES, include_path=["pyx"], build_dir=str(cython_dir), quiet=True
+    )
 
 
 setup(

@@ -19,3 +19,55 @@ def test_wheel_contains_every_compiled_module_and_kernel_source(built_wheel):
         assert f"caffe2op/_cl/{source.name}" in names, f"{source.name} is not in the wheel"
     assert "caffe2op/_cl/__init__.py" in names and "caffe2op/_cpu/__init__.py" in names
     assert not any(n.endswith((".pyx", ".c")) for n in names), "sources leaked into the wheel"
+
+
+@pytest.mark.slow  # builds a second wheel, without OpenMP
+def test_build_without_openmp_runs_serially(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CAFFE2OP_DISABLE_OPENMP="1")
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "wheel"),
+            str(ROOT),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "OpenMP disabled" in build.stdout + build.stderr  # the build says so
+    (wheel,) = (tmp_path / "wheel").glob("caffe2op-*.whl")
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True
+    )
+    script = f"""
+import numpy as np, caffe2op
+from caffe2op._cpu import _runtime
+assert caffe2op.__file__.startswith({str(target)!r}), caffe2op.__file__
+assert not _runtime.openmp_enabled() and caffe2op.get_num_threads() == 1
+caffe2op.set_num_threads(2)  # accepted, still serial
+w = np.array([[3.0, 4.0], [0.3, 0.4]], np.float32)
+caffe2op.sparse_normalize(w, [0, 1, 0])
+np.testing.assert_allclose(w, [[0.6, 0.8], [0.3, 0.4]], rtol=1e-6)
+print("serial ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(target)),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "serial ok" in out.stdout
