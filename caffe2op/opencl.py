@@ -27,6 +27,11 @@ Blobs
     kernels on their queue); the workspace copies them through the host when
     they have to move to one of its devices.
 
+Sparse matrices
+    :class:`DeviceSparseMatrix` holds a CSR or CSC matrix as three device
+    arrays (``data``, ``indices``, ``indptr``); its structure is checked on
+    the host once, when it is made.  :func:`caffe2op.normalize` takes it.
+
 Kernels
     The OpenCL C sources live in the package ``caffe2op._cl`` (the
     ``opencl_kernels/`` folder of the source tree), found with
@@ -1029,6 +1034,16 @@ class DeviceSparseMatrix:
     See Also
     --------
     caffe2op.normalize : normalises it on its device.
+
+    Notes
+    -----
+    The host copy of the structure costs ``8 * (nnz + rows + 1)`` bytes at
+    most.  Normalising across the compressed direction (CSR columns, CSC
+    rows), or a matrix with duplicate entries, first computes a stable order
+    of the entries per vector on the host and keeps it on the device with the
+    matrix (int64 arrays of ``nnz``, and of the vector count, and with
+    duplicates one more of ``nnz``): the first such call pays for a sort,
+    later ones only launch the kernel.
 
     Examples
     --------

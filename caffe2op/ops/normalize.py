@@ -14,6 +14,14 @@ change) and SparseNormalize's ``norm`` / ``use_max_norm`` modes along an
 axis.  :func:`sparse_normalize_csr` is SparseNormalize on the stored values of
 a CSR matrix; :func:`caffe2op.sparse_normalize` dispatches to it.
 
+On OpenCL devices (``opencl_kernels/normalize.cl``) the same operators run
+on device blobs, and :func:`normalize` takes device arrays,
+:class:`~caffe2op.DeviceSparseMatrix` objects and host data with
+``device=``; the header comment of the kernel file describes the launch
+shapes and why the results are deterministic.  Normalize's gradient maker
+emits ``NormalizeGradient([X, dY]) -> dX``; NormalizeGradient itself has no
+gradient (``gradient_not_implemented_yet``).
+
 Differences from Caffe2: float16 and float64 arrays are accepted (Caffe2
 registered float only); norms of float32 data are accumulated in float64
 (Caffe2 summed in float; float16 sums in float32); float32 data are
