@@ -34,7 +34,7 @@ from .gradient import (
     should_not_do_gradient,
 )
 from .net import Net
-from .opencl import OpenCLDeviceInfo, opencl_devices
+from .opencl import DeviceSparseMatrix, OpenCLDeviceInfo, opencl_devices
 from .ops.normalize import normalize
 from .ops.sparse_normalize import sparse_normalize
 from .ops.stop_gradient import stop_gradient
@@ -53,6 +53,7 @@ __all__ = [
     "Argument",
     "DataType",
     "DeviceOption",
+    "DeviceSparseMatrix",
     "DeviceType",
     "GetZeroGradientOpGradient",
     "GradientMakerBase",

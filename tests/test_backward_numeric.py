@@ -466,3 +466,51 @@ def test_random_programs_give_finite_difference_gradients_or_a_version_error(pro
         return
     event("checked")
     check_gradients(ops, feeds, "loss", list(feeds))
+
+
+# --- Normalize: a built-in operator with a gradient maker -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, axis_a, axis_b",
+    [((5,), 0, -1), ((4, 6), 0, 1), ((4, 6), -1, 0), ((3, 4, 5), 1, 0), ((2, 3, 4), -1, 1), ((2, 1, 3, 2), 2, 0)],
+)
+def test_normalize_backward_pass(shape, axis_a, axis_b):
+    """loss = sum(w * Normalize_a(x) * Normalize_b(x)): two Normalize consumers of x, their gradients summed."""
+    ops = [
+        op("Normalize", "x", "ya", axis=axis_a),
+        op("Normalize", "x", "yb", axis=axis_b),
+        op("NmMul", ["ya", "w"], "p"),
+        op("NmMul", ["p", "yb"], "q"),
+        op("NmSumAll", "q", "loss"),
+    ]
+    grad_ops, grad_map = caffe2op.get_backward_pass(ops, ["loss"])
+    normalize_grads = [g for g in grad_ops if g.type == "NormalizeGradient"]
+    assert sorted(g.args["axis"] for g in normalize_grads) == sorted([axis_a, axis_b])
+    assert [g.type for g in grad_ops].count("Sum") == 1
+    x = rand(17, *shape)
+    x.reshape(-1)[:2] = 0.0  # zero entries (a zero vector along a length-1 or length-2 axis)
+    check_gradients(ops, {"x": x, "w": rand(18, *shape)}, "loss", ["x", "w"])
+
+
+@given(st.data())
+def test_normalize_backward_pass_random_shapes(data):
+    ndim = data.draw(st.integers(1, 3))
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim)))
+    axis = data.draw(st.integers(-ndim, ndim - 1))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    ops = [op("Normalize", "x", "y", axis=axis), op("NmMul", ["y", "w"], "p"), op("NmSumAll", "p", "loss")]
+    check_gradients(ops, {"x": rand(seed, *shape), "w": rand(seed + 1, *shape)}, "loss", ["x"])
+
+
+def test_normalize_in_place_cannot_be_differentiated():
+    """The gradient reads X, which an in-place Normalize overwrote: an error, not a gradient of the output."""
+    ops = [op("Normalize", "x", "x"), op("NmSumAll", "x", "loss")]
+    with pytest.raises(RuntimeError, match=r"Normalize: the gradient needs input .x. at the version before"):
+        caffe2op.get_backward_pass(ops, ["loss"])
+
+
+def test_normalize_gradient_has_no_gradient_of_its_own():
+    grad_op = op("NormalizeGradient", ["x", "dy"], "dx")
+    with pytest.raises(NotImplementedError, match="NormalizeGradient"):
+        caffe2op.get_gradient_defs(grad_op, ["dx_grad"])

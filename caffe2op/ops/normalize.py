@@ -14,6 +14,14 @@ change) and SparseNormalize's ``norm`` / ``use_max_norm`` modes along an
 axis.  :func:`sparse_normalize_csr` is SparseNormalize on the stored values of
 a CSR matrix; :func:`caffe2op.sparse_normalize` dispatches to it.
 
+On OpenCL devices (``opencl_kernels/normalize.cl``) the same operators run
+on device blobs, and :func:`normalize` takes device arrays,
+:class:`~caffe2op.DeviceSparseMatrix` objects and host data with
+``device=``; the header comment of the kernel file describes the launch
+shapes and why the results are deterministic.  Normalize's gradient maker
+emits ``NormalizeGradient([X, dY]) -> dX``; NormalizeGradient itself has no
+gradient (``gradient_not_implemented_yet``).
+
 Differences from Caffe2: float16 and float64 arrays are accepted (Caffe2
 registered float only); norms of float32 data are accumulated in float64
 (Caffe2 summed in float; float16 sums in float32); float32 data are
@@ -32,7 +40,8 @@ from .._cpu import normalize as _kernels
 from .._validation import FLOAT_DTYPES, index_vector, raise_first_bad_index, require_dtype, require_writeable
 from ..core import DeviceType
 from ..errors import SchemaError
-from ..registry import Operator, register_cpu_operator
+from ..gradient import GradientMakerBase, gradient_not_implemented_yet, register_gradient
+from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import Argument, OpSchema, non_negative_finite, register_schema
 
 __all__ = ["normalize"]
@@ -62,7 +71,9 @@ NORMALIZE_SCHEMA = register_schema(
         "copy); norms are accumulated in float64 (float32 for float16 data) and results do "
         "not depend on the number of threads.  In place (``X -> X``) is allowed.  Gradient: "
         "``NormalizeGradient``.  For scipy.sparse input and the max-norm / constant-norm "
-        "modes use the functional form :func:`caffe2op.normalize`.",
+        "modes use the functional form :func:`caffe2op.normalize`.  The gradient needs X, "
+        "so an in-place Normalize cannot be differentiated (building a backward pass through "
+        "it raises).",
         formula=r"Y_{v} = \frac{X_{v}}{\max\left(\lVert X_{v} \rVert_2,\ 10^{-12}\right)}"
         r"\quad\text{for every vector } X_{v} \text{ along axis}",
         example="""\
@@ -87,7 +98,8 @@ NORMALIZE_GRADIENT_SCHEMA = register_schema(
         args=[_AXIS],
         doc="Backward pass of ``Normalize``: per vector ``x`` along ``axis`` with "
         "``n = max(||x||_2, 1e-12)``, ``dX = dY / n - X * <X, dY> / n**3``.  X and dY must have "
-        "the same dtype (float16, float32 or float64) and shape.",
+        "the same dtype (float16, float32 or float64) and shape.  Its own gradient (a second "
+        "derivative) is not implemented: asking for it raises ``NotImplementedError``.",
         formula=r"\frac{\partial L}{\partial X_{v}} = \frac{dY_{v}}{n_v} - "
         r"X_{v}\,\frac{\langle X_{v}, dY_{v}\rangle}{n_v^{3}},\qquad "
         r"n_v = \max\left(\lVert X_{v} \rVert_2,\ 10^{-12}\right)",
@@ -253,19 +265,27 @@ def _run_dense(kernel_for, arrays, out, axis, extra_args):
 # -------------------------------------------------------------------- dense
 
 
-def normalize_dense(op, x, axis, use_max_norm=False, norm=1.0, out=None):
+def normalize_dense(op, x, axis, use_max_norm=False, norm=1.0, out=None, backend=None):
     """Validate, then normalise the dense array ``x`` along ``axis`` into ``out`` (new if None).
 
     ``use_max_norm`` and ``norm`` must already be converted.  ``out`` may be
-    ``x`` (in place).  Returns ``out``.
+    ``x`` (in place).  With an OpenCL ``backend`` the work is done there (``x``
+    copied in, the result copied back into ``out``).  Returns ``out``.
     """
     require_dtype(op, "X", x, FLOAT_DTYPES)
+    if backend is not None:
+        opencl.dtype_defines(op, x.dtype, backend.info)  # TypeError: float64 without fp64
     axis = canonical_axis(op, axis, x.ndim)
     if out is None:
         out = np.empty(x.shape, x.dtype, order="F" if (x.flags.f_contiguous and not x.flags.c_contiguous) else "C")
     else:
         _check_out_dense(op, x, out)
     if x.size == 0:
+        return out
+    if backend is not None:
+        work = backend.from_host(x.view(np.ndarray))
+        _enqueue_dense(op, backend.queue, backend, [work], work, axis, (use_max_norm, norm))
+        np.copyto(out.view(np.ndarray), backend.to_host(work))
         return out
     return _run_dense(_DENSE, [x], out, axis, (use_max_norm, norm, _config.get_num_threads()))
 
@@ -437,8 +457,12 @@ def _new_with_data(w, data, nnz):
     return result
 
 
-def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None):
-    """Validate, then normalise the scipy.sparse matrix ``w`` along ``axis`` (see :func:`normalize`)."""
+def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None, backend=None):
+    """Validate, then normalise the scipy.sparse matrix ``w`` along ``axis`` (see :func:`normalize`).
+
+    With an OpenCL ``backend`` the values are normalised there (the matrix
+    copied in, the new values copied back).
+    """
     fmt = w.format
     if fmt not in ("csr", "csc", "coo"):
         raise TypeError(
@@ -448,6 +472,8 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None):
     if len(w.shape) != 2:
         raise ValueError(f"{op}: sparse input must be 2-D, got shape {w.shape}")
     require_dtype(op, "W", w, FLOAT_DTYPES)
+    if backend is not None:
+        opencl.dtype_defines(op, w.dtype, backend.info)  # TypeError: float64 without fp64
     axis = canonical_axis(op, axis, 2)
     if fmt == "coo":
         if out is not None:
@@ -459,7 +485,7 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None):
             raise TypeError(f"{op}: scipy cannot convert float16 COO matrices; convert the data to float32 first")
         compressed = w.tocsr() if axis == 1 else w.tocsc()
         compressed.sum_duplicates()
-        normalize_sparse(op, compressed, axis, use_max_norm, norm, out=compressed)
+        normalize_sparse(op, compressed, axis, use_max_norm, norm, out=compressed, backend=backend)
         return compressed.tocoo()
     indptr, indices, nnz = _checked_structure(op, "W", w)
     if out is not None and out is not w:
@@ -474,6 +500,11 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None):
         result = out
         dst = out.data[:nnz]
     if nnz == 0:
+        return result
+    if backend is not None:
+        on_device = opencl.DeviceSparseMatrix.from_scipy(w, backend)
+        normalize_sparse_opencl(op, on_device, axis, use_max_norm, norm, out=on_device)
+        dst[...] = backend.to_host(on_device.data)[:nnz]
         return result
     direct_dst = dst.flags.c_contiguous and (_same_view(dst, src) or not np.may_share_memory(dst, src))
     work_src = src if src.flags.c_contiguous else np.ascontiguousarray(src)
@@ -569,7 +600,7 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, device=
 # --------------------------------------------------------------- functional
 
 
-def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None):
+def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None):
     """Scale every vector of ``W`` along ``axis`` to L2 norm ``norm`` (Caffe2's Normalize by default).
 
     With the defaults every vector ``v`` becomes ``v / max(||v||_2, 1e-12)``:
@@ -578,7 +609,7 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None):
 
     Parameters
     ----------
-    W : array_like or scipy.sparse matrix/array
+    W : array_like, scipy.sparse matrix/array, pyopencl.array.Array or DeviceSparseMatrix
         float16, float32 or float64 data.  Dense: any rank >= 1.  Sparse:
         2-D CSR or CSC (the result has the same format and structure: equal
         ``indptr`` and ``indices``, explicit zeros kept, only ``data``
@@ -587,7 +618,11 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None):
         as a new COO matrix in canonical order).  Other sparse formats (DIA,
         LIL, DOK, BSR) are rejected.  CSR/CSC with duplicate entries are
         handled: a vector's norm is that of its summed entries, and every
-        stored part is scaled, so the structure is still unchanged.
+        stored part is scaled, so the structure is still unchanged.  On a
+        device: a C-contiguous ``pyopencl.array.Array`` (the kernels run on
+        its queue, the result stays on its device) or a
+        :class:`~caffe2op.DeviceSparseMatrix` (CSR/CSC on a device, same
+        rules as scipy's; float64 needs a device with ``cl_khr_fp64``).
     axis : int, default -1
         Axis along which the vectors lie; negative values count from the end.
         For a 2-D matrix ``axis=0`` normalises columns and ``axis=1`` rows.
@@ -602,25 +637,41 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None):
         (in place: only ``W.data`` is rewritten), or a matrix of the same
         format, dtype, shape and structure (equal ``indptr`` and ``indices``,
         e.g. ``W.copy()``) whose ``data`` is overwritten.  Not allowed for
-        COO input.  Default: a new array / matrix.
+        COO input.  On a device: a C-contiguous ``pyopencl.array.Array`` of
+        ``W``'s context for a device array (``out=W`` in place; an ``out``
+        overlapping ``W`` otherwise is written through a temporary), a
+        DeviceSparseMatrix with ``W``'s structure (e.g. ``W.copy()``, or ``W``
+        itself) for a device sparse matrix.  Default: a new array / matrix.
+    device : str or DeviceOption, optional
+        Where to compute for host data (NumPy or scipy): ``"cpu"`` or None
+        (the CPU kernels), or ``"opencl"``, ``"opencl:N"``, ``"cuda"``,
+        ``"cuda:N"`` or a DeviceOption to run the OpenCL kernels there: the
+        data are copied in and the result copied back into a new host object
+        or into ``out`` (``out=W`` updates ``W`` in place), exactly as on the
+        CPU.  For device input it may only name that input's device.
 
     Returns
     -------
-    numpy.ndarray or scipy.sparse matrix/array
+    numpy.ndarray, scipy.sparse matrix/array, pyopencl.array.Array or DeviceSparseMatrix
         ``out`` when given, else a new array (dense) or a new sparse object
         of ``W``'s class with copies of ``W``'s index arrays (their dtypes
-        kept).
+        kept), on ``W``'s device for device input.
 
     Raises
     ------
     TypeError
-        If the data are not float16/32/64, the sparse format is not CSR, CSC
-        or COO, or ``out`` has the wrong kind, format or dtype.
+        If the data are not float16/32/64 (or float64 on a device without
+        fp64), the sparse format is not CSR, CSC or COO, or ``out`` has the
+        wrong kind, format or dtype.
     ValueError
         If ``axis`` is out of range (a :class:`~caffe2op.SchemaError`),
         ``norm`` is negative or not finite, a sparse input is not 2-D or has
-        an invalid structure, or ``out`` has the wrong shape or structure or is
-        read-only.  Nothing is modified when an error is raised.
+        an invalid structure, ``out`` has the wrong shape or structure, is
+        read-only or lives on another device, a device array is not
+        C-contiguous, or ``device`` contradicts where ``W`` lives.  Nothing is
+        modified when an error is raised.
+    RuntimeError
+        If ``device`` names an OpenCL or CUDA device that does not exist.
 
     See Also
     --------
@@ -652,6 +703,14 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None):
     axis=a)`` gives the same values except that it takes ``axis=1`` as
     default and returns a CSC result for CSR input along ``axis=0``.
 
+    The OpenCL kernels (``opencl_kernels/normalize.cl``) compute the same
+    formulas with the same precision (float32 data accumulate in float64 on
+    devices with fp64, in float32 on others); they sum in another order than
+    the CPU kernels, so the two agree to rounding, and each device repeats
+    its own results bit for bit.  One kernel launch per call; a device
+    sparse matrix's structure is analysed on the host once (it is kept with
+    the matrix) and nothing but the values moves afterwards.
+
     Examples
     --------
     >>> import numpy as np, caffe2op
@@ -671,16 +730,40 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None):
     >>> r.format, r.nnz, r.toarray()
     ('csr', 3, array([[0.6, 0. , 1. ],
            [0.8, 0. , 0. ]]))
+
+    On an OpenCL device (host data copied in and out, or device data in place):
+
+    >>> caffe2op.normalize(w, axis=0, device="opencl")  # doctest: +SKIP
+    array([[0.6, 0. ],
+           [0.8, 0. ]])
+    >>> from caffe2op.opencl import backend_for
+    >>> d = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL)).from_host(w)  # doctest: +SKIP
+    >>> caffe2op.normalize(d, axis=0, out=d).get()  # doctest: +SKIP
+    array([[0.6, 0. ],
+           [0.8, 0. ]])
     """
     op = "Normalize"
     norm = _NORM.convert(op, norm)
     use_max_norm = _USE_MAX_NORM.convert(op, use_max_norm)
+    backend = None
+    if device is not None or isinstance(W, opencl.DeviceSparseMatrix) or type(W).__module__.startswith("pyopencl"):
+        target = opencl.resolve_device(device)
+        on_cpu = target is None or target.device_type == DeviceType.CPU
+        home = W.backend if isinstance(W, opencl.DeviceSparseMatrix) else opencl.backend_of_array(W)
+        if home is not None:
+            if target is not None and (on_cpu or opencl.backend_for(target).info.index != home.info.index):
+                raise ValueError(f"{op}: W lives on {home.name} but device={device!r} was asked for")
+            if isinstance(W, opencl.DeviceSparseMatrix):
+                return normalize_sparse_opencl(op, W, axis, use_max_norm, norm, out)
+            return normalize_opencl(op, W, axis, use_max_norm, norm, out, backend=home)
+        if not on_cpu:
+            backend = opencl.backend_for(target)  # RuntimeError if there is no such device
     if scipy_sparse_of(W) is not None:
-        return normalize_sparse(op, W, axis, use_max_norm, norm, out)
+        return normalize_sparse(op, W, axis, use_max_norm, norm, out, backend)
     if scipy_sparse_of(out) is not None:
         raise TypeError(f"{op}: out must be a numpy.ndarray for dense input, got {type(out).__name__}")
     x = W if isinstance(W, np.ndarray) else np.asarray(W)
-    return normalize_dense(op, x, axis, use_max_norm, norm, out)
+    return normalize_dense(op, x, axis, use_max_norm, norm, out, backend)
 
 
 # ---------------------------------------------------------------- operators
@@ -711,3 +794,468 @@ class NormalizeGradientCPU(Operator):
         x, dy = self.input(0), self.input(1)
         axis = check_gradient_inputs(self.type, x, dy, self.arg("axis"))
         normalize_gradient_dense(self.type, x, dy, axis, out=self.output(0, x.shape, x.dtype))
+
+
+@register_gradient("Normalize")
+class GetNormalizeGradient(GradientMakerBase):
+    """Normalize's gradient maker: ``NormalizeGradient([X, dY]) -> dX`` (Caffe2's ``GetNormalizeGradient``).
+
+    The forward operator's ``axis`` reaches the gradient operator with the
+    other copied arguments (see :func:`caffe2op.get_gradient_defs`).  The
+    gradient reads the forward *input*, so a Normalize that overwrote its
+    input (``X -> X``) cannot be differentiated.  Caffe2's backward-pass
+    algorithm would not notice (for an in-place operator the input's name is
+    also the output's, at the output's version) and would silently compute
+    the gradient from the normalised output, wrong by the factor ``||x||``;
+    this maker raises a ``RuntimeError`` instead, worded like the builder's
+    version errors.
+
+    Parameters
+    ----------
+    op_def : OperatorDef
+        The Normalize operator.
+    g_output : list
+        The gradient of its output (a dense gradient's blob name).
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> fwd = caffe2op.create_operator("Normalize", "w", "w_unit", axis=0)
+    >>> ops, g_input = caffe2op.get_gradient_defs(fwd, ["w_unit_grad"])
+    >>> ops[0].describe(), g_input
+    ('NormalizeGradient(w, w_unit_grad) -> (w_grad)  axis=0', ['w_grad'])
+    """
+
+    def get_gradient_defs(self):
+        """``[NormalizeGradient([X, dY], [dX])]``, recording ``X_grad`` as X's gradient.
+
+        Returns
+        -------
+        list of OperatorDef
+            The one NormalizeGradient operator.
+
+        Raises
+        ------
+        RuntimeError
+            If the Normalize ran in place (its input is lost).
+        ValueError
+            If the output gradient is sparse or not provided.
+        """
+        if self.I(0) == self.O(0):
+            raise RuntimeError(
+                f"Normalize: the gradient needs input {self.I(0)!r} at the version before this operator, but "
+                "the operator overwrote it in place (a later version); write the output to another blob to "
+                "differentiate through Normalize"
+            )
+        return self.single_gradient_def("NormalizeGradient", "", [self.I(0), self.GO(0)], [self.GI(0)])
+
+
+# A second derivative exists but is not implemented (Caffe2 registered none either):
+# asking for it raises instead of silently giving zero.
+gradient_not_implemented_yet("NormalizeGradient")
+
+
+# ------------------------------------------------------------------- OpenCL
+#
+# Kernels: opencl_kernels/normalize.cl (its header comment describes the two
+# dense launch shapes, the sparse kernels and why results are deterministic).
+
+_MAX_WORK_GROUP = 256
+_COLUMN_WORK_GROUP = 64
+_GROUPS_PER_COMPUTE_UNIT = 256
+# CPU devices: a columns work item takes up to this many chunks of 8 vectors (2048 columns),
+# aiming at _CPU_ITEMS_PER_COMPUTE_UNIT work items per core.
+_CPU_COLUMN_STRIP = 256
+_CPU_ITEMS_PER_COMPUTE_UNIT = 4
+# Vectors at least this long get a work-group each on GPUs (shorter ones a work item).
+_GPU_GROUP_MIN_LENGTH = 64
+# False runs the GPU launch shapes on CPU devices too (the tests use it to exercise
+# the local-memory reductions on PoCL).
+_CPU_SHAPE_ON_CPU_DEVICES = True
+
+
+def _accumulate_in_double(dtype, info):
+    """float64 data, and float32 data on fp64 devices, accumulate in double (as on the CPU)."""
+    return dtype == np.float64 or (dtype == np.float32 and info.fp64)
+
+
+def _opencl_program(op, backend, dtype, ptr_dtype=None):
+    """(program, ACC numpy type) of normalize.cl for ``dtype`` (TypeError for float64 without fp64)."""
+    defines = opencl.dtype_defines(op, dtype, backend.info)
+    double = _accumulate_in_double(dtype, backend.info)
+    defines.update(ACC="double" if double else "float", PTR_T="int" if ptr_dtype == np.dtype(np.int32) else "long")
+    defines["C2O_COLUMN_STRIP"] = _column_strip(backend.queue.device)
+    if double:
+        defines["CAFFE2OP_FP64"] = 1
+    return opencl.get_program(backend.context, "normalize.cl", defines), (np.float64 if double else np.float32)
+
+
+def _column_strip(device):
+    """Most chunks of 8 vectors per work item of the columns kernels (a build option)."""
+    return _CPU_COLUMN_STRIP if _on_cpu_device(device) else 1
+
+
+def _on_cpu_device(device):
+    cl = opencl.require_pyopencl()
+    return _CPU_SHAPE_ON_CPU_DEVICES and bool(device.type & cl.device_type.CPU)
+
+
+def _group_launch(kernel, device, n, n_vectors):
+    """(work-group size, number of work-groups) of a work-group-per-vector kernel.
+
+    CPU devices (PoCL): one work item per group (its chunks of 8 become
+    vector instructions; barriers would turn into loops over the items).
+    GPUs: a power of two covering the vector in chunks of 8, at most 256.
+    """
+    cl = opencl.require_pyopencl()
+    units = max(1, device.max_compute_units)
+    groups = int(min(n_vectors, units * _GROUPS_PER_COMPUTE_UNIT, 1 << 20))
+    if _on_cpu_device(device):
+        return 1, groups
+    cap = min(
+        _MAX_WORK_GROUP,
+        device.max_work_group_size,
+        kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device),
+    )
+    size = 1
+    while size * 8 < n and size * 2 <= cap:
+        size *= 2
+    return size, groups
+
+
+def _item_launch(kernel, device, n_items):
+    """(global size, local size) of a work-item-per-vector kernel (the kernel skips the padding).
+
+    On CPU devices a work-group runs on one core, so groups shrink until
+    every core gets several of them.
+    """
+    cl = opencl.require_pyopencl()
+    local = min(
+        _COLUMN_WORK_GROUP,
+        device.max_work_group_size,
+        kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device),
+    )
+    if _on_cpu_device(device):
+        local = max(1, min(local, n_items // (max(1, device.max_compute_units) * _CPU_ITEMS_PER_COMPUTE_UNIT)))
+    return ((n_items + local - 1) // local * local,), (local,)
+
+
+def _uses_groups(device, outer, n, inner):
+    """Whether a dense call runs the work-group-per-vector kernel (else the block-of-columns one)."""
+    if _on_cpu_device(device):
+        return inner == 1
+    if inner == 1:
+        return n >= _GPU_GROUP_MIN_LENGTH
+    # Few long vectors: a work-group each keeps the device busy; otherwise a work item per block.
+    blocks = outer * ((inner + 7) // 8)
+    return blocks < max(1, device.max_compute_units) * 32 and n >= 8 * _GPU_GROUP_MIN_LENGTH
+
+
+def _element_offset(array):
+    return np.uint64(array.offset // array.dtype.itemsize)
+
+
+def _overlap(a, b):
+    """'same' (one array), 'partial' (shared bytes, different views) or None, for two device arrays."""
+    if a is b:
+        return "same"
+    if a.base_data is None or b.base_data is None or a.base_data != b.base_data:
+        return None
+    if a.offset == b.offset and a.nbytes == b.nbytes:
+        return "same"
+    if a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes:
+        return "partial"
+    return None
+
+
+def _shape3(shape, axis):
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+    return outer, int(shape[axis]), inner
+
+
+def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
+    """Launch the forward (``rule`` given, ``arrays == [x]``) or backward (``rule`` None, ``[x, dy]``) kernel.
+
+    Everything is already checked.  ``out`` may be ``x`` (forward in place);
+    an ``out`` that partially overlaps an input is written through a temporary.
+    """
+    cl = opencl.require_pyopencl()
+    x = arrays[0]
+    if any(_overlap(out, a) == "partial" for a in arrays):
+        tmp = cl.array.empty(queue, out.shape, out.dtype)
+        _enqueue_dense(op, queue, backend, arrays, tmp, axis, rule)
+        return opencl.copy_array(queue, tmp, out)
+    outer, n, inner = _shape3(x.shape, axis)
+    program, acc = _opencl_program(op, backend, x.dtype)
+    device = queue.device
+    groups = _uses_groups(device, outer, n, inner)
+    forward = rule is not None
+    name = f"caffe2op_normalize{'' if groups else '_columns'}_{'fwd' if forward else 'bwd'}"
+    kernel = opencl.get_kernel(program, name)
+    buffers = []
+    for a in arrays:
+        buffers += [a.base_data, _element_offset(a)]
+    buffers += [out.base_data, _element_offset(out)]
+    if groups:
+        wg, n_groups = _group_launch(kernel, device, n, outer * inner)
+        sizes = ((wg * n_groups,), (wg,))
+        shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
+    else:
+        chunks = (inner + 7) // 8
+        per_item = 1
+        if _on_cpu_device(device):
+            wanted = max(1, device.max_compute_units) * _CPU_ITEMS_PER_COMPUTE_UNIT
+            per_item = int(min(_CPU_COLUMN_STRIP, max(1, -(-(outer * chunks) // wanted)), chunks))
+        n_items = outer * -(-chunks // per_item)
+        sizes = _item_launch(kernel, device, n_items)
+        shape_args = [np.uint64(n_items), np.uint64(n), np.uint64(inner), np.uint32(per_item)]
+    extra = []
+    if forward:
+        use_max_norm, norm = rule
+        extra = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(out, x) == "same")]
+    if groups:
+        extra.append(cl.LocalMemory(sizes[1][0] * np.dtype(acc).itemsize))
+    pending = [e for a in [*arrays, out] for e in a.events]
+    event = opencl.launch(queue, kernel, *sizes, *buffers, *shape_args, *extra, wait_for=pending)
+    out.add_event(event)
+    return event
+
+
+def _check_device_array(op, name, value, backend):
+    """Raise unless ``value`` is a C-contiguous pyopencl array of ``backend``'s context."""
+    cl = opencl.require_pyopencl()
+    if not isinstance(value, cl.array.Array):
+        raise TypeError(f"{op}: {name} must be a pyopencl.array.Array on {backend.name}, got {type(value).__name__}")
+    if value.context != backend.context:
+        raise ValueError(f"{op}: {name} lives on {opencl.backend_of_array(value).name}, not on {backend.name}")
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{op}: a device {name} must be C-contiguous")
+
+
+def _check_device_out(op, x, out, backend):
+    _check_device_array(op, "out", out, backend)
+    if out.dtype != x.dtype:
+        raise TypeError(f"{op}: out must have dtype {x.dtype} (that of the input), got {out.dtype}")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"{op}: out must have shape {tuple(x.shape)} (that of the input), got {tuple(out.shape)}")
+
+
+def check_dense_opencl(op, x, axis, backend):
+    """Validate a device input of Normalize; return the axis in ``[0, x.ndim)`` (nothing is launched)."""
+    _check_device_array(op, "X", x, backend)
+    require_dtype(op, "X", x, FLOAT_DTYPES)
+    opencl.dtype_defines(op, x.dtype, backend.info)  # TypeError: float64 without fp64
+    return canonical_axis(op, axis, x.ndim)
+
+
+def normalize_opencl(op, x, axis, use_max_norm=False, norm=1.0, out=None, *, backend=None, queue=None):
+    """Validate, then normalise the device array ``x`` along ``axis`` into ``out`` (new if None); return ``out``.
+
+    ``backend`` defaults to the array's own; ``queue`` to the array's queue,
+    else the backend's.  ``out`` may be ``x`` (in place).
+    """
+    backend = backend if backend is not None else opencl.backend_of_array(x)
+    axis = check_dense_opencl(op, x, axis, backend)
+    queue = queue if queue is not None else (x.queue if x.queue is not None else backend.queue)
+    if out is None:
+        out = opencl.require_pyopencl().array.empty(queue, x.shape, x.dtype)
+    else:
+        _check_device_out(op, x, out, backend)
+    if x.size:
+        _enqueue_dense(op, queue, backend, [x], out, axis, (use_max_norm, norm))
+    return out
+
+
+def check_gradient_opencl(op, x, dy, axis, backend):
+    """Validate NormalizeGradient's device inputs; return the axis in ``[0, x.ndim)``."""
+    axis = check_dense_opencl(op, x, axis, backend)
+    _check_device_array(op, "dY", dy, backend)
+    if dy.dtype != x.dtype:
+        raise TypeError(f"{op}: dY must have the dtype of X ({x.dtype}), got {dy.dtype}")
+    if tuple(dy.shape) != tuple(x.shape):
+        raise ValueError(f"{op}: dY must have the shape of X {tuple(x.shape)}, got {tuple(dy.shape)}")
+    return axis
+
+
+def normalize_gradient_opencl(op, x, dy, axis, out=None, *, backend=None, queue=None):
+    """Validate, then compute NormalizeGradient's ``dX`` on the device into ``out`` (new if None)."""
+    backend = backend if backend is not None else opencl.backend_of_array(x)
+    axis = check_gradient_opencl(op, x, dy, axis, backend)
+    queue = queue if queue is not None else (x.queue if x.queue is not None else backend.queue)
+    if out is None:
+        out = opencl.require_pyopencl().array.empty(queue, x.shape, x.dtype)
+    else:
+        _check_device_out(op, x, out, backend)
+    if x.size:
+        _enqueue_dense(op, queue, backend, [x, dy], out, axis, None)
+    return out
+
+
+# --- sparse matrices on a device ---------------------------------------------
+
+
+def _host_major(w):
+    """The major (compressed-direction) index of every stored entry, int64."""
+    counts = np.diff(w._host_indptr.astype(np.int64))
+    return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
+
+
+def _device_has_duplicates(w):
+    """Whether the device matrix ``w`` stores an entry twice (computed on its host structure, once)."""
+    cached = w._cache.get("has_duplicates")
+    if cached is None:
+        indices = w._host_indices.astype(np.int64)
+        cached = False
+        if indices.shape[0] > 1:
+            # Strictly increasing inside every segment: sorted and distinct, the usual case.
+            increasing = np.diff(indices) > 0
+            starts = w._host_indptr[1:-1].astype(np.int64)
+            starts = starts[(starts > 0) & (starts < indices.shape[0])]
+            increasing[starts - 1] = True
+            if not increasing.all():
+                major = _host_major(w)
+                order = np.lexsort((indices, major))
+                cached = bool(np.any((np.diff(major[order]) == 0) & (np.diff(indices[order]) == 0)))
+        w._cache["has_duplicates"] = cached
+    return cached
+
+
+def _device_grouping(w, along_segments):
+    """Device arrays ``(order, vptr, keys or None)`` of the grouped kernel, computed on the host once.
+
+    Vector ``v``'s entries are ``data[order[p]]`` for ``p`` in
+    ``[vptr[v], vptr[v + 1])``, duplicates adjacent; ``keys[p]`` is the
+    entry's position along the vector (only needed with duplicates).
+    """
+    key = ("grouping", along_segments)
+    cached = w._cache.get(key)
+    if cached is None:
+        indices = w._host_indices.astype(np.int64)
+        duplicates = _device_has_duplicates(w)
+        if along_segments:  # only used with duplicates: sort every segment by index
+            major = _host_major(w)
+            order = np.lexsort((indices, major))
+            vptr = w._host_indptr.astype(np.int64)
+            keys = indices[order]
+        else:  # across: entries of each minor vector in storage order (a stable sort)
+            n_minor = w.shape[0] if w.format == "csc" else w.shape[1]
+            order = np.argsort(indices, kind="stable")
+            vptr = np.zeros(n_minor + 1, dtype=np.int64)
+            np.cumsum(np.bincount(indices, minlength=n_minor), out=vptr[1:])
+            keys = _host_major(w)[order] if duplicates else None
+        backend = w.backend
+        cached = (
+            backend.from_host(order.astype(np.int64)),
+            backend.from_host(vptr),
+            None if keys is None else backend.from_host(keys),
+        )
+        w._cache[key] = cached
+    return cached
+
+
+def _enqueue_sparse(op, w, dst, axis, rule, queue):
+    """Normalise the stored values of device matrix ``w`` along ``axis`` into the device array ``dst``."""
+    cl = opencl.require_pyopencl()
+    backend = w.backend
+    src = w.data
+    if _overlap(dst, src) == "partial":
+        tmp = cl.array.empty(queue, dst.shape, dst.dtype)
+        _enqueue_sparse(op, w, tmp, axis, rule, queue)
+        return opencl.copy_array(queue, tmp, dst)
+    use_max_norm, norm = rule
+    program, acc = _opencl_program(op, backend, src.dtype, w.indptr.dtype)
+    along_segments = (w.format == "csr") == (axis == 1)
+    device = queue.device
+    head = [src.base_data, _element_offset(src), dst.base_data, _element_offset(dst)]
+    mode = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(dst, src) == "same")]
+    pending = list(src.events) + list(dst.events)
+    if along_segments and not _device_has_duplicates(w):
+        kernel = opencl.get_kernel(program, "caffe2op_normalize_segments_fwd")
+        n_segments = w.indptr.shape[0] - 1
+        n_avg = w.nnz // max(n_segments, 1)
+        wg, n_groups = _group_launch(kernel, device, n_avg, n_segments)
+        args = [*head, w.indptr.base_data, _element_offset(w.indptr), np.uint64(n_segments), *mode]
+        args.append(cl.LocalMemory(wg * np.dtype(acc).itemsize))
+        sizes = ((wg * n_groups,), (wg,))
+    else:
+        order, vptr, keys = _device_grouping(w, along_segments)
+        kernel = opencl.get_kernel(program, "caffe2op_normalize_grouped_fwd")
+        n_vectors = vptr.shape[0] - 1
+        sizes = _item_launch(kernel, device, n_vectors)
+        args = [*head, order.data, vptr.data, (keys if keys is not None else vptr).data, np.int32(keys is not None)]
+        args += [np.uint64(n_vectors), *mode]
+    event = opencl.launch(queue, kernel, *sizes, *args, wait_for=pending)
+    dst.add_event(event)
+    return event
+
+
+def normalize_sparse_opencl(op, w, axis, use_max_norm=False, norm=1.0, out=None):
+    """Validate, then normalise the DeviceSparseMatrix ``w`` along ``axis`` on its device (see :func:`normalize`)."""
+    backend = w.backend
+    require_dtype(op, "W", w, FLOAT_DTYPES)
+    opencl.dtype_defines(op, w.dtype, backend.info)  # TypeError: float64 without fp64
+    axis = canonical_axis(op, axis, 2)
+    if out is not None and out is not w:
+        if not isinstance(out, opencl.DeviceSparseMatrix):
+            raise TypeError(f"{op}: out must be a DeviceSparseMatrix for device sparse input, got {type(out).__name__}")
+        if out.backend.context != backend.context:
+            raise ValueError(f"{op}: out lives on {out.backend.name} but W lives on {backend.name}")
+        if out.format != w.format:
+            raise TypeError(f"{op}: out must have the format of the input ({w.format}), got {out.format}")
+        if out.dtype != w.dtype:
+            raise TypeError(f"{op}: out must have dtype {w.dtype} (that of the input), got {out.dtype}")
+        if out.shape != w.shape:
+            raise ValueError(f"{op}: out must have shape {w.shape} (that of the input), got {out.shape}")
+        if not w.same_structure(out):
+            raise ValueError(
+                f"{op}: out must have the sparsity structure of the input (equal indptr and indices); "
+                "create it with W.copy(), or pass out=W to normalise in place"
+            )
+    queue = w.data.queue if w.data.queue is not None else backend.queue
+    nnz = w.nnz
+    if out is None:
+        cl = opencl.require_pyopencl()
+        result = opencl.DeviceSparseMatrix.__new__(opencl.DeviceSparseMatrix)
+        result._init(
+            backend,
+            cl.array.empty(queue, (nnz,), w.dtype),
+            backend.copy(w.indices[:nnz]),
+            backend.copy(w.indptr),
+            w.shape,
+            w.format,
+            w._host_indptr,
+            w._host_indices,
+        )
+        result._cache = w._cache  # the same structure: the same facts and groupings
+    else:
+        result = out
+    if nnz:
+        _enqueue_sparse(op, w, result.data, axis, (use_max_norm, norm), queue)
+    return result
+
+
+@register_opencl_operator("Normalize")
+@register_cuda_operator("Normalize")
+class NormalizeOpenCL(Operator):
+    """Normalize on an OpenCL device: one kernel launch, in place or out of place, any axis."""
+
+    def run_on_device(self):
+        x = self.input(0)
+        axis = check_dense_opencl(self.type, x, self.arg("axis"), self.backend)
+        out = self.output(0, x.shape, x.dtype)
+        if x.size:
+            _enqueue_dense(self.type, self.backend.queue, self.backend, [x], out, axis, (False, 1.0))
+
+
+@register_opencl_operator("NormalizeGradient")
+@register_cuda_operator("NormalizeGradient")
+class NormalizeGradientOpenCL(Operator):
+    """NormalizeGradient on an OpenCL device: one kernel launch."""
+
+    def run_on_device(self):
+        x, dy = self.input(0), self.input(1)
+        axis = check_gradient_opencl(self.type, x, dy, self.arg("axis"), self.backend)
+        out = self.output(0, x.shape, x.dtype)
+        if x.size:
+            _enqueue_dense(self.type, self.backend.queue, self.backend, [x, dy], out, axis, None)
