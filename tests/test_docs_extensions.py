@@ -84,3 +84,11 @@ def test_net_diagram_counts_versions_and_colours_groups():
     assert dot.count("#fbe0c3") == 2  # the backward op and the legend entry in the backward colour
     with pytest.raises(TypeError, match="OperatorDef"):
         caffe2op_netgraph.net_to_dot(["not an op"])
+
+
+def test_real_gradient_sections():
+    """caffe2op.gradient.describe_gradient fills each page's Gradient section from the registry."""
+    assert "Gradient\n--------\n\nNo gradient (``NO_GRADIENT``" in caffe2op_operators.operator_page("StopGradient")
+    assert ":class:`~caffe2op.GetZeroGradientOpGradient`" in caffe2op_operators.operator_page("ZeroGradient")
+    assert "``SHOULD_NOT_DO_GRADIENT``" in caffe2op_operators.operator_page("Float16SparseNormalize")
+    assert "``GRADIENT_NOT_IMPLEMENTED_YET``" in caffe2op_operators.operator_page("Concat")

@@ -149,7 +149,10 @@ def _copy_gradient(backward_type):
             return self.single_gradient_def(backward_type, "", [self.GO(0)], [self.GI(0)])
 
     CopyGradientMaker.__name__ = CopyGradientMaker.__qualname__ = f"Get{backward_type}Gradient"
-    CopyGradientMaker.__doc__ = f"Gradient maker: the gradient goes back through ``{backward_type}``."
+    CopyGradientMaker.__doc__ = (
+        f"The output's gradient goes back through ``{backward_type}``: one operator for a dense gradient, "
+        f"two (indices, values) for a sparse one."
+    )
     return CopyGradientMaker
 
 
