@@ -207,6 +207,15 @@ def describe_platforms():
     -------
     list of str
         One line per device, or one line saying why there is none.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import describe_platforms
+    >>> lines = describe_platforms()
+    >>> len(lines) >= 1
+    True
+    >>> print(lines[0])  # doctest: +SKIP
+    [OPENCL:0] pthread-skylake-avx512-AMD EPYC (Portable Computing Language; OpenCL 3.0 PoCL ...; ...)
     """
     infos, _, problem, _ = _enumerate()
     if not infos:
@@ -237,6 +246,13 @@ def require_pyopencl():
     ------
     RuntimeError
         If pyopencl is not installed.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import require_pyopencl
+    >>> cl = require_pyopencl()  # doctest: +OPENCL
+    >>> cl.array.Array.__name__  # doctest: +OPENCL
+    'Array'
     """
     cl = _import_pyopencl()
     if cl is None:
@@ -472,8 +488,8 @@ class OpenCLBackend:
     --------
     >>> import numpy as np, caffe2op
     >>> from caffe2op.opencl import backend_for
-    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL))  # doctest: +SKIP
-    >>> backend.to_host(backend.from_host(np.arange(3)))  # doctest: +SKIP
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend.to_host(backend.from_host(np.arange(3)))  # doctest: +OPENCL
     array([0, 1, 2])
     """
 
@@ -509,6 +525,15 @@ class OpenCLBackend:
         -------
         pyopencl.array.Array
             A new C-contiguous array on this device.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.empty((2, 3), np.float32)  # doctest: +OPENCL
+        >>> x.shape, x.dtype, x.flags.c_contiguous  # doctest: +OPENCL
+        ((2, 3), dtype('float32'), True)
         """
         return require_pyopencl().array.empty(self.queue, tuple(shape), np.dtype(dtype))
 
@@ -524,6 +549,14 @@ class OpenCLBackend:
         -------
         bool
             True for ``pyopencl.array.Array`` objects of this context.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.owns(backend.from_host(np.zeros(2))), backend.owns(np.zeros(2))  # doctest: +OPENCL
+        (True, False)
         """
         cl = _import_pyopencl()
         return cl is not None and isinstance(value, cl.array.Array) and value.context == self.context
@@ -540,6 +573,16 @@ class OpenCLBackend:
         -------
         pyopencl.array.Array
             A C-contiguous device copy.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.from_host(np.arange(6.0).reshape(2, 3)[:, ::2])  # a strided view is fine  # doctest: +OPENCL
+        >>> backend.to_host(x)  # doctest: +OPENCL
+        array([[0., 2.],
+               [3., 5.]])
         """
         array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         out = self.empty(array.shape, array.dtype)
@@ -559,6 +602,14 @@ class OpenCLBackend:
         -------
         numpy.ndarray
             The data.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.to_host(backend.from_host(np.array([1, 2], dtype=np.int32)))  # doctest: +OPENCL
+        array([1, 2], dtype=int32)
         """
         if value.size == 0:
             return np.empty(value.shape, value.dtype)
@@ -576,6 +627,16 @@ class OpenCLBackend:
         -------
         pyopencl.array.Array
             A new C-contiguous array on this device.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.from_host(np.arange(3.0))  # doctest: +OPENCL
+        >>> y = backend.copy(x)  # doctest: +OPENCL
+        >>> y is x, backend.to_host(y)  # doctest: +OPENCL
+        (False, array([0., 1., 2.]))
         """
         out = self.empty(value.shape, value.dtype)
         copy_array(self.queue, value, out)
@@ -593,6 +654,16 @@ class OpenCLBackend:
         -------
         bool
             True for an :class:`OpenCLBackend` of the same context.
+
+        Examples
+        --------
+        ``OPENCL:i`` and the ``CUDA:j`` alias of the same NVIDIA device share one context:
+
+        >>> import caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.same_device(backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)))  # doctest: +OPENCL
+        True
         """
         return isinstance(other, OpenCLBackend) and other.context == self.context
 
@@ -615,6 +686,18 @@ def backend_for(device_option):
     RuntimeError
         If the device does not exist (the message lists those that do) or
         pyopencl is missing.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op.opencl import backend_for
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend.name.startswith("OPENCL:0 ("), backend.info.index  # doctest: +OPENCL
+    (True, 0)
+    >>> backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.CUDA, 99))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    RuntimeError: DeviceOption(CUDA, 99): no CUDA device (a device of an NVIDIA OpenCL platform) number 99, ...
     """
     with _LOCK:
         backend = _BACKENDS.get(device_option)
@@ -640,6 +723,16 @@ def backend_of_array(value):
         The ``OPENCL:i`` backend for arrays of caffe2op's own contexts; for an
         array of a caller's context, a backend of that context that enqueues
         on the array's queue.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for, backend_of_array
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend_of_array(backend.from_host(np.zeros(3))) is backend  # doctest: +OPENCL
+    True
+    >>> backend_of_array(np.zeros(3)) is None
+    True
     """
     cl = _import_pyopencl()
     if cl is None or not isinstance(value, require_pyopencl().array.Array):
@@ -672,6 +765,16 @@ def copy_array(queue, src, dst):
     -------
     pyopencl.Event or None
         The copy's event (None for empty arrays); it is also added to ``dst``.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for, copy_array
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> src, dst = backend.from_host(np.arange(3.0)), backend.empty((3,), np.float64)  # doctest: +OPENCL
+    >>> _ = copy_array(backend.queue, src, dst)  # doctest: +OPENCL
+    >>> backend.to_host(dst)  # doctest: +OPENCL
+    array([0., 1., 2.])
     """
     if src.nbytes == 0:
         return None
@@ -842,6 +945,22 @@ def get_program(context, filename, defines=None):
         If there is no such kernel file.
     pyopencl.RuntimeError
         If the build fails (the message holds the build log).
+
+    Examples
+    --------
+    Programs are built once per context, file and definitions:
+
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> defines = opencl.dtype_defines("Sum", np.float32, backend.info)  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "sum.cl", defines)  # doctest: +OPENCL
+    >>> program is opencl.get_program(backend.context, "sum.cl", {"REAL": "float"})  # doctest: +OPENCL
+    True
+    >>> opencl.get_program(None, "no_such_kernel.cl")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: caffe2op: no OpenCL kernel file 'no_such_kernel.cl' in ...
     """
     path = kernel_dir() / filename
     if "/" in filename or "\\" in filename or not path.is_file():
@@ -875,6 +994,16 @@ def get_kernel(program, name):
     -------
     pyopencl.Kernel
         The kernel; launch it with :func:`launch`.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "sum.cl", {"REAL": "float"})  # doctest: +OPENCL
+    >>> kernel = opencl.get_kernel(program, "caffe2op_sum_fwd")  # doctest: +OPENCL
+    >>> kernel.function_name, kernel is opencl.get_kernel(program, "caffe2op_sum_fwd")  # doctest: +OPENCL
+    ('caffe2op_sum_fwd', True)
     """
     with _LOCK:
         kernels = _KERNELS.setdefault(program, {})
@@ -905,6 +1034,24 @@ def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
     -------
     pyopencl.Event
         The launch's event.
+
+    Examples
+    --------
+    Fill a device array with ``constant_fill.cl``, as the ConstantFill operator does:
+
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> out = backend.empty((4,), np.float32)  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "constant_fill.cl", {"REAL": "float"})  # doctest: +OPENCL
+    >>> kernel = opencl.get_kernel(program, "caffe2op_constant_fill_fwd")  # doctest: +OPENCL
+    >>> size = opencl.elementwise_size(backend.queue, out.size)  # doctest: +OPENCL
+    >>> event = opencl.launch(  # doctest: +OPENCL
+    ...     backend.queue, kernel, size, None, out.base_data, np.float32(2.5), np.uint64(out.size)
+    ... )
+    >>> out.add_event(event)  # doctest: +OPENCL
+    >>> backend.to_host(out)  # doctest: +OPENCL
+    array([2.5, 2.5, 2.5, 2.5], dtype=float32)
     """
     cl = require_pyopencl()
     with _LAUNCH_LOCK:
@@ -926,6 +1073,16 @@ def elementwise_size(queue, n):
     -------
     tuple of int or None
         ``(size,)`` with ``1 <= size <= n``, or None when ``n`` is 0.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op import opencl
+    >>> queue = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)).queue  # doctest: +OPENCL
+    >>> opencl.elementwise_size(queue, 10), opencl.elementwise_size(queue, 0)  # doctest: +OPENCL
+    ((10,), None)
+    >>> opencl.elementwise_size(queue, 10**12)[0] <= 1024 * queue.device.max_compute_units  # doctest: +OPENCL
+    True
     """
     if n == 0:
         return None
