@@ -5,14 +5,14 @@ pyopencl is imported lazily, the first time a device is used, so that
 ``import caffe2op`` works on machines without OpenCL.
 
 Devices
-    :func:`opencl_devices` lists every device of every OpenCL platform.
+    :func:`~caffe2op.opencl_devices` lists every device of every OpenCL platform.
     ``DeviceOption(DeviceType.OPENCL, i)`` is the ``i``-th of them;
     ``DeviceOption(DeviceType.CUDA, i)`` the ``i``-th device of an NVIDIA
     OpenCL platform (Caffe2's CUDA operators run there as OpenCL kernels).
     Asking for a device that does not exist raises a ``RuntimeError`` that
     lists the available ones.  :func:`default_device` is the device that
     ``device="opencl"`` means: ``CAFFE2OP_OPENCL_DEVICE`` (an index into
-    :func:`opencl_devices`, or a piece of a device or platform name), else
+    :func:`~caffe2op.opencl_devices`, or a piece of a device or platform name), else
     pyopencl's ``PYOPENCL_CTX`` (``"platform[:device]"`` indices or a
     platform name), else device 0.
 
@@ -37,9 +37,11 @@ Kernels
     keeps the binaries between processes (it hashes included headers too).
     An operator module adds a kernel with a ``.cl`` file and three calls::
 
-        program = opencl.get_program(backend.context, "my_op.cl", opencl.dtype_defines("MyOp", x.dtype, backend.info))
+        defines = opencl.dtype_defines("MyOp", x.dtype, backend.info)
+        program = opencl.get_program(backend.context, "my_op.cl", defines)
         kernel = opencl.get_kernel(program, "caffe2op_my_op_fwd")
-        opencl.launch(backend.queue, kernel, (size,), None, out.base_data, x.base_data, np.uint64(x.size))
+        size = opencl.elementwise_size(backend.queue, x.size)
+        opencl.launch(backend.queue, kernel, size, None, out.base_data, x.base_data, np.uint64(x.size))
 """
 
 import dataclasses
@@ -83,7 +85,7 @@ class OpenCLDeviceInfo:
     Attributes
     ----------
     index : int
-        Position in :func:`opencl_devices` (the ``device_id`` of ``DeviceType.OPENCL``).
+        Position in :func:`~caffe2op.opencl_devices` (the ``device_id`` of ``DeviceType.OPENCL``).
     cuda_index : int or None
         Position among NVIDIA devices (the ``device_id`` of ``DeviceType.CUDA``), or None.
     platform : str
@@ -276,12 +278,12 @@ def _available_text(infos, problem):
 
 
 def device_info(device_option):
-    """The :class:`OpenCLDeviceInfo` an OPENCL or CUDA device option designates.
+    """The :class:`~caffe2op.OpenCLDeviceInfo` an OPENCL or CUDA device option designates.
 
     Parameters
     ----------
     device_option : DeviceOption
-        ``DeviceType.OPENCL`` (``device_id`` indexes :func:`opencl_devices`)
+        ``DeviceType.OPENCL`` (``device_id`` indexes :func:`~caffe2op.opencl_devices`)
         or ``DeviceType.CUDA`` (``device_id`` indexes the NVIDIA devices).
 
     Returns
@@ -349,7 +351,7 @@ def _parse_device_choice(text, source, infos, positions):
 def default_device():
     """The device ``device="opencl"`` means, as a DeviceOption.
 
-    ``CAFFE2OP_OPENCL_DEVICE`` picks it (an index into :func:`opencl_devices`
+    ``CAFFE2OP_OPENCL_DEVICE`` picks it (an index into :func:`~caffe2op.opencl_devices`
     or a case-insensitive piece of a device or platform name); otherwise
     pyopencl's ``PYOPENCL_CTX`` (``"platform"``, ``"platform:device"`` or a
     platform name); otherwise the first device.
