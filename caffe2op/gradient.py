@@ -225,6 +225,13 @@ class GradientMakerBase:
         ------
         IndexError
             If there is no input ``i``.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Mul", inputs=["a", "b"], outputs=["y"])
+        >>> caffe2op.GradientMakerBase(fwd, ["y_grad"]).I(1)
+        'b'
         """
         return self.def_.inputs[self._input_index(i)]
 
@@ -245,6 +252,13 @@ class GradientMakerBase:
         ------
         IndexError
             If there is no output ``i``.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Mul", inputs=["a", "b"], outputs=["y"])
+        >>> caffe2op.GradientMakerBase(fwd, ["y_grad"]).O(0)
+        'y'
         """
         return self.def_.outputs[self._output_index(i)]
 
@@ -286,6 +300,16 @@ class GradientMakerBase:
             If there is no input ``i``.
         ValueError
             If input ``i`` already has a sparse gradient.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Mul", inputs=["a", "b"], outputs=["y"])
+        >>> maker = caffe2op.GradientMakerBase(fwd, ["y_grad"])
+        >>> maker.GI(1)
+        'b_grad'
+        >>> maker.g_input()  # recorded for input 1; input 0 gets no gradient
+        [None, 'b_grad']
         """
         name = self.I(i) + "_grad"
         self._record(i, "dense", dense=name)
@@ -310,6 +334,16 @@ class GradientMakerBase:
             If there is no input ``i``.
         ValueError
             If input ``i`` already has a dense gradient.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Lookup", inputs=["table", "ids"], outputs=["rows"])
+        >>> maker = caffe2op.GradientMakerBase(fwd, ["rows_grad"])
+        >>> maker.GI_I(0), maker.GI_V(0)
+        ('table_grad_indices', 'table_grad_values')
+        >>> maker.g_input()
+        [GradientSlice(indices='table_grad_indices', values='table_grad_values'), None]
         """
         name = self.I(i) + "_grad_indices"
         self._record(i, "sparse", indices=name)
@@ -334,6 +368,21 @@ class GradientMakerBase:
             If there is no input ``i``.
         ValueError
             If input ``i`` already has a dense gradient.
+
+        Examples
+        --------
+        Indices and values are recorded separately; the sparse gradient is
+        complete once both are:
+
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Lookup", inputs=["table", "ids"], outputs=["rows"])
+        >>> maker = caffe2op.GradientMakerBase(fwd, ["rows_grad"])
+        >>> maker.GI_V(0)
+        'table_grad_values'
+        >>> maker.g_input()
+        Traceback (most recent call last):
+            ...
+        ValueError: Lookup: the sparse gradient of input 0 ('table') needs both indices and values, ...
         """
         name = self.I(i) + "_grad_values"
         self._record(i, "sparse", values=name)
@@ -357,6 +406,18 @@ class GradientMakerBase:
             If input ``i`` already has a sparse gradient.
         TypeError
             If ``name`` is not a non-empty str.
+
+        Examples
+        --------
+        An operator whose gradient is its output's gradient, passed through
+        with no operator (as Sum's maker does for every input):
+
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Identity", inputs=["x"], outputs=["y"])
+        >>> maker = caffe2op.GradientMakerBase(fwd, ["y_grad"])
+        >>> maker.set_dense(0, maker.GO(0))
+        >>> maker.g_input()
+        ['y_grad']
         """
         self._input_index(i)
         self._record(i, "dense", dense=_check_blob_name(self.def_.type, f"gradient of input {i}", name))
@@ -379,6 +440,19 @@ class GradientMakerBase:
             If input ``i`` already has a dense gradient.
         TypeError
             If a name is not a non-empty str.
+
+        Examples
+        --------
+        An embedding lookup ``rows = table[ids]``: the table's gradient is
+        sparse, row ``ids[k]`` receiving ``rows_grad[k]``, and needs no
+        operator at all:
+
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Lookup", inputs=["table", "ids"], outputs=["rows"])
+        >>> maker = caffe2op.GradientMakerBase(fwd, ["rows_grad"])
+        >>> maker.set_sparse(0, maker.I(1), maker.GO(0))
+        >>> maker.g_input()
+        [GradientSlice(indices='ids', values='rows_grad'), None]
         """
         self._input_index(i)
         self._record(
@@ -409,6 +483,17 @@ class GradientMakerBase:
             If there is no output ``i``.
         ValueError
             If output ``i``'s gradient is sparse or not provided.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Mul", inputs=["a", "b"], outputs=["y"])
+        >>> caffe2op.GradientMakerBase(fwd, ["y_grad"]).GO(0)
+        'y_grad'
+        >>> caffe2op.GradientMakerBase(fwd, [None]).GO(0)
+        Traceback (most recent call last):
+            ...
+        ValueError: Mul: gradient of output 0 ('y') is either sparse or not provided (ZeroGradient gives ...
         """
         g = self.g_output[self._output_index(i)]
         if not isinstance(g, str):
@@ -445,6 +530,14 @@ class GradientMakerBase:
             If there is no output ``i``.
         ValueError
             If output ``i``'s gradient is dense or not provided.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Lookup", inputs=["table", "ids"], outputs=["rows"])
+        >>> sparse = caffe2op.GradientSlice("rows_grad_indices", "rows_grad_values")
+        >>> caffe2op.GradientMakerBase(fwd, [sparse]).GO_I(0)
+        'rows_grad_indices'
         """
         return self._sparse_go(i).indices
 
@@ -467,6 +560,18 @@ class GradientMakerBase:
             If there is no output ``i``.
         ValueError
             If output ``i``'s gradient is dense or not provided.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Lookup", inputs=["table", "ids"], outputs=["rows"])
+        >>> sparse = caffe2op.GradientSlice("rows_grad_indices", "rows_grad_values")
+        >>> caffe2op.GradientMakerBase(fwd, [sparse]).GO_V(0)
+        'rows_grad_values'
+        >>> caffe2op.GradientMakerBase(fwd, ["rows_grad"]).GO_V(0)
+        Traceback (most recent call last):
+            ...
+        ValueError: Lookup: gradient of output 0 ('rows') is either dense or not provided
         """
         return self._sparse_go(i).values
 
@@ -517,6 +622,24 @@ class GradientMakerBase:
         ------
         NotImplementedError
             In the base class.
+
+        Examples
+        --------
+        A maker for ``y = a * b`` (element-wise): one ``MulGradient``
+        operator computes both input gradients.  The maker's operators are
+        returned as they are; :func:`get_gradient_defs` then adds the
+        forward operator's arguments and device:
+
+        >>> import caffe2op
+        >>> class GetDocMulGradient(caffe2op.GradientMakerBase):
+        ...     def get_gradient_defs(self):
+        ...         return self.single_gradient_def(
+        ...             "DocMulGradient", "", [self.I(0), self.I(1), self.GO(0)], [self.GI(0), self.GI(1)]
+        ...         )
+        >>> fwd = caffe2op.OperatorDef(type="DocMul", inputs=["a", "b"], outputs=["y"])
+        >>> [op] = GetDocMulGradient(fwd, ["y_grad"]).get_gradient_defs()
+        >>> op.describe()
+        'DocMulGradient(a, b, y_grad) -> (a_grad, b_grad)'
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement get_gradient_defs()")
 
@@ -532,6 +655,17 @@ class GradientMakerBase:
         ------
         ValueError
             If a sparse gradient has its indices or its values only.
+
+        Examples
+        --------
+        >>> import caffe2op
+        >>> fwd = caffe2op.OperatorDef(type="Mul", inputs=["a", "b"], outputs=["y"])
+        >>> maker = caffe2op.GradientMakerBase(fwd, ["y_grad"])
+        >>> maker.g_input()  # nothing recorded yet
+        [None, None]
+        >>> _ = maker.GI(0)
+        >>> maker.g_input()
+        ['a_grad', None]
         """
         result = []
         for i, g in enumerate(self._g_input):
@@ -555,6 +689,17 @@ class GradientMakerBase:
         -------
         tuple of (list of OperatorDef, list)
             The gradient operators and one gradient (or None) per forward input.
+
+        Examples
+        --------
+        :func:`caffe2op.get_gradient_defs` calls this, then copies the
+        forward operator's arguments and device onto the operators:
+
+        >>> import caffe2op
+        >>> fwd = caffe2op.create_operator("ZeroGradient", "h", [])
+        >>> [op], g_input = caffe2op.GetZeroGradientOpGradient(fwd, []).get()
+        >>> op.describe(), op.is_gradient_op, g_input
+        ('ConstantFill(h) -> (h_grad)  value=0.0', True, ['h_grad'])
         """
         ops = self.get_gradient_defs()
         ops = [] if ops is None else ops
@@ -814,6 +959,74 @@ def registered_gradients():
 def gradient_maker_for(op_type):
     """The registered maker class of ``op_type``, or None."""
     return _GRADIENT_MAKERS.get(op_type)
+
+
+def describe_gradient(op_type):
+    """What the gradient registered for ``op_type`` does, as reStructuredText (for its documentation page).
+
+    The operator pages of the documentation call this: a maker class or
+    function is named (linked when it is public) with the first line of its
+    own docstring; the three declarations say what they mean.
+
+    Parameters
+    ----------
+    op_type : str
+        The operator type.
+
+    Returns
+    -------
+    str or None
+        The description, or None when no gradient maker is registered.
+
+    Examples
+    --------
+    >>> from caffe2op.gradient import describe_gradient
+    >>> print(describe_gradient("ZeroGradient"))
+    Gradient maker: :class:`~caffe2op.GetZeroGradientOpGradient` (a class).
+    <BLANKLINE>
+    The gradient maker of ZeroGradient: ``ConstantFill([X], [X_grad], value=0.0)``.
+    >>> print(describe_gradient("SparseNormalize"))  # doctest: +ELLIPSIS
+    Asking for a gradient raises :class:`RuntimeError` (``SHOULD_NOT_DO_GRADIENT``, ...
+    >>> describe_gradient("NoSuchOperator") is None
+    True
+    """
+    maker = _GRADIENT_MAKERS.get(op_type)
+    if maker is None:
+        return None
+    if issubclass(maker, NoGradient):
+        return (
+            "No gradient (``NO_GRADIENT``, declared with :func:`caffe2op.no_gradient`): the backward pass "
+            "stops here without an error, and the inputs get no gradient from this operator."
+        )
+    if issubclass(maker, ThrowInTheTowelIfGradientIsCalled):
+        return (
+            "Asking for a gradient raises :class:`RuntimeError` (``SHOULD_NOT_DO_GRADIENT``, declared with "
+            ":func:`caffe2op.should_not_do_gradient`): the operator must not be part of a net that is "
+            "differentiated."
+        )
+    if issubclass(maker, GradientNotImplementedYet):
+        return (
+            "Not implemented yet (``GRADIENT_NOT_IMPLEMENTED_YET``, declared with "
+            ":func:`caffe2op.gradient_not_implemented_yet`): a backward pass through this operator raises "
+            ":class:`NotImplementedError`."
+        )
+    import caffe2op  # (the package imports this module: look it up when called)
+
+    if issubclass(maker, _FunctionMaker):
+        target, kind, role = maker.function, "a function", "func"
+    else:
+        target, kind, role = maker, "a class", "class"
+    name = getattr(target, "__name__", repr(target))
+    if name in caffe2op.__all__ and getattr(caffe2op, name, None) is target:
+        ref = f":{role}:`~caffe2op.{name}`"
+    else:
+        ref = f"``{name}``"
+    lines = [f"Gradient maker: {ref} ({kind})."]
+    # Its own docstring only: a maker class without one would otherwise show GradientMakerBase's.
+    summary = (target.__doc__ or "").strip().splitlines()
+    if summary and summary[0].strip():
+        lines += ["", summary[0].strip()]
+    return "\n".join(lines)
 
 
 def get_gradient_defs(op_def, g_output):

@@ -5,14 +5,14 @@ pyopencl is imported lazily, the first time a device is used, so that
 ``import caffe2op`` works on machines without OpenCL.
 
 Devices
-    :func:`opencl_devices` lists every device of every OpenCL platform.
+    :func:`~caffe2op.opencl_devices` lists every device of every OpenCL platform.
     ``DeviceOption(DeviceType.OPENCL, i)`` is the ``i``-th of them;
     ``DeviceOption(DeviceType.CUDA, i)`` the ``i``-th device of an NVIDIA
     OpenCL platform (Caffe2's CUDA operators run there as OpenCL kernels).
     Asking for a device that does not exist raises a ``RuntimeError`` that
     lists the available ones.  :func:`default_device` is the device that
     ``device="opencl"`` means: ``CAFFE2OP_OPENCL_DEVICE`` (an index into
-    :func:`opencl_devices`, or a piece of a device or platform name), else
+    :func:`~caffe2op.opencl_devices`, or a piece of a device or platform name), else
     pyopencl's ``PYOPENCL_CTX`` (``"platform[:device]"`` indices or a
     platform name), else device 0.
 
@@ -42,9 +42,11 @@ Kernels
     keeps the binaries between processes (it hashes included headers too).
     An operator module adds a kernel with a ``.cl`` file and three calls::
 
-        program = opencl.get_program(backend.context, "my_op.cl", opencl.dtype_defines("MyOp", x.dtype, backend.info))
+        defines = opencl.dtype_defines("MyOp", x.dtype, backend.info)
+        program = opencl.get_program(backend.context, "my_op.cl", defines)
         kernel = opencl.get_kernel(program, "caffe2op_my_op_fwd")
-        opencl.launch(backend.queue, kernel, (size,), None, out.base_data, x.base_data, np.uint64(x.size))
+        size = opencl.elementwise_size(backend.queue, x.size)
+        opencl.launch(backend.queue, kernel, size, None, out.base_data, x.base_data, np.uint64(x.size))
 """
 
 import dataclasses
@@ -90,7 +92,7 @@ class OpenCLDeviceInfo:
     Attributes
     ----------
     index : int
-        Position in :func:`opencl_devices` (the ``device_id`` of ``DeviceType.OPENCL``).
+        Position in :func:`~caffe2op.opencl_devices` (the ``device_id`` of ``DeviceType.OPENCL``).
     cuda_index : int or None
         Position among NVIDIA devices (the ``device_id`` of ``DeviceType.CUDA``), or None.
     platform : str
@@ -214,6 +216,15 @@ def describe_platforms():
     -------
     list of str
         One line per device, or one line saying why there is none.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import describe_platforms
+    >>> lines = describe_platforms()
+    >>> len(lines) >= 1
+    True
+    >>> print(lines[0])  # doctest: +SKIP
+    [OPENCL:0] pthread-skylake-avx512-AMD EPYC (Portable Computing Language; OpenCL 3.0 PoCL ...; ...)
     """
     infos, _, problem, _ = _enumerate()
     if not infos:
@@ -244,6 +255,13 @@ def require_pyopencl():
     ------
     RuntimeError
         If pyopencl is not installed.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import require_pyopencl
+    >>> cl = require_pyopencl()  # doctest: +OPENCL
+    >>> cl.array.Array.__name__  # doctest: +OPENCL
+    'Array'
     """
     cl = _import_pyopencl()
     if cl is None:
@@ -267,12 +285,12 @@ def _available_text(infos, problem):
 
 
 def device_info(device_option):
-    """The :class:`OpenCLDeviceInfo` an OPENCL or CUDA device option designates.
+    """The :class:`~caffe2op.OpenCLDeviceInfo` an OPENCL or CUDA device option designates.
 
     Parameters
     ----------
     device_option : DeviceOption
-        ``DeviceType.OPENCL`` (``device_id`` indexes :func:`opencl_devices`)
+        ``DeviceType.OPENCL`` (``device_id`` indexes :func:`~caffe2op.opencl_devices`)
         or ``DeviceType.CUDA`` (``device_id`` indexes the NVIDIA devices).
 
     Returns
@@ -340,7 +358,7 @@ def _parse_device_choice(text, source, infos, positions):
 def default_device():
     """The device ``device="opencl"`` means, as a DeviceOption.
 
-    ``CAFFE2OP_OPENCL_DEVICE`` picks it (an index into :func:`opencl_devices`
+    ``CAFFE2OP_OPENCL_DEVICE`` picks it (an index into :func:`~caffe2op.opencl_devices`
     or a case-insensitive piece of a device or platform name); otherwise
     pyopencl's ``PYOPENCL_CTX`` (``"platform"``, ``"platform:device"`` or a
     platform name); otherwise the first device.
@@ -479,8 +497,8 @@ class OpenCLBackend:
     --------
     >>> import numpy as np, caffe2op
     >>> from caffe2op.opencl import backend_for
-    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL))  # doctest: +SKIP
-    >>> backend.to_host(backend.from_host(np.arange(3)))  # doctest: +SKIP
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend.to_host(backend.from_host(np.arange(3)))  # doctest: +OPENCL
     array([0, 1, 2])
     """
 
@@ -516,6 +534,15 @@ class OpenCLBackend:
         -------
         pyopencl.array.Array
             A new C-contiguous array on this device.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.empty((2, 3), np.float32)  # doctest: +OPENCL
+        >>> x.shape, x.dtype, x.flags.c_contiguous  # doctest: +OPENCL
+        ((2, 3), dtype('float32'), True)
         """
         return require_pyopencl().array.empty(self.queue, tuple(shape), np.dtype(dtype))
 
@@ -531,6 +558,14 @@ class OpenCLBackend:
         -------
         bool
             True for ``pyopencl.array.Array`` objects of this context.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.owns(backend.from_host(np.zeros(2))), backend.owns(np.zeros(2))  # doctest: +OPENCL
+        (True, False)
         """
         cl = _import_pyopencl()
         return cl is not None and isinstance(value, cl.array.Array) and value.context == self.context
@@ -547,6 +582,16 @@ class OpenCLBackend:
         -------
         pyopencl.array.Array
             A C-contiguous device copy.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.from_host(np.arange(6.0).reshape(2, 3)[:, ::2])  # a strided view is fine  # doctest: +OPENCL
+        >>> backend.to_host(x)  # doctest: +OPENCL
+        array([[0., 2.],
+               [3., 5.]])
         """
         array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         out = self.empty(array.shape, array.dtype)
@@ -566,6 +611,14 @@ class OpenCLBackend:
         -------
         numpy.ndarray
             The data.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.to_host(backend.from_host(np.array([1, 2], dtype=np.int32)))  # doctest: +OPENCL
+        array([1, 2], dtype=int32)
         """
         if value.size == 0:
             return np.empty(value.shape, value.dtype)
@@ -583,6 +636,16 @@ class OpenCLBackend:
         -------
         pyopencl.array.Array
             A new C-contiguous array on this device.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.from_host(np.arange(3.0))  # doctest: +OPENCL
+        >>> y = backend.copy(x)  # doctest: +OPENCL
+        >>> y is x, backend.to_host(y)  # doctest: +OPENCL
+        (False, array([0., 1., 2.]))
         """
         out = self.empty(value.shape, value.dtype)
         copy_array(self.queue, value, out)
@@ -600,6 +663,16 @@ class OpenCLBackend:
         -------
         bool
             True for an :class:`OpenCLBackend` of the same context.
+
+        Examples
+        --------
+        ``OPENCL:i`` and the ``CUDA:j`` alias of the same NVIDIA device share one context:
+
+        >>> import caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.same_device(backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)))  # doctest: +OPENCL
+        True
         """
         return isinstance(other, OpenCLBackend) and other.context == self.context
 
@@ -622,6 +695,18 @@ def backend_for(device_option):
     RuntimeError
         If the device does not exist (the message lists those that do) or
         pyopencl is missing.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op.opencl import backend_for
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend.name.startswith("OPENCL:0 ("), backend.info.index  # doctest: +OPENCL
+    (True, 0)
+    >>> backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.CUDA, 99))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    RuntimeError: DeviceOption(CUDA, 99): no CUDA device (a device of an NVIDIA OpenCL platform) number 99, ...
     """
     with _LOCK:
         backend = _BACKENDS.get(device_option)
@@ -647,6 +732,16 @@ def backend_of_array(value):
         The ``OPENCL:i`` backend for arrays of caffe2op's own contexts; for an
         array of a caller's context, a backend of that context that enqueues
         on the array's queue.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for, backend_of_array
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend_of_array(backend.from_host(np.zeros(3))) is backend  # doctest: +OPENCL
+    True
+    >>> backend_of_array(np.zeros(3)) is None
+    True
     """
     cl = _import_pyopencl()
     if cl is None or not isinstance(value, require_pyopencl().array.Array):
@@ -679,6 +774,16 @@ def copy_array(queue, src, dst):
     -------
     pyopencl.Event or None
         The copy's event (None for empty arrays); it is also added to ``dst``.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for, copy_array
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> src, dst = backend.from_host(np.arange(3.0)), backend.empty((3,), np.float64)  # doctest: +OPENCL
+    >>> _ = copy_array(backend.queue, src, dst)  # doctest: +OPENCL
+    >>> backend.to_host(dst)  # doctest: +OPENCL
+    array([0., 1., 2.])
     """
     if src.nbytes == 0:
         return None
@@ -849,6 +954,22 @@ def get_program(context, filename, defines=None):
         If there is no such kernel file.
     pyopencl.RuntimeError
         If the build fails (the message holds the build log).
+
+    Examples
+    --------
+    Programs are built once per context, file and definitions:
+
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> defines = opencl.dtype_defines("Sum", np.float32, backend.info)  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "sum.cl", defines)  # doctest: +OPENCL
+    >>> program is opencl.get_program(backend.context, "sum.cl", {"REAL": "float"})  # doctest: +OPENCL
+    True
+    >>> opencl.get_program(None, "no_such_kernel.cl")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: caffe2op: no OpenCL kernel file 'no_such_kernel.cl' in ...
     """
     path = kernel_dir() / filename
     if "/" in filename or "\\" in filename or not path.is_file():
@@ -882,6 +1003,16 @@ def get_kernel(program, name):
     -------
     pyopencl.Kernel
         The kernel; launch it with :func:`launch`.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "sum.cl", {"REAL": "float"})  # doctest: +OPENCL
+    >>> kernel = opencl.get_kernel(program, "caffe2op_sum_fwd")  # doctest: +OPENCL
+    >>> kernel.function_name, kernel is opencl.get_kernel(program, "caffe2op_sum_fwd")  # doctest: +OPENCL
+    ('caffe2op_sum_fwd', True)
     """
     with _LOCK:
         kernels = _KERNELS.setdefault(program, {})
@@ -912,6 +1043,24 @@ def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
     -------
     pyopencl.Event
         The launch's event.
+
+    Examples
+    --------
+    Fill a device array with ``constant_fill.cl``, as the ConstantFill operator does:
+
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> out = backend.empty((4,), np.float32)  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "constant_fill.cl", {"REAL": "float"})  # doctest: +OPENCL
+    >>> kernel = opencl.get_kernel(program, "caffe2op_constant_fill_fwd")  # doctest: +OPENCL
+    >>> size = opencl.elementwise_size(backend.queue, out.size)  # doctest: +OPENCL
+    >>> event = opencl.launch(  # doctest: +OPENCL
+    ...     backend.queue, kernel, size, None, out.base_data, np.float32(2.5), np.uint64(out.size)
+    ... )
+    >>> out.add_event(event)  # doctest: +OPENCL
+    >>> backend.to_host(out)  # doctest: +OPENCL
+    array([2.5, 2.5, 2.5, 2.5], dtype=float32)
     """
     cl = require_pyopencl()
     with _LAUNCH_LOCK:
@@ -933,6 +1082,16 @@ def elementwise_size(queue, n):
     -------
     tuple of int or None
         ``(size,)`` with ``1 <= size <= n``, or None when ``n`` is 0.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op import opencl
+    >>> queue = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)).queue  # doctest: +OPENCL
+    >>> opencl.elementwise_size(queue, 10), opencl.elementwise_size(queue, 0)  # doctest: +OPENCL
+    ((10,), None)
+    >>> opencl.elementwise_size(queue, 10**12)[0] <= 1024 * queue.device.max_compute_units  # doctest: +OPENCL
+    True
     """
     if n == 0:
         return None

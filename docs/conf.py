@@ -54,6 +54,9 @@ pygments_dark_style = "monokai"
 
 autosummary_generate = True
 autosummary_imported_members = True
+autosummary_ignore_module_all = False  # a public module's page lists its __all__ (templates/autosummary/module.rst)
+# Names a module page links to the top-level pages instead of documenting them twice.
+autosummary_context = {"toplevel_names": sorted(caffe2op.__all__)}
 autodoc_typehints = "none"  # types are in the numpydoc sections
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True}

@@ -84,3 +84,25 @@ def test_net_diagram_counts_versions_and_colours_groups():
     assert dot.count("#fbe0c3") == 2  # the backward op and the legend entry in the backward colour
     with pytest.raises(TypeError, match="OperatorDef"):
         caffe2op_netgraph.net_to_dot(["not an op"])
+
+
+def test_real_gradient_sections():
+    """caffe2op.gradient.describe_gradient fills each page's Gradient section from the registry."""
+    assert "Gradient\n--------\n\nNo gradient (``NO_GRADIENT``" in caffe2op_operators.operator_page("StopGradient")
+    assert ":class:`~caffe2op.GetZeroGradientOpGradient`" in caffe2op_operators.operator_page("ZeroGradient")
+    assert "``SHOULD_NOT_DO_GRADIENT``" in caffe2op_operators.operator_page("Float16SparseNormalize")
+    assert "``GRADIENT_NOT_IMPLEMENTED_YET``" in caffe2op_operators.operator_page("Concat")
+
+
+def test_device_only_operators_are_created_with_a_device_option():
+    """An operator without a CPU implementation is shown with the device option it needs; others without."""
+    page = caffe2op_operators.operator_page("CopyCPUToGPU")
+    assert "gpu = caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)" in page
+    assert 'caffe2op.create_operator("CopyCPUToGPU", "input", "output", device_option=gpu)' in page
+    assert "device_option" not in "\n".join(caffe2op_operators.creation_example("Copy", caffe2op.get_schema("Copy")))
+
+
+def test_functional_forms_are_functions_and_counts_read_well():
+    page = caffe2op_operators.operator_page("ZeroGradient")
+    assert "Functional form (NumPy arrays, no workspace): :func:`caffe2op.zero_gradient`." in page
+    assert "Takes exactly 1 input and produces no outputs." in page

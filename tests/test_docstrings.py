@@ -11,9 +11,12 @@ property of the public classes):
   order (``*args``/``**kwargs`` written with their stars);
 - a function whose body returns a value has ``Returns``, a generator
   ``Yields``; one that raises has ``Raises``, and every name listed there is
-  an exception class;
+  an exception class (a builtin, a caffe2op one, or a dotted path such as
+  ``pyopencl.RuntimeError``);
 - functions, classes and methods have ``Examples`` (properties, documented
   as values, are exempt);
+- a public module (``caffe2op.opencl``) has a docstring and an ``__all__``,
+  and every name in it is checked like the others;
 - section headers are numpydoc's.
 
 The docstring examples themselves run as doctests (``--doctest-modules`` in
@@ -24,6 +27,7 @@ import ast
 import builtins
 import doctest
 import enum
+import importlib
 import inspect
 import pathlib
 import re
@@ -33,6 +37,7 @@ import pytest
 
 import caffe2op
 from caffe2op import registry
+from tests._helpers import skip_opencl_examples
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 API_PAGE = ROOT / "docs" / "api" / "index.rst"
@@ -143,6 +148,23 @@ def _exception_names():
     return names
 
 
+# Optional dependencies whose exceptions a docstring may name (``pyopencl.RuntimeError``) where they are not installed.
+OPTIONAL_MODULES = {"pyopencl", "scipy"}
+
+
+def _is_dotted_exception(name):
+    """Whether ``name`` is a dotted path such as ``pyopencl.RuntimeError`` to an exception class."""
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        return False
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return module_name.split(".")[0] in OPTIONAL_MODULES
+    obj = getattr(module, attr, None)
+    return isinstance(obj, type) and issubclass(obj, BaseException)
+
+
 def check_callable(where, func, *, drop_first=False, needs_examples=True):
     """Problems with one function's or method's docstring (a list of str)."""
     doc = inspect.getdoc(func)
@@ -166,7 +188,7 @@ def check_callable(where, func, *, drop_first=False, needs_examples=True):
         problems.append(f"{where}: raises but has no Raises section")
     known = _exception_names()
     for name in entry_names(parsed.get("Raises", [])):
-        if name not in known:
+        if name not in known and not _is_dotted_exception(name):
             problems.append(f"{where}: Raises lists {name!r}, which is not an exception class")
     if needs_examples and "Examples" not in parsed:
         problems.append(f"{where}: no Examples section")
@@ -218,12 +240,39 @@ def check_class(name, cls):
     return problems
 
 
+def check_module(name, module):
+    """A public module: a docstring with a summary, an ``__all__``, and every name in it checked as above."""
+    doc = inspect.getdoc(module)
+    if not doc or not doc.strip():
+        return [f"{name}: no module docstring"]
+    parsed = sections(doc)
+    problems = [f"{name}: unknown section {s!r}" for s in parsed if s and s not in NUMPYDOC_SECTIONS]
+    if not [line for line in parsed[""] if line.strip()]:
+        problems.append(f"{name}: no summary line")
+    public = getattr(module, "__all__", None)
+    if not public:
+        return [*problems, f"{name}: a public module needs an __all__ (its documented names)"]
+    for member in public:
+        obj = getattr(module, member)
+        where = f"{name}.{member}"
+        if isinstance(obj, type):
+            problems += check_class(where, obj)
+        elif callable(obj):
+            problems += check_callable(where, obj)
+        else:
+            problems.append(f"{where}: neither a class nor a function")
+    return problems
+
+
 @pytest.mark.parametrize("name", _public_names())
 def test_public_docstring(name):
-    """Every public name has a numpydoc docstring whose parameters match its signature."""
+    """Every public name has a numpydoc docstring whose parameters match its signature (a public module: every
+    name of its ``__all__``)."""
     obj = getattr(caffe2op, name)
     if isinstance(obj, type):
         problems = check_class(name, obj)
+    elif inspect.ismodule(obj):
+        problems = check_module(name, obj)
     else:
         assert callable(obj), f"{name} is neither a class nor a function: document it in docs/api/index.rst"
         problems = check_callable(name, obj)
@@ -250,6 +299,21 @@ def test_checker_catches_mismatches():
     problems = "\n".join(check_callable("bad", bad))
     assert "['alpha', 'gamma']" in problems and "['alpha', 'beta']" in problems
     assert "no Returns section" in problems and "no Raises section" in problems and "no Examples" in problems
+
+
+def test_module_checker():
+    """The checker of public modules: it wants a docstring and an __all__, and checks the names in it."""
+    import types
+
+    module = types.ModuleType("fake", "A fake module.")
+    assert any("__all__" in problem for problem in check_module("fake", module))
+
+    def undocumented(x):
+        return x
+
+    module.undocumented, module.__all__ = undocumented, ["undocumented"]
+    assert check_module("fake", module) == ["fake.undocumented: no docstring"]
+    assert _is_dotted_exception("pyopencl.RuntimeError") and not _is_dotted_exception("numpy.ndarray")
 
 
 # --- the API page lists every public name exactly once ---------------------------------------------
@@ -318,6 +382,7 @@ def test_schema_example_runs(op_type):
     example = caffe2op.get_schema(op_type).example
     test = doctest.DocTestParser().get_doctest(example, {}, f"{op_type} schema example", None, 0)
     assert test.examples, f"{op_type}: the schema example has no >>> lines"
+    skip_opencl_examples(test.examples)  # ``# doctest: +OPENCL`` lines run where there is a device
     flags = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
     output = []
     runner = doctest.DocTestRunner(optionflags=flags)

@@ -432,3 +432,40 @@ def test_sparse_makers_record_gradient_slices():
     assert g_input == [GradientSlice("table_grad_indices", "table_grad_values"), None]
     fwd = OperatorDef(type="GtGather", inputs=["table", "idx"], outputs=["rows"])
     assert get_gradient_defs(fwd, ["rows_grad"]) == ([], [GradientSlice("idx", "rows_grad"), None])
+
+
+# --- describe_gradient (the Gradient section of the operator pages) ---------------------------------
+
+
+def test_describe_gradient_of_the_declarations():
+    from caffe2op.gradient import describe_gradient
+
+    caffe2op.no_gradient("GtDescribeNone")
+    caffe2op.should_not_do_gradient("GtDescribeNever")
+    caffe2op.gradient_not_implemented_yet("GtDescribeLater")
+    assert describe_gradient("GtDescribeNone").startswith("No gradient (``NO_GRADIENT``")
+    assert describe_gradient("GtDescribeNever").startswith("Asking for a gradient raises :class:`RuntimeError`")
+    assert "raises :class:`NotImplementedError`" in describe_gradient("GtDescribeLater")
+    assert describe_gradient("GtNothingRegisteredForThis") is None
+
+
+def test_describe_gradient_names_the_maker_and_its_summary():
+    from caffe2op.gradient import describe_gradient
+
+    # A public maker class is linked; a private class or function is named; the summary is its own first line.
+    assert describe_gradient("ZeroGradient") == (
+        "Gradient maker: :class:`~caffe2op.GetZeroGradientOpGradient` (a class).\n\n"
+        "The gradient maker of ZeroGradient: ``ConstantFill([X], [X_grad], value=0.0)``."
+    )
+    assert describe_gradient("GtDense") == (
+        "Gradient maker: ``_DenseMaker`` (a class).\n\n(x, w) -> y: GtDenseGradient(x, w, y_grad) -> (x_grad, w_grad)."
+    )
+    assert describe_gradient("Sum").startswith("Gradient maker: ``sum_gradient`` (a function).\n\nSum's gradient: ")
+
+    @register_gradient("GtDescribeUndocumented")
+    class _Undocumented(GradientMakerBase):
+        def get_gradient_defs(self):
+            return []
+
+    # No docstring of its own: no summary (not GradientMakerBase's).
+    assert describe_gradient("GtDescribeUndocumented") == "Gradient maker: ``_Undocumented`` (a class)."

@@ -47,29 +47,50 @@ def _schema(op_type, doc, input_doc, output_doc, example=""):
 COPY_CPU_TO_GPU_SCHEMA = _schema(
     "CopyCPUToGPU",
     "Copy a CPU blob to the operator's OpenCL/CUDA device.  The operator's ``device_option`` "
-    "names the device; the input must live on the CPU.",
+    "names the device; the input must live on the CPU (``ValueError`` otherwise).  There is no "
+    "CPU implementation, so running the example needs an OpenCL device.  Gradient: "
+    "``CopyGPUToCPU`` brings the output's gradient back to the CPU.",
     "A blob on the CPU.",
     "A copy on the operator's device.",
     example="""\
 >>> import numpy as np, caffe2op
 >>> gpu = caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)
+>>> op = caffe2op.create_operator("CopyCPUToGPU", "x", "x_gpu", device_option=gpu)
+>>> op.describe()
+'CopyCPUToGPU(x) -> (x_gpu)  device=OPENCL:0'
 >>> ws = caffe2op.Workspace()
 >>> ws.feed_blob("x", np.arange(3.0))
->>> ws.run_operator_once(caffe2op.create_operator("CopyCPUToGPU", "x", "x_gpu", device_option=gpu))  # doctest: +SKIP
->>> ws.fetch_blob("x_gpu")  # doctest: +SKIP
+>>> ws.run_operator_once(op)  # needs an OpenCL device  # doctest: +OPENCL
+>>> ws.fetch_blob("x_gpu")  # fetching always copies to a NumPy array  # doctest: +OPENCL
 array([0., 1., 2.])
 """,
 )
 COPY_GPU_TO_CPU_SCHEMA = _schema(
     "CopyGPUToCPU",
-    "Copy a blob of the operator's OpenCL/CUDA device to the CPU.",
+    "Copy a blob of the operator's OpenCL/CUDA device to the CPU.  The operator's ``device_option`` "
+    "names the device the input lives on (``ValueError`` otherwise); the output is a NumPy array "
+    "in the workspace.  There is no CPU implementation, so running the example needs an OpenCL "
+    "device.  Gradient: ``CopyCPUToGPU`` sends the output's gradient back to the device.",
     "A blob on the operator's device.",
     "A copy on the CPU (a NumPy array).",
+    example="""\
+>>> import numpy as np, caffe2op
+>>> gpu = caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)
+>>> op = caffe2op.create_operator("CopyGPUToCPU", "h_gpu", "h", device_option=gpu)
+>>> op.describe()
+'CopyGPUToCPU(h_gpu) -> (h)  device=OPENCL:0'
+>>> ws = caffe2op.Workspace()
+>>> ws.feed_blob("h_gpu", np.arange(3.0), gpu)  # needs an OpenCL device  # doctest: +OPENCL
+>>> ws.run_operator_once(op)  # doctest: +OPENCL
+>>> ws.fetch_blob("h")  # doctest: +OPENCL
+array([0., 1., 2.])
+""",
 )
 COPY_SCHEMA = _schema(
     "Copy",
     "Copy a blob on the operator's device (CPU or OpenCL/CUDA) to a new blob of the same device.  "
-    "Unlike StopGradient it is not a gradient barrier in Caffe2's sense.",
+    "Unlike StopGradient it is not a gradient barrier in Caffe2's sense: its gradient is a "
+    "``Copy`` of the output's gradient.",
     "A blob on the operator's device.",
     "A copy on the same device.",
     example="""\
@@ -83,9 +104,27 @@ array([0, 1, 2])
 )
 ENSURE_CPU_OUTPUT_SCHEMA = _schema(
     "EnsureCPUOutput",
-    "Make a CPU copy of a blob wherever it lives (the CPU or any device).",
+    "Make a CPU copy of a blob wherever it lives (the CPU or any device), whatever the operator's "
+    "own ``device_option``: the one operator that accepts an input from any device.  A blob that "
+    "is not an array raises ``TypeError``.  It has no gradient maker.",
     "A blob on any device.",
     "A copy on the CPU (a NumPy array).",
+    example="""\
+>>> import numpy as np, caffe2op
+>>> ws = caffe2op.Workspace()
+>>> ws.feed_blob("x", np.arange(3.0))
+>>> ws.run_operator_once(caffe2op.create_operator("EnsureCPUOutput", "x", "x_cpu"))
+>>> ws.fetch_blob("x_cpu")
+array([0., 1., 2.])
+
+A blob on an OpenCL device comes back the same way:
+
+>>> gpu = caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)
+>>> ws.feed_blob("h_gpu", np.ones(2), gpu)  # needs an OpenCL device  # doctest: +OPENCL
+>>> ws.run_operator_once(caffe2op.create_operator("EnsureCPUOutput", "h_gpu", "h"))  # doctest: +OPENCL
+>>> ws.fetch_blob("h")  # doctest: +OPENCL
+array([1., 1.])
+""",
 )
 
 
@@ -149,7 +188,10 @@ def _copy_gradient(backward_type):
             return self.single_gradient_def(backward_type, "", [self.GO(0)], [self.GI(0)])
 
     CopyGradientMaker.__name__ = CopyGradientMaker.__qualname__ = f"Get{backward_type}Gradient"
-    CopyGradientMaker.__doc__ = f"Gradient maker: the gradient goes back through ``{backward_type}``."
+    CopyGradientMaker.__doc__ = (
+        f"The output's gradient goes back through ``{backward_type}``: one operator for a dense gradient, "
+        f"two (indices, values) for a sparse one."
+    )
     return CopyGradientMaker
 
 

@@ -100,6 +100,18 @@ class GetZeroGradientOpGradient(GradientMakerBase):
         -------
         list of OperatorDef
             The one ConstantFill operator.
+
+        Examples
+        --------
+        The operator as the maker writes it; :func:`caffe2op.get_gradient_defs`
+        then copies ZeroGradient's device option and arguments onto it:
+
+        >>> import caffe2op
+        >>> fwd = caffe2op.create_operator("ZeroGradient", "cell", [])
+        >>> maker = caffe2op.GetZeroGradientOpGradient(fwd, [])
+        >>> [op] = maker.get_gradient_defs()
+        >>> op.describe(), maker.g_input()
+        ('ConstantFill(cell) -> (cell_grad)  value=0.0', ['cell_grad'])
         """
         return self.single_gradient_def("ConstantFill", "", [self.I(0)], [self.GI(0)], value=0.0)
 

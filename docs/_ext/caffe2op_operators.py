@@ -64,6 +64,8 @@ def describe_gradient(op_type):
 def _count_text(low, high, what):
     if high == math.inf:
         return f"{low} or more {what}"
+    if low == high == 0:
+        return f"no {what}"
     if low == high:
         return f"exactly {low} {what[:-1] if low == 1 else what}"
     return f"{low} to {high} {what}"
@@ -139,7 +141,10 @@ def _py(value):
 
 
 def creation_example(op_type, schema):
-    """Python lines creating the operator with create_operator and with a Net builder (checked)."""
+    """Python lines creating the operator with create_operator and with a Net builder (checked).
+
+    An operator registered for devices only is created with ``device_option=gpu`` (an OpenCL device).
+    """
     n_in = schema.min_input
     if schema.max_input == math.inf:
         n_in = max(n_in, 2)
@@ -162,12 +167,16 @@ def creation_example(op_type, schema):
         args = {}
         caffe2op.create_operator(op_type, inputs, outputs)
 
+    # An operator without a CPU implementation is only useful with a device option.
+    on_device = op_type not in caffe2op.registered_operators(caffe2op.DeviceType.CPU)
+    device = ["device_option=gpu"] if on_device else []
+
     def blobs(names):
         return _py(names[0]) if len(names) == 1 else _py(names)
 
     def call(prefix, items):
         """``prefix(items...)``, wrapped as ruff format would when it is too long."""
-        items = [*items, blobs(inputs), blobs(outputs), *(f"{k}={_py(v)}" for k, v in args.items())]
+        items = [*items, blobs(inputs), blobs(outputs), *(f"{k}={_py(v)}" for k, v in args.items()), *device]
         inner = ", ".join(items)
         if len(prefix) + len(inner) + 2 <= 84:
             return [f"{prefix}({inner})"]
@@ -178,6 +187,11 @@ def creation_example(op_type, schema):
     return [
         "import caffe2op",
         "",
+        *(
+            ["gpu = caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)  # no CPU implementation", ""]
+            if on_device
+            else []
+        ),
         *call("op = caffe2op.create_operator", [_py(op_type)]),
         "",
         'net = caffe2op.Net("example")',
@@ -186,7 +200,7 @@ def creation_example(op_type, schema):
 
 
 def functional_forms(op_type):
-    """Public functions defined next to the operator's CPU implementation."""
+    """Public functions (not classes, such as a gradient maker) defined next to the operator's CPU implementation."""
     try:
         cls = _registry.lookup_operator_class(caffe2op.OperatorDef(type=op_type))
     except KeyError:
@@ -195,7 +209,9 @@ def functional_forms(op_type):
     return [
         name
         for name in getattr(module, "__all__", ())
-        if name in caffe2op.__all__ and getattr(caffe2op, name) is getattr(module, name, None)
+        if name in caffe2op.__all__
+        and getattr(caffe2op, name) is getattr(module, name, None)
+        and not isinstance(getattr(module, name), type)
     ]
 
 

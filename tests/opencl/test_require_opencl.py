@@ -35,3 +35,22 @@ def test_missing_platform(tmp_path, require, outcome):
     assert result.returncode == (1 if require == "1" else 0)
     if require == "1":  # the fixture's pytest.fail: an error at setup, so the run fails
         assert "no OpenCL device" in result.stdout and "CAFFE2OP_REQUIRE_OPENCL=1" in result.stdout
+
+
+@pytest.mark.parametrize(("require", "outcome"), [("0", "1 passed"), ("1", "1 failed")])
+def test_opencl_doctest_lines_without_a_platform(tmp_path, require, outcome):
+    """``# doctest: +OPENCL`` examples are skipped without a device (the rest of the example still runs),
+    and fail under CAFFE2OP_REQUIRE_OPENCL=1."""
+    env = {**os.environ, "OCL_ICD_VENDORS": str(tmp_path), "CAFFE2OP_REQUIRE_OPENCL": require}
+    test = "tests/test_docstrings.py::test_schema_example_runs[CopyGPUToCPU]"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert outcome in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    if require == "1":
+        assert "OpenCL" in result.stdout
