@@ -271,6 +271,25 @@ def test_default_device_ignores_cpu_opencl_implementations(monkeypatch):
     assert resolve_device(None)[1] == "CPU"
 
 
+def test_default_device_is_the_gpu_even_behind_pocl(monkeypatch):
+    pocl = _fake_nvidia().__class__(
+        **{**_fake_nvidia().__dict__, "index": 0, "cuda_index": None, "platform": "Portable Computing Language"}
+    )
+    gpu = _fake_nvidia().__class__(
+        **{**_fake_nvidia().__dict__, "index": 1, "cuda_index": None, "platform": "AMD Accelerated Parallel Processing"}
+    )
+    monkeypatch.setattr(embedding_demo, "opencl_devices", lambda: [pocl, gpu])
+    tried = []
+
+    def record(option):
+        tried.append(option)
+        return None
+
+    monkeypatch.setattr(embedding_demo, "backend_for", record)
+    option, _ = resolve_device(None)
+    assert option == caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 1) and tried == [option]
+
+
 def test_demo_rejects_bad_sizes():
     with pytest.raises(ValueError, match="demo: epochs must be a positive int"):
         run_demo("cpu", epochs=0, out=None)

@@ -383,8 +383,9 @@ def resolve_device(name=None):
     ----------
     name : str or None
         ``"cpu"``, ``"opencl"``, ``"cuda"``, optionally with ``":<id>"``; None
-        picks the best available: an NVIDIA device (``cuda``), else an
-        OpenCL device that is not a CPU implementation (PoCL), else the CPU.
+        picks the best available: the first NVIDIA device (``cuda:N``), else
+        the first OpenCL device that is not a CPU implementation such as PoCL
+        (``opencl:N``), else the CPU.
         A default device whose layer fails to start falls back to the CPU.
 
     Returns
@@ -407,11 +408,9 @@ def resolve_device(name=None):
     """
     infos = opencl_devices()
     if name is None:
-        choices = []
-        if any(d.cuda_index is not None for d in infos):
-            choices.append("cuda")
-        if any(not _platform_is_cpu_only(d) for d in infos):
-            choices.append("opencl")
+        # The first NVIDIA device, else the first OpenCL device that is not PoCL, by its own index.
+        choices = [f"cuda:{d.cuda_index}" for d in infos if d.cuda_index is not None][:1]
+        choices += [f"opencl:{d.index}" for d in infos if not _platform_is_cpu_only(d)][:1]
         for choice in choices:
             try:
                 return resolve_device(choice)
