@@ -52,20 +52,26 @@ def count_out_of_range(const index_t[::1] indices, Py_ssize_t n_rows, int n_thre
     return bad
 
 
-cdef Py_ssize_t _distinct_rows(const index_t[::1] indices, Py_ssize_t n_rows,
-                               int64_t* rows) noexcept nogil:
-    """Write the distinct indices to ``rows`` in first-occurrence order.
+cdef Py_ssize_t _distinct_rows(const index_t[::1] indices, Py_ssize_t n_rows, int64_t* rows,
+                               Py_ssize_t* first_bad) noexcept nogil:
+    """Write the distinct indices to ``rows`` in first-occurrence order; return their number.
 
-    Returns their number, or -1 when the bitmap cannot be allocated.
+    Stops at the first index outside ``[0, n_rows)`` and stores its position
+    in ``first_bad`` (else -1), so that nothing is written when one is bad.
+    Returns -1 when the bitmap cannot be allocated.
     """
     cdef Py_ssize_t i, count = 0
     cdef int64_t row
     cdef uint64_t bit
     cdef uint64_t* seen = <uint64_t*> calloc(<size_t> ((n_rows + 63) >> 6) + 1, sizeof(uint64_t))
+    first_bad[0] = -1
     if seen == NULL:
         return -1
     for i in range(indices.shape[0]):
         row = indices[i]
+        if row < 0 or row >= n_rows:
+            first_bad[0] = i
+            break
         bit = (<uint64_t> 1) << (row & 63)
         if not (seen[row >> 6] & bit):
             seen[row >> 6] |= bit
@@ -136,19 +142,24 @@ cdef inline void _normalize_row(storage_t* row, Py_ssize_t block, bint use_max_n
 
 def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
                           bint use_max_norm, double norm, int n_threads):
-    """Normalise the rows ``table[indices]`` in place (each distinct row once)."""
+    """Normalise the rows ``table[indices]`` in place (each distinct row once).
+
+    Every index is bounds-checked in the pass that collects the distinct
+    rows, before any row is written.  Returns -1, or the position of the
+    first index outside ``[0, n_rows)``, in which case the table is untouched.
+    """
     cdef Py_ssize_t k = indices.shape[0], block = table.shape[1], n_rows = table.shape[0]
-    cdef Py_ssize_t i, n_distinct
+    cdef Py_ssize_t i, n_distinct, first_bad = -1
     cdef int64_t* rows
     cdef storage_t* base = &table[0, 0] if n_rows > 0 and block > 0 else NULL
-    if k == 0 or block == 0:
-        return
+    if k == 0:
+        return -1
     rows = <int64_t*> malloc(k * sizeof(int64_t))
     if rows == NULL:
         raise MemoryError("SparseNormalize: cannot allocate the list of distinct rows")
     with nogil:
-        n_distinct = _distinct_rows(indices, n_rows, rows)
-        if n_distinct >= 0:
+        n_distinct = _distinct_rows(indices, n_rows, rows, &first_bad)
+        if n_distinct >= 0 and first_bad < 0 and block > 0:
             for i in prange(n_distinct, schedule="static", num_threads=n_threads,
                             use_threads_if=n_distinct * block > PARALLEL_MIN_WORK):
                 if i + PREFETCH_ROWS < n_distinct:
@@ -157,3 +168,4 @@ def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
     free(rows)
     if n_distinct < 0:
         raise MemoryError("SparseNormalize: cannot allocate the bitmap of seen rows")
+    return first_bad

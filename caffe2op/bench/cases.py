@@ -180,10 +180,48 @@ def small_batch_cases(quick):
         "512 random indices into 100,000 x 64 float32, max-norm",
         contenders,
         reference=_sparse_normalize_reference(table, indices, True, 1.0),
-        targets=[
-            Target("numpy", 3.0),
-            Target("caffe2op", 10e-6, kind="max_extra", ours="Workspace.run_operator_once"),
+        targets=[Target("numpy", 3.0)],
+        params=dict(rows=100_000, width=64, indices=512),
+    )
+    yield _facade_case(table, indices)
+
+
+def _facade_case(table, indices):
+    """What the workspace and the net add to the functional call, on warm, unchanging inputs.
+
+    Max-norm on rows already within the norm changes nothing, so the same
+    inputs serve every repeat and only the Python layers differ.
+    """
+    unit = caffe2op.sparse_normalize(table.copy(), indices)  # selected rows now within norm: idempotent
+    ws = caffe2op.Workspace()
+    ws.feed_blob("w", unit)
+    ws.feed_blob("idx", indices)
+    blob = ws._blobs["w"]
+    op = caffe2op.create_operator("SparseNormalize", ["w", "idx"], ["w"])
+    net = caffe2op.Net("step")
+    net.SparseNormalize(["w", "idx"], ["w"])
+    return Case(
+        "SparseNormalize small batch",
+        "façade overhead: the same call on warm rows already within norm",
+        [
+            Contender(
+                "caffe2op",
+                lambda _: caffe2op.sparse_normalize(blob, indices),
+                lambda: None,
+                OURS,
+                result=lambda *_: blob,
+            ),
+            Contender(
+                "Workspace.run_operator_once",
+                lambda _: ws.run_operator_once(op),
+                lambda: None,
+                OURS,
+                result=lambda *_: blob,
+            ),
+            Contender("Workspace.run_net", lambda _: ws.run_net(net), lambda: None, OURS, result=lambda *_: blob),
         ],
+        reference=lambda: unit,
+        targets=[Target("caffe2op", 10e-6, kind="max_extra", ours="Workspace.run_operator_once")],
         params=dict(rows=100_000, width=64, indices=512),
     )
 

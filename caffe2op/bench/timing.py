@@ -154,7 +154,8 @@ def measure(case, repeats, warmup=1):
     case : Case
         The case.
     repeats : int
-        Timed repeats per contender (the median is reported).
+        Timed repeats per contender at least (the median is reported); calls
+        under ~60 ms get more, up to 200, for about 0.3 s of timed work.
     warmup : int, default 1
         Untimed runs before timing (after the correctness run).
 
@@ -173,13 +174,23 @@ def measure(case, repeats, warmup=1):
             inputs = contender.prepare()
             output = contender.run(inputs)
             _check(case, contender, inputs, output)
+            warm_times = []
             for _ in range(warmup):
-                contender.run(contender.prepare())
+                warm_inputs = contender.prepare()
+                start = time.perf_counter()
+                contender.run(warm_inputs)
+                warm_times.append(time.perf_counter() - start)
+                del warm_inputs
+            # Short calls get more repeats (enough for ~0.3 s of timed work, at most 200): their medians
+            # are otherwise at the mercy of single scheduler or cache hiccups.
+            count = repeats
+            if warm_times and min(warm_times) > 0:
+                count = int(min(200, max(repeats, 0.3 / min(warm_times))))
             times = []
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
-                for _ in range(repeats):
+                for _ in range(count):
                     inputs = contender.prepare()
                     start = time.perf_counter()
                     contender.run(inputs)
@@ -197,7 +208,7 @@ def measure(case, repeats, warmup=1):
             "min_s": min(times),
             "q1_s": quartiles[0],
             "q3_s": quartiles[2],
-            "repeats": repeats,
+            "repeats": count,
             "role": contender.role,
             "note": contender.note,
         }

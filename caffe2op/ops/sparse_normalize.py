@@ -135,12 +135,14 @@ _KERNELS = {(t, i): _specialised(t, i) for t in _STORAGE for i in _INDEX}
 _RANGE_CHECKS = {i: _kernels.count_out_of_range.__signatures__[_INDEX[i]] for i in _INDEX}
 
 
-def check_sparse_normalize_args(op, param, indices, use_max_norm, norm, *, float16_only=False, n_threads=1):
+def check_sparse_normalize_args(
+    op, param, indices, use_max_norm, norm, *, float16_only=False, n_threads=1, check_range=True
+):
     """Validate SparseNormalize's inputs on the host; return ``(indices, use_max_norm, norm)``.
 
     ``param`` is checked for kind, dtype, rank and writeability; ``indices``
-    are flattened to int32/int64 and bounds-checked against ``len(param)``.
-    Nothing is modified.
+    are flattened to int32/int64 and (with ``check_range``) bounds-checked
+    against ``len(param)``.  Nothing is modified.
     """
     require_ndarray(op, "param", param, " (it is updated in place)")
     require_dtype(op, "param", param, _HALF if float16_only else FLOAT_DTYPES)
@@ -152,26 +154,60 @@ def check_sparse_normalize_args(op, param, indices, use_max_norm, norm, *, float
     norm = schema.arg("norm").convert(op, norm)
     indices = index_vector(op, "indices", indices)
     n_rows = param.shape[0]
-    if indices.size and _RANGE_CHECKS[indices.dtype](indices, n_rows, n_threads):
+    if check_range and indices.size and _RANGE_CHECKS[indices.dtype](indices, n_rows, n_threads):
         raise_first_bad_index(op, "indices", indices, n_rows)
     return indices, use_max_norm, norm
 
 
-def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only=False):
-    """Validate, then normalise ``param[indices]`` in place on the CPU."""
-    n_threads = _config.get_num_threads()
-    indices, use_max_norm, norm = check_sparse_normalize_args(
-        op, param, indices, use_max_norm, norm, float16_only=float16_only, n_threads=n_threads
+_FLOAT_SET = frozenset(FLOAT_DTYPES)
+_INDEX_SET = frozenset(INDEX_DTYPES)
+
+
+def _is_plain_call(param, indices, use_max_norm, norm, float16_only):
+    """The exact types a training loop passes, all valid: the full checks can be skipped.
+
+    Only accepts, never rejects: anything else goes through
+    :func:`check_sparse_normalize_args`, the one place with the rules' messages.
+    Calls are made every training step, often on cold caches, so this is one
+    expression instead of a dozen function calls.
+    """
+    return (
+        type(param) is np.ndarray
+        and (param.dtype == np.float16 if float16_only else param.dtype in _FLOAT_SET)
+        and param.ndim > 0
+        and param.flags.writeable
+        and type(indices) is np.ndarray
+        and indices.dtype in _INDEX_SET
+        and indices.ndim == 1
+        and indices.flags.c_contiguous
+        and type(use_max_norm) is bool
+        and type(norm) is float
+        and 0.0 <= norm < math.inf
     )
-    block = math.prod(param.shape[1:])
-    if indices.size == 0 or block == 0:
+
+
+def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only=False):
+    """Validate, then normalise ``param[indices]`` in place on the CPU.
+
+    The kernel checks every index while it collects the distinct rows, before
+    it writes any: an out-of-range index raises IndexError with the table
+    untouched.
+    """
+    if not _is_plain_call(param, indices, use_max_norm, norm, float16_only):
+        indices, use_max_norm, norm = check_sparse_normalize_args(
+            op, param, indices, use_max_norm, norm, float16_only=float16_only, check_range=False
+        )
+    if indices.size == 0:
         return param
+    n_rows = param.shape[0]
     contiguous = param.flags.c_contiguous
     table = param if contiguous else np.ascontiguousarray(param)
-    rows = table.reshape(table.shape[0], block)
+    rows = table.reshape(n_rows, math.prod(param.shape[1:]))
     if table.dtype == np.float16:
         rows = rows.view(np.uint16)
-    _KERNELS[param.dtype, indices.dtype](rows, indices, use_max_norm, norm, n_threads)
+    first_bad = _KERNELS[param.dtype, indices.dtype](rows, indices, use_max_norm, norm, _config.get_num_threads())
+    if first_bad >= 0:
+        raise_first_bad_index(op, "indices", indices, n_rows)
     if not contiguous:
         np.copyto(param, table)
     return param

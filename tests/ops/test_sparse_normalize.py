@@ -340,3 +340,39 @@ def test_sparse_normalize_operator_accepts_float16_tables():
     ws.feed_blob("i", np.array([0]))
     ws.run_operator_once(caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"]))
     assert_allclose_dtype(ws.fetch_blob("w"), [[0.6, 0.8]])
+
+
+@pytest.mark.parametrize(
+    "param, indices, position, value",
+    [
+        (np.zeros((4, 0), np.float32), [0, 6], 1, 6),  # rows of width 0: nothing to scale, indices still checked
+        (np.zeros((0, 3), np.float64), [2, 0], 0, 2),  # no rows at all
+        ((np.arange(48.0).reshape(6, 8) + 1)[::2, ::2], [1, 2, 3], 2, 3),  # non-contiguous: computed on a copy
+        (np.arange(12, dtype=np.float16).reshape(3, 4) + 1, [0, -1], 1, -1),
+    ],
+)
+def test_out_of_range_is_caught_on_every_path(param, indices, position, value):
+    before = param.copy()
+    with pytest.raises(IndexError, match=f"index {value} at position {position} "):
+        caffe2op.sparse_normalize(param, np.array(indices), use_max_norm=False)
+    assert_bit_identical(param, before)
+
+
+@given(tables_and_indices(), st.booleans(), st.integers(-3, 3))
+def test_plain_and_checked_calls_agree(case, use_max_norm, shift):
+    """The fast path for plain NumPy calls and the fully checked one give identical results and errors."""
+    param, indices, norm = case
+    indices = indices.astype(np.int64) + shift  # some out of range
+    plain, checked = param.copy(), param.copy()
+
+    def run(table, idx, flag, value):
+        try:
+            caffe2op.sparse_normalize(table, idx, use_max_norm=flag, norm=value)
+            return None
+        except IndexError as err:
+            return str(err)
+
+    outcome_plain = run(plain, indices, use_max_norm, float(norm))
+    outcome_checked = run(checked, indices.tolist(), int(use_max_norm), np.float64(norm))  # not the plain types
+    assert outcome_plain == outcome_checked
+    assert_bit_identical(plain, checked)
