@@ -79,7 +79,7 @@ def main(argv=None):
         plan = [c for c in plan if chosen(c)]
     records = []
     for case in tqdm(plan, desc="benchmarks", unit="case"):
-        results = measure(case, repeats)
+        results = measure(case, repeats, budget_s=0.5 if args.quick else 1.5)
         records.append(
             {
                 "group": case.group,

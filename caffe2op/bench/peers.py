@@ -41,7 +41,9 @@ def _torch():
 def torch_renorm_prepare(param, indices, threads):
     """Tensors for ``torch.embedding_renorm_`` sharing memory with NumPy copies of the inputs."""
     torch = _torch()
-    torch.set_num_threads(threads)
+    # embedding_renorm_ is a serial loop on the CPU, so one thread costs it nothing; more would leave
+    # torch's own OpenMP threads spinning after each call, taking the cores from the next contender.
+    torch.set_num_threads(1)
     if param.dtype == np.float16:
         try:
             torch.embedding_renorm_(torch.zeros((2, 2), dtype=torch.float16), torch.tensor([0]), 1.0, 2.0)

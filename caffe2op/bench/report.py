@@ -116,11 +116,15 @@ def markdown(machine, records, plot_name=None):
         f"- Software: Python {machine['python']}, caffe2op {machine['caffe2op']} "
         f"(OpenMP {'yes' if machine['openmp'] else 'no'}), NumPy {machine['numpy']}, torch {machine['torch']}, "
         f"scikit-learn {machine['scikit-learn']}, SciPy {machine['scipy']}",
-        "- Each time is the median of the timed repeats after a warm-up run, on fresh inputs (in-place "
-        "operators get a new copy of their table before every repeat, outside the timed region). "
+        "- Each time is the median of the timed repeats (at least 5; short calls get more, up to 200) after a "
+        "warm-up run, on fresh inputs: in-place operators get a new copy of their table before every repeat, "
+        "outside the timed region, so every call starts with cold caches. "
         "Every contender is first checked against the same reference result. "
-        "Ratios in parentheses are the peer's time over caffe2op's, measured in the same run: above 1 means "
-        "caffe2op is faster.  The thread count is caffe2op's (NumPy is single-threaded; torch gets the same count).",
+        "Contenders are timed in interleaved rounds, so that a noisy stretch of this shared machine hits both "
+        "sides of a ratio. Ratios in parentheses are the peer's time over the first caffe2op contender's, "
+        "measured in the same run: above 1 means caffe2op is faster. "
+        "The thread count is caffe2op's; NumPy is single-threaded, and torch's renorm is a serial loop, run with "
+        "one thread.",
         "",
         "## Targets",
         "",
@@ -181,8 +185,12 @@ def plot(path, records):
             series.append(record["series"])
     if not series:
         return False
-    fig, axes = plt.subplots(1, len(series), figsize=(4.6 * len(series), 4), squeeze=False)
-    for ax, name in zip(axes[0], series, strict=True):
+    columns = min(4, len(series))
+    rows = -(-len(series) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.9 * rows), squeeze=False)
+    for ax in axes.flat[len(series) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, series, strict=False):
         members = [r for r in records if r.get("series") == name]
         labels = []
         for r in members:

@@ -137,17 +137,27 @@ def _check(case, contender, inputs, output):
         return
     got = contender.result(inputs, output) if contender.result is not None else output
     expected = reference()
-    got = np.asarray(got, dtype=np.float64) if not hasattr(got, "toarray") else got.toarray()
-    expected = np.asarray(expected, dtype=np.float64) if not hasattr(expected, "toarray") else expected.toarray()
-    if got.shape != expected.shape or not np.allclose(got, expected, rtol=case.rtol, atol=case.atol, equal_nan=True):
-        worst = np.max(np.abs(got - expected)) if got.shape == expected.shape else f"shape {got.shape}"
+    if hasattr(got, "tocsr") or hasattr(expected, "tocsr"):  # scipy.sparse: compare without densifying
+        got, expected = got.tocsr().astype(np.float64), expected.tocsr().astype(np.float64)
+        ok = got.shape == expected.shape
+        worst = f"shape {got.shape}"
+        if ok:
+            # |got - expected| <= atol + rtol * |expected| everywhere, checked on the stored entries only.
+            excess = abs(got - expected) - case.rtol * abs(expected)
+            ok = (excess.max() if excess.nnz else 0.0) <= case.atol
+            worst = abs(got - expected).max()
+    else:
+        got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+        ok = got.shape == expected.shape and np.allclose(got, expected, rtol=case.rtol, atol=case.atol, equal_nan=True)
+        worst = np.max(np.abs(got - expected)) if got.shape == expected.shape and got.size else f"shape {got.shape}"
+    if not ok:
         raise AssertionError(
             f"{case.group} / {case.name}: {contender.label} disagrees with the reference (max abs diff {worst})"
         )
 
 
-def measure(case, repeats, warmup=1):
-    """Check and time every contender of ``case``.
+def measure(case, repeats, warmup=1, budget_s=1.0):
+    """Check and time every contender of ``case``, interleaving their repeats.
 
     Parameters
     ----------
@@ -158,6 +168,8 @@ def measure(case, repeats, warmup=1):
         under ~60 ms get more, up to 200, for about 0.3 s of timed work.
     warmup : int, default 1
         Untimed runs before timing (after the correctness run).
+    budget_s : float, default 1.0
+        Wall time (preparation included) that extra repeats of a short call may take.
 
     Returns
     -------
@@ -168,44 +180,36 @@ def measure(case, repeats, warmup=1):
     import caffe2op
 
     caffe2op.set_num_threads(case.threads)
-    results = {}
+    results, plans = {}, []
     for contender in case.contenders:
         try:
-            inputs = contender.prepare()
-            output = contender.run(inputs)
-            _check(case, contender, inputs, output)
-            warm_times = []
-            for _ in range(warmup):
-                warm_inputs = contender.prepare()
-                start = time.perf_counter()
-                contender.run(warm_inputs)
-                warm_times.append(time.perf_counter() - start)
-                del warm_inputs
-            # Short calls get more repeats (enough for ~0.3 s of timed work, at most 200): their medians
-            # are otherwise at the mercy of single scheduler or cache hiccups.
-            count = repeats
-            if warm_times and min(warm_times) > 0:
-                count = int(min(200, max(repeats, 0.3 / min(warm_times))))
-            times = []
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
-            try:
-                for _ in range(count):
-                    inputs = contender.prepare()
-                    start = time.perf_counter()
-                    contender.run(inputs)
-                    times.append(time.perf_counter() - start)
-                    del inputs
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
+            plans.append((contender, _check_and_warm_up(case, contender, repeats, warmup, budget_s)))
         except Missing as why:
             results[contender.label] = {"missing": str(why), "role": contender.role}
-            continue
-        quartiles = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    # Rounds interleave the contenders (ours, peer, ours, peer, ...), so that a noisy stretch of the
+    # machine hits both sides of a ratio alike instead of one contender's whole block of repeats.
+    times = {contender.label: [] for contender, _ in plans}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for round_index in range(max((count for _, count in plans), default=0)):
+            for contender, count in plans:
+                if round_index >= count:
+                    continue
+                inputs = contender.prepare()
+                start = time.perf_counter()
+                contender.run(inputs)
+                times[contender.label].append(time.perf_counter() - start)
+                del inputs
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    for contender, count in plans:
+        samples = times[contender.label]
+        quartiles = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
         results[contender.label] = {
-            "median_s": statistics.median(times),
-            "min_s": min(times),
+            "median_s": statistics.median(samples),
+            "min_s": min(samples),
             "q1_s": quartiles[0],
             "q3_s": quartiles[2],
             "repeats": count,
@@ -213,7 +217,31 @@ def measure(case, repeats, warmup=1):
             "note": contender.note,
         }
     caffe2op.set_num_threads(None)
-    return results
+    # Report in the case's order (missing peers included).
+    return {c.label: results[c.label] for c in case.contenders}
+
+
+def _check_and_warm_up(case, contender, repeats, warmup, budget_s):
+    """Run ``contender`` once against the reference, warm it up, and return how many repeats to time."""
+    inputs = contender.prepare()
+    output = contender.run(inputs)
+    _check(case, contender, inputs, output)
+    del inputs, output
+    run_time, round_time = None, None
+    for _ in range(warmup):
+        begin = time.perf_counter()
+        warm_inputs = contender.prepare()
+        start = time.perf_counter()
+        contender.run(warm_inputs)
+        end = time.perf_counter()
+        del warm_inputs
+        run_time, round_time = end - start, end - begin
+    # Short calls get more repeats (enough for ~0.3 s of timed work, at most 200): their medians are
+    # otherwise at the mercy of single scheduler or cache hiccups.  Preparing the inputs (copying a
+    # large table) counts against the wall-time budget.
+    if not run_time:
+        return repeats
+    return int(max(repeats, min(200, 0.3 / run_time, budget_s / round_time)))
 
 
 def evaluate_targets(case, results):
