@@ -138,7 +138,7 @@ def _sparse_normalize_sweeps(rng, table, quick):
             "duplicate share", share, f"1,000,000 x 64 float32, 100,000 indices, {share:.0%} repeats", table, idx
         )
     idx = rng.integers(0, len(table), 100_000)
-    for dtype in (np.float16, np.float64):
+    for dtype in (np.float16, np.float32, np.float64):
         typed = table.astype(dtype)
         yield _sweep_case(
             "bytes per element (dtype)",

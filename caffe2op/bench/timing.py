@@ -86,8 +86,16 @@ class Target:
         if self.kind == "within":
             return f"within {self.value:g}x of {self.peer}"
         if self.kind == "max_time":
-            return f"<= {self.value * 1e6:g} us"
-        return f"<= {self.value * 1e6:g} us more than {self.peer}"
+            return f"<= {_seconds_text(self.value)}"
+        return f"<= {_seconds_text(self.value)} more than {self.peer}"
+
+
+def _seconds_text(seconds):
+    """``1 s``, ``10 us``: a round duration in its natural unit."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:g} {unit}"
+    return f"{seconds * 1e9:g} ns"
 
 
 @dataclasses.dataclass
