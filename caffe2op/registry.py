@@ -26,6 +26,20 @@ _REGISTRIES = {device_type: {} for device_type in DeviceType}
 # Callables returning operator types known elsewhere (schemas, gradient makers).
 _KNOWN_TYPE_PROVIDERS = []
 
+# Bumped by every registration of an implementation or a schema: workspaces drop what they
+# prepared before (a new engine or schema must take effect, as in Caffe2's CreateOperator).
+_GENERATION = [0]
+
+
+def registry_generation():
+    """A number that changes whenever an implementation or a schema is registered."""
+    return _GENERATION[0]
+
+
+def bump_registry_generation():
+    """Record that a registry changed."""
+    _GENERATION[0] += 1
+
 
 class Operator(abc.ABC):
     """Base class of every operator implementation.
@@ -372,6 +386,7 @@ def _register(device_type, op_type, cls, engine):
         if not (isinstance(klass, type) and issubclass(klass, Operator)):
             raise TypeError(f"{op_type}: an operator implementation must subclass caffe2op.Operator, got {klass!r}")
         _REGISTRIES[device_type][(op_type, engine)] = klass
+        bump_registry_generation()
         return klass
 
     return decorate if cls is None else decorate(cls)

@@ -540,6 +540,9 @@ def register_schema(schema, *, overwrite=False):
             f"register_schema: {schema.op_type!r} already has a schema (pass overwrite=True to replace it)"
         )
     _SCHEMAS[schema.op_type] = schema
+    from .registry import bump_registry_generation
+
+    bump_registry_generation()
     return schema
 
 

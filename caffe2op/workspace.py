@@ -1,15 +1,20 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """The workspace: named blobs, and running operators and nets on them."""
 
+import copy
+
 import numpy as np
 
 from .core import current_device_scope
 from .devices import backend_for, backend_of_value
 from .errors import MissingBlobError
-from .registry import lookup_operator_class
+from .registry import lookup_operator_class, registry_generation
 from .schema import get_schema
 
 __all__ = ["Workspace"]
+
+# Prepared operator definitions a workspace remembers (a net of this many operators stays prepared).
+_MAX_PREPARED = 1 << 16
 
 
 def _check_blob_name(name, what):
@@ -45,6 +50,9 @@ class Workspace:
 
     def __init__(self):
         self._blobs = {}
+        # id(op_def) -> (content it had, implementation class, resolved args, backend): a definition
+        # run again unchanged (every training step) skips the schema check and the registry lookup.
+        self._prepared = {}
 
     def feed_blob(self, name, value, device_option=None):
         """Store a copy of ``value`` under ``name`` on a device.
@@ -297,11 +305,39 @@ class Workspace:
     # --- used by Operator -------------------------------------------------
 
     def _create_operator(self, op_def):
-        schema = get_schema(op_def.type, None)
-        args = schema.verify(op_def) if schema is not None else dict(op_def.args)
-        backend = backend_for(op_def.device_option)
-        cls = lookup_operator_class(op_def)
-        return cls(op_def, self, args, backend)
+        # The whole content is compared, so a definition edited in place is checked again.
+        content = (
+            op_def.type,
+            op_def.inputs,
+            op_def.outputs,
+            op_def.args,
+            op_def.device_option,
+            op_def.engine,
+            op_def.is_gradient_op,
+            registry_generation(),
+        )
+        prepared = self._prepared.get(id(op_def))
+        if prepared is None or prepared[0] != content:
+            schema = get_schema(op_def.type, None)
+            args = schema.verify(op_def) if schema is not None else dict(op_def.args)
+            backend = backend_for(op_def.device_option)
+            cls = lookup_operator_class(op_def)
+            if len(self._prepared) >= _MAX_PREPARED:
+                self._prepared.clear()
+            # Copies of the lists and the dict: the cached content must not change with the definition.
+            frozen = (
+                op_def.type,
+                list(op_def.inputs),
+                list(op_def.outputs),
+                copy.deepcopy(op_def.args),
+                op_def.device_option,
+                op_def.engine,
+                op_def.is_gradient_op,
+                registry_generation(),
+            )
+            prepared = self._prepared[id(op_def)] = (frozen, cls, args, backend)
+        _, cls, args, backend = prepared
+        return cls(op_def, self, dict(args), backend)
 
     def _get(self, name, what):
         try:

@@ -101,3 +101,32 @@ def test_workspaces_are_independent():
     a, b = caffe2op.Workspace(), caffe2op.Workspace()
     a.feed_blob("x", 1.0)
     assert not b.has_blob("x")
+
+
+def test_a_definition_run_again_is_rechecked_when_edited_and_sees_new_registrations():
+    ws = caffe2op.Workspace()
+    ws.feed_blob("w", np.full((2, 2), 3.0))
+    ws.feed_blob("i", np.array([0]))
+    op = caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"], norm=1.0)
+    ws.run_operator_once(op)
+    ws.run_operator_once(op)  # prepared once, run twice
+    op.args["norm"] = -1.0  # edited in place after it was prepared: checked again
+    with pytest.raises(caffe2op.SchemaError, match="'norm' must be finite"):
+        ws.run_operator_once(op)
+    op.args["norm"] = 1.0
+    op.outputs[0] = "other"  # a list edited in place
+    with pytest.raises(caffe2op.SchemaError, match="EnforceOneToOneInplace"):
+        ws.run_operator_once(op)
+    calls = []
+
+    class Tagged(caffe2op.Operator):
+        def run_on_device(self):
+            calls.append(self.op_def.engine)
+
+    probe = OperatorDef(type="TestPreparedEngines", engine="FAST")
+    caffe2op.register_cpu_operator("TestPreparedEngines", Tagged)
+    ws.run_operator_once(probe)
+    caffe2op.register_cpu_operator("TestPreparedEngines", type("Fast", (Tagged,), {}), engine="FAST")
+    ws.run_operator_once(probe)  # a registration after it was prepared takes effect
+    assert calls == ["FAST", "FAST"]
+    assert type(ws._create_operator(probe)).__name__ == "Fast"

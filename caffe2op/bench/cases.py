@@ -156,11 +156,13 @@ def small_batch_cases(quick):
     table = embedding_table(100_000, 64, np.float32, rng)
     indices = rng.integers(0, len(table), 512)
 
+    # One workspace for all repeats, as in a training loop; each repeat feeds it a fresh copy of the table.
+    persistent = caffe2op.Workspace()
+    persistent.feed_blob("idx", indices)
+
     def workspace():
-        ws = caffe2op.Workspace()
-        ws.feed_blob("w", table)
-        ws.feed_blob("idx", indices)
-        return ws
+        persistent.feed_blob("w", table)
+        return persistent
 
     op = caffe2op.create_operator("SparseNormalize", ["w", "idx"], ["w"])
     net = caffe2op.Net("step")

@@ -10,6 +10,7 @@ work on rows an earlier repeat already normalised.
 
 import dataclasses
 import gc
+import random
 import statistics
 import time
 
@@ -194,14 +195,16 @@ def measure(case, repeats, warmup=1, budget_s=1.0):
             plans.append((contender, _check_and_warm_up(case, contender, repeats, warmup, budget_s)))
         except Missing as why:
             results[contender.label] = {"missing": str(why), "role": contender.role}
-    # Rounds interleave the contenders (ours, peer, ours, peer, ...), so that a noisy stretch of the
-    # machine hits both sides of a ratio alike instead of one contender's whole block of repeats.
+    # Rounds interleave the contenders, so that a noisy stretch of the machine hits both sides of a
+    # ratio alike instead of one contender's whole block of repeats; each round takes them in a new
+    # (seeded) order, so that none always runs right after the same one (or first, after idle threads).
     times = {contender.label: [] for contender, _ in plans}
+    order = random.Random(len(case.name))
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for round_index in range(max((count for _, count in plans), default=0)):
-            for contender, count in plans:
+            for contender, count in order.sample(plans, len(plans)):
                 if round_index >= count:
                     continue
                 inputs = contender.prepare()
