@@ -1,7 +1,13 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Helpers of the device tests: run one operator in a workspace on a device."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
+import pytest
 
 import caffe2op
 from caffe2op.devices import backend_for
@@ -24,3 +30,82 @@ def on_device(device, array):
 def is_cpu(device):
     """Whether ``device`` is the CPU."""
     return device.device_type == caffe2op.DeviceType.CPU
+
+
+# --- tables of more than 2**31 elements, in a subprocess ---------------------------------
+#
+# PoCL sizes its device from the NUMA node hwloc reports: on this kind of virtual machine the
+# node claims far less memory than /proc/meminfo (about 7 of 24 GiB), so PoCL offers ~4.5 GiB
+# with a 2 GiB largest buffer.  HWLOC_SYNTHETIC, computed from /proc/meminfo's MemTotal,
+# describes the real machine to hwloc; PoCL then offers enough for one 4 GiB buffer.  Other
+# OpenCL drivers ignore the variable.  A subprocess also frees the table when it ends.
+
+LARGE_WIDTH = 16
+LARGE_ROWS = 2**31 // LARGE_WIDTH + 4096  # 2**31 + 65536 float16 elements: 4 GiB
+
+# Prepended to every large-table script: `table` is a (rows, width) float16 device blob `w`
+# of ones, filled on the device by ConstantFill (no 4 GiB host copy), in workspace `ws`.
+LARGE_TABLE_PREAMBLE = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import caffe2op
+    from caffe2op import DeviceOption, DeviceType
+    from caffe2op.devices import backend_for
+
+    index, rows, width = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    device = DeviceOption(DeviceType.OPENCL, index)
+    backend = backend_for(device)
+    nbytes = rows * width * 2
+    if backend.info.max_alloc_bytes < nbytes or backend.info.global_mem_bytes < nbytes + (1 << 30):
+        print(f"SKIP: {backend.info.name} cannot hold a {nbytes / 2**30:.1f} GiB buffer "
+              f"(largest {backend.info.max_alloc_bytes / 2**30:.1f} GiB)")
+        sys.exit(0)
+    ws = caffe2op.Workspace()
+    ws.run_operator_once(caffe2op.create_operator(
+        "ConstantFill", [], "w", shape=[rows, width], dtype="float16", value=1.0, device_option=device))
+    table = ws._blobs["w"]
+    assert table.size > 2**31
+    last = rows - 1
+    """
+)
+
+
+def _synthetic_topology():
+    """An hwloc topology string with MemTotal from /proc/meminfo in one NUMA node (see above)."""
+    with open("/proc/meminfo") as meminfo:
+        total_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return f"numa:1(memory={max(1, int(total_kib / 2**20 * 0.92))}GiB) core:{cores} pu:1"
+
+
+def run_large_table_script(device, body, timeout=900):
+    """Run ``LARGE_TABLE_PREAMBLE + body`` for ``device`` in a subprocess; it must print ``OK <size>``.
+
+    Skips when the machine has under 7 GiB free or the device cannot hold the table.
+    """
+    if not os.path.exists("/proc/meminfo"):
+        pytest.skip("needs Linux's /proc/meminfo")
+    with open("/proc/meminfo") as meminfo:
+        available_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:"))
+    if available_kib < 7 * 2**20:
+        pytest.skip(f"needs about 7 GiB of free memory, {available_kib / 2**20:.1f} GiB available")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LARGE_TABLE_PREAMBLE + textwrap.dedent(body),
+            str(device.device_id),
+            str(LARGE_ROWS),
+            str(LARGE_WIDTH),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HWLOC_SYNTHETIC": _synthetic_topology()},
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    if result.stdout.startswith("SKIP"):
+        pytest.skip(result.stdout.strip())
+    assert result.stdout.startswith("OK"), result.stdout + result.stderr
+    assert int(result.stdout.split()[1]) > 2**31

@@ -10,10 +10,6 @@ and leaves every array bit-identical.
 """
 
 import dataclasses
-import os
-import subprocess
-import sys
-import textwrap
 from unittest import mock
 
 import numpy as np
@@ -28,7 +24,7 @@ from caffe2op.ops import normalize as normalize_module
 
 from .._helpers import assert_allclose_dtype, assert_bit_identical
 from .._reference import normalize_gradient_ref, normalize_ref
-from ._device_helpers import is_cpu, run_op
+from ._device_helpers import is_cpu, run_large_table_script, run_op
 
 sp = pytest.importorskip("scipy.sparse")
 
@@ -655,27 +651,8 @@ def test_sparse_duplicates_in_both_directions(opencl_device):
 
 # --- offsets past 2**31 -------------------------------------------------------------------------
 
-LARGE_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import numpy as np
-    import caffe2op
-    from caffe2op import DeviceOption, DeviceType
-    from caffe2op.devices import backend_for
-
-    index, rows, width = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    device = DeviceOption(DeviceType.OPENCL, index)
-    backend = backend_for(device)
-    nbytes = rows * width * 2
-    if backend.info.max_alloc_bytes < nbytes or backend.info.global_mem_bytes < nbytes + (1 << 30):
-        print(f"SKIP: {backend.info.name} cannot hold a {nbytes / 2**30:.1f} GiB buffer")
-        sys.exit(0)
-    ws = caffe2op.Workspace()
-    ws.run_operator_once(caffe2op.create_operator(
-        "ConstantFill", [], "w", shape=[rows, width], dtype="float16", value=1.0, device_option=device))
-    w = ws._blobs["w"]
-    assert w.size > 2**31
-    last = rows - 1
+LARGE_BODY = """
+    w = table
     special = np.arange(width, dtype=np.float16)
     w[last : rows].set(special.reshape(1, width))
     # rows (axis 1): the work-group kernel; the last row starts past element 2**31
@@ -693,28 +670,8 @@ LARGE_SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(w[0:4].get().astype(np.float64), 0.5, rtol=1e-3)
     print("OK", w.size)
     """
-)
 
 
 @pytest.mark.slow  # fills a 4 GiB float16 array and normalises it twice in a subprocess
-@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="needs Linux's /proc/meminfo")
 def test_dense_array_past_2_31_elements(opencl_device):
-    from .test_large_table import ROWS, WIDTH, _synthetic_topology
-
-    with open("/proc/meminfo") as meminfo:
-        available_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:"))
-    if available_kib < 7 * 2**20:
-        pytest.skip(f"needs about 7 GiB of free memory, {available_kib / 2**20:.1f} GiB available")
-    env = {**os.environ, "HWLOC_SYNTHETIC": _synthetic_topology()}
-    result = subprocess.run(
-        [sys.executable, "-c", LARGE_SCRIPT, str(opencl_device.device_id), str(ROWS), str(WIDTH)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    if result.stdout.startswith("SKIP"):
-        pytest.skip(result.stdout.strip())
-    assert result.stdout.startswith("OK"), result.stdout + result.stderr
-    assert int(result.stdout.split()[1]) > 2**31
+    run_large_table_script(opencl_device, LARGE_BODY)
