@@ -1068,6 +1068,15 @@ def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
         return cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size, wait_for=wait_for or None)
 
 
+def accumulates_in_double(dtype, info):
+    """Whether a kernel reducing data of ``dtype`` on the device ``info`` sums in double.
+
+    float64 data always; float32 data on devices with fp64, as the CPU
+    kernels do; float16 data never (it is summed in float, as Caffe2 did).
+    """
+    return dtype == np.float64 or (dtype == np.float32 and info.fp64)
+
+
 def elementwise_size(queue, n):
     """A global size for a grid-stride kernel (``C2O_FOR_EACH``) over ``n`` elements.
 

@@ -874,15 +874,10 @@ _GPU_GROUP_MIN_LENGTH = 64
 _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
-def _accumulate_in_double(dtype, info):
-    """float64 data, and float32 data on fp64 devices, accumulate in double (as on the CPU)."""
-    return dtype == np.float64 or (dtype == np.float32 and info.fp64)
-
-
 def _opencl_program(op, backend, dtype, ptr_dtype=None):
     """(program, ACC numpy type) of normalize.cl for ``dtype`` (TypeError for float64 without fp64)."""
     defines = opencl.dtype_defines(op, dtype, backend.info)
-    double = _accumulate_in_double(dtype, backend.info)
+    double = opencl.accumulates_in_double(dtype, backend.info)
     defines.update(ACC="double" if double else "float", PTR_T="int" if ptr_dtype == np.dtype(np.int32) else "long")
     defines["C2O_COLUMN_STRIP"] = _column_strip(backend.queue.device)
     if double:

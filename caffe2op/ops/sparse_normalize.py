@@ -349,11 +349,6 @@ _CPU_GROUPS_PER_COMPUTE_UNIT = 4
 _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
-def _accumulate_in_double(dtype, info):
-    """float64 tables, and float32 ones on fp64 devices, accumulate in double (as on the CPU)."""
-    return dtype == np.float64 or (dtype == np.float32 and info.fp64)
-
-
 def _launch_shape(kernel, device, block, k):
     """(work-group size, number of work-groups) of the normalisation kernel.
 
@@ -401,7 +396,7 @@ def enqueue_sparse_normalize(op, queue, info, table, indices, use_max_norm, norm
         raise ValueError(f"{op}: at most {_MAX_POSITIONS} indices per call on OpenCL, got {k}")
     context = queue.context
     defines = opencl.dtype_defines(op, table.dtype, info)
-    double = _accumulate_in_double(table.dtype, info)
+    double = opencl.accumulates_in_double(table.dtype, info)
     defines.update(INDEX_T="int" if indices.dtype == np.int32 else "long", ACC="double" if double else "float")
     if double:
         defines["CAFFE2OP_FP64"] = 1
