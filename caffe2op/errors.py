@@ -48,7 +48,18 @@ class SchemaTypeError(SchemaError, TypeError):
     """
 
 
-class UnknownOperatorError(KeyError):
+class _ReadableKeyError(KeyError):
+    """A KeyError whose ``str()`` is its message as written (KeyError would show its repr)."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+class UnknownOperatorError(_ReadableKeyError):
     """No operator (or no implementation on the requested device) of that type.
 
     A :class:`KeyError` whose message reads normally and, for a misspelt
@@ -69,15 +80,8 @@ class UnknownOperatorError(KeyError):
     'StopGradeint' is not a registered operator type. Did you mean: StopGradient, ...?
     """
 
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
 
-    def __str__(self):
-        return self.message
-
-
-class MissingBlobError(KeyError):
+class MissingBlobError(_ReadableKeyError):
     """A blob an operator or a fetch needs is not in the workspace.
 
     A :class:`KeyError` whose message names the blob and, for an operator
@@ -98,13 +102,6 @@ class MissingBlobError(KeyError):
     ...     print(err)
     StopGradient: input 0 'x' does not exist in the workspace
     """
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self):
-        return self.message
 
 
 def unknown_operator_message(op_type, known):

@@ -37,6 +37,7 @@ import dataclasses
 import difflib
 
 from .core import OperatorDef
+from .errors import _ReadableKeyError
 from .registry import add_known_types_provider
 
 __all__ = [
@@ -76,7 +77,7 @@ class GradientSlice(collections.namedtuple("GradientSlice", ["indices", "values"
     __slots__ = ()
 
 
-class GradientNotRegisteredError(KeyError):
+class GradientNotRegisteredError(_ReadableKeyError):
     """No gradient maker is registered for an operator type.
 
     A :class:`KeyError` whose message reads normally, names the operator
@@ -97,13 +98,6 @@ class GradientNotRegisteredError(KeyError):
     ...     print(str(err).split(".")[0])
     No gradient maker is registered for operator type 'NoSuchGradientOp'
     """
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self):
-        return self.message
 
 
 def _check_blob_name(where, what, name):
