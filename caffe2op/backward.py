@@ -158,19 +158,16 @@ class _IR:
                     f"but currently we have version {have}. Maybe the same output blob is written by two "
                     f"operators?\n{self._history(out_name, True)}"
                 )
-        elif name in out_versions:
-            if self.frontier[name] != out_versions[name]:
+        elif name in out_versions or name in in_versions:
+            # A forward output (checked first, as in Caffe2) or input must still be at the version this
+            # operator saw.
+            is_output = name in out_versions
+            needed = out_versions[name] if is_output else in_versions[name]
+            if self.frontier[name] != needed:
                 raise RuntimeError(
-                    f"Gradient operator of {forward_op.describe()} needs output {name!r} at version "
-                    f"{out_versions[name]}, but the forward pass leaves it at version {self.frontier[name]} "
-                    f"(it is overwritten later).\n{self._history(name, True)}"
-                )
-        elif name in in_versions:
-            if self.frontier[name] != in_versions[name]:
-                raise RuntimeError(
-                    f"Gradient operator of {forward_op.describe()} needs input {name!r} at version "
-                    f"{in_versions[name]}, but the forward pass leaves it at version {self.frontier[name]} "
-                    f"(it is overwritten later).\n{self._history(name, False)}"
+                    f"Gradient operator of {forward_op.describe()} needs {'output' if is_output else 'input'} "
+                    f"{name!r} at version {needed}, but the forward pass leaves it at version "
+                    f"{self.frontier[name]} (it is overwritten later).\n{self._history(name, is_output)}"
                 )
         elif name not in local_blobs:
             raise RuntimeError(
