@@ -168,8 +168,8 @@ def _stop_gradient_elsewhere(x, out, device):
         x = np.asarray(x)
         if out is not None:
             _check_host_out(x, out)
-        moved = device_backend.from_host(x)
-        result = device_backend.to_host(device_backend.copy(moved))
+        # The upload is the device-side copy; a second copy on the device would change nothing.
+        result = device_backend.to_host(device_backend.from_host(x))
         if out is None:
             return result
         np.copyto(out, result)
