@@ -298,7 +298,7 @@ def sparse_normalize(param, indices, grad=None, *, use_max_norm=True, norm=1.0, 
     if device is None and isinstance(param, np.ndarray):
         return sparse_normalize_cpu("SparseNormalize", param, indices, use_max_norm, norm)
     if type(param).__module__.startswith("scipy.sparse"):  # CSR storage: see caffe2op.ops.normalize
-        from .normalize import sparse_normalize_csr
+        from .normalize.sparse import sparse_normalize_csr
 
         return sparse_normalize_csr(param, indices, use_max_norm=use_max_norm, norm=norm, device=device)
     return _sparse_normalize_elsewhere("SparseNormalize", param, indices, use_max_norm, norm, device)
