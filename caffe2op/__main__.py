@@ -38,7 +38,9 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("config", help="print the version, build, threads and OpenCL devices")
     commands.add_parser("demo", help="train a small embedding model end to end (demo --help)")
-    commands.add_parser("bench", help="benchmarks against NumPy, torch and scikit-learn (bench --help)")
+    commands.add_parser(
+        "bench", help="time caffe2op against NumPy, numba, torch, scikit-learn and measured limits (bench --help)"
+    )
     parser.parse_args(argv)
     from . import show_config
 

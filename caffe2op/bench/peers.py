@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The peers and floors caffe2op is measured against, each written plainly.
+"""The peers caffe2op is measured against, each written plainly (the limits are in :mod:`.floor`).
 
-Optional peers (torch, scikit-learn) raise :class:`~caffe2op.bench.timing.Missing`
+Optional peers (numba, torch, scikit-learn) raise :class:`~caffe2op.bench.timing.Missing`
 when they are not installed: they are reported as missing, never faked.
 """
 
@@ -21,14 +21,6 @@ def numpy_sparse_normalize(param, indices, use_max_norm=True, norm=1.0):
     selected = norms > norm if use_max_norm else np.ones(len(rows), dtype=bool)
     scale = (norm / (norms[selected] + 1e-12)).astype(table.dtype)
     table[rows[selected]] = gathered[selected] * scale[:, None]
-    return param
-
-
-def gather_scatter_floor(param, indices, buffer):
-    """The least memory traffic any SparseNormalize needs: gather the rows, scatter them back."""
-    table = param.reshape(len(param), -1)
-    np.take(table, indices, axis=0, out=buffer)
-    table[indices] = buffer
     return param
 
 

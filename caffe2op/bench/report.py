@@ -124,6 +124,9 @@ def write_all(folder, machine, records, *, quick, markdown_name=None, plot_dir=N
     plot_dir = pathlib.Path(plot_dir) if plot_dir is not None else folder / "plots"
     plots = plot_sweeps(plot_dir, records)
     written += list(plots.values())
+    for stale in plot_dir.glob("*.png") if plots else ():  # the folder is the report's own: drop old sweeps' plots
+        if stale not in plots.values():
+            stale.unlink()
     markdown_path = folder / (markdown_name or f"{stem}.md")
     relative = {key: os.path.relpath(path, markdown_path.parent).replace(os.sep, "/") for key, path in plots.items()}
     markdown_path.write_text(markdown(machine, records, relative))
@@ -320,9 +323,11 @@ def plot_sweeps(folder, records):
         ax.set_xlabel(name)
         ax.set_ylabel("median time (s)")
         ax.set_yscale("log")
-        xs = [r["x"] for r in members]
+        xs = sorted({r["x"] for r in members})
         if min(xs) > 0 and max(xs) / min(xs) >= 100:
             ax.set_xscale("log")
+        ax.set_xticks(xs, [_tick(x) for x in xs])  # the measured sizes, named as in the tables
+        ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=9)
         fig.tight_layout()
@@ -331,6 +336,13 @@ def plot_sweeps(folder, records):
         plt.close(fig)
         written[(group, name)] = path
     return written
+
+
+def _tick(x):
+    """``100``, ``10^6``, ``0.3``: an axis label for a measured size."""
+    if x >= 10_000 and float(np.log10(x)).is_integer():
+        return f"$10^{{{int(np.log10(x))}}}$"
+    return f"{x:g}" if x < 10_000 else f"{x:,.0f}"
 
 
 def _plot_lines(members):
