@@ -70,7 +70,7 @@ def stop_gradient_cases(quick):
         reference=lambda: x,
         rtol=0,
         atol=0,
-        targets=[Target(COPY_NT, 0.9), Target("np.copyto", 1.0)],
+        targets=[Target(COPY_NT, 0.9), Target("np.copyto", 0.9)],
         params=dict(bytes=x.nbytes, last_level_cache=last_level_cache_bytes()),
     )
     yield Case(
@@ -211,7 +211,7 @@ def backward_cases(quick):
                 f"{shape} of {n:,} operators, gc enabled",
                 contenders,
                 threads=1,
-                series=shape,
+                series=f"operators ({shape})",
                 x=n,
                 targets=targets,
                 keep_gc=True,
@@ -350,7 +350,7 @@ def normalize_cases(quick):
                     _copy_limit(dense),
                 ],
                 reference=lambda d=dense, a=axis: peers.numpy_normalize(d.astype(np.float64), a),
-                series=f"dense side, axis {axis}",
+                series=f"side (axis {axis})",
                 x=side,
                 targets=[Target("numpy", 2.0), Target(NUMBA, 1.3)] if headline else [],
                 params=dict(shape=[side, side], axis=axis),

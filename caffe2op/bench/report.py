@@ -144,7 +144,7 @@ def _cell(result, ours):
     if result is None:
         return ""
     if "missing" in result:
-        return f"missing: {result['missing']}"
+        return "missing"  # the reason is in the notes under the tables
     return format_seconds(result["median_s"]) + _ratio(result, ours)
 
 
@@ -274,6 +274,12 @@ def markdown(machine, records, plots=None):
         )
         notes = sorted(
             {f"{label}: {res['note']}" for r in members for label, res in r["results"].items() if res.get("note")}
+            | {
+                f"{label}: missing: {res['missing']}"
+                for r in members
+                for label, res in r["results"].items()
+                if "missing" in res
+            }
         )
         if notes:
             lines += [""] + [f"- {note}" for note in notes]
