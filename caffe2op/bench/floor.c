@@ -24,12 +24,15 @@
 #include <immintrin.h>
 #endif
 
+/* Small work stays serial, as a good kernel keeps it: waking a second thread costs more. */
+#define SERIAL_BYTES (256 << 10)
+
 int floor_threads(void) { return omp_get_max_threads(); }
 
 uint64_t floor_read(const uint64_t *data, int64_t words, int threads)
 {
     uint64_t total = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static)
+#pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static) if (words * 8 > SERIAL_BYTES)
     for (int64_t i = 0; i < words; i += 8) {
         uint64_t lanes = 0;
         int64_t end = i + 8 < words ? i + 8 : words;
@@ -50,7 +53,7 @@ static void chunk(int64_t n, int64_t *begin, int64_t *end)
 
 void floor_copy(char *dst, const char *src, int64_t n, int threads)
 {
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (n > SERIAL_BYTES)
     {
         int64_t begin, end;
         chunk(n, &begin, &end);
@@ -61,7 +64,7 @@ void floor_copy(char *dst, const char *src, int64_t n, int threads)
 
 void floor_copy_nt(char *dst, const char *src, int64_t n, int threads)
 {
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (n > SERIAL_BYTES)
     {
         int64_t begin, end;
         chunk(n, &begin, &end);
@@ -99,7 +102,7 @@ uint64_t floor_read_rows(const char *table, int64_t row_bytes, const int64_t *ro
 {
     uint64_t total = 0;
     int64_t words = row_bytes / 8;
-#pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static)
+#pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static) if (count * row_bytes > SERIAL_BYTES)
     for (int64_t i = 0; i < count; i++) {
         if (i + 8 < count)
             __builtin_prefetch(table + rows[i + 8] * row_bytes);
@@ -202,8 +205,8 @@ static uint16_t float_to_half(float f)
                                             int64_t *rows, int threads)                                          \
     {                                                                                                            \
         int64_t count = distinct_ascending(idx, n_idx, n_rows, bitmap, rows);                                    \
-        int64_t changed = 0;                                                                                     \
-        _Pragma("omp parallel for num_threads(threads) schedule(static) reduction(+ : changed) if (count > 64)") \
+        int64_t changed = 0, bytes = count * width * (int64_t)sizeof(T);                                         \
+        _Pragma("omp parallel for num_threads(threads) schedule(static) reduction(+ : changed) if (bytes > SERIAL_BYTES)") \
         for (int64_t i = 0; i < count; i++) {                                                                    \
             if (i + 8 < count) {                                                                                 \
                 const char *ahead = (const char *)(table + rows[i + 8] * width);                                 \

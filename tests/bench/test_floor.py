@@ -30,15 +30,17 @@ def _xor_fold_sum(words):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_read_touches_every_word(threads):
-    words = np.random.default_rng(1).integers(0, 2**63, 1001, dtype=np.uint64)
+@pytest.mark.parametrize("size", [1001, 100_001])  # serial, and parallel past 256 KiB
+def test_read_touches_every_word(threads, size):
+    words = np.random.default_rng(1).integers(0, 2**63, size, dtype=np.uint64)
     assert floor.read(words, threads) == _xor_fold_sum(words)
 
 
 @pytest.mark.parametrize("non_temporal", [False, True])
 @pytest.mark.parametrize("offset", [0, 1, 7])
-def test_copy_is_exact_at_any_alignment_and_length(non_temporal, offset):
-    src = np.random.default_rng(2).integers(0, 255, 100_003, dtype=np.uint8)
+@pytest.mark.parametrize("size", [100_003, 1_000_003])  # serial, and parallel past 256 KiB
+def test_copy_is_exact_at_any_alignment_and_length(non_temporal, offset, size):
+    src = np.random.default_rng(2).integers(0, 255, size, dtype=np.uint8)
     dst = np.zeros(src.size + offset, np.uint8)
     floor.copy(dst[offset:], src, 2, non_temporal=non_temporal)
     assert np.array_equal(dst[offset:], src)
@@ -56,7 +58,8 @@ def test_read_rows_reads_the_given_rows():
 @pytest.mark.parametrize("use_max_norm", [True, False])
 @pytest.mark.parametrize(
     ("n_rows", "count", "share"),
-    [(100_000, 30, 0.5), (2_000, 1_500, 0.3), (4_000, 1, 0.0)],  # sort path, bitmap path, one index
+    # sort path, bitmap path (serial, then parallel past 256 KiB of rows), one index
+    [(100_000, 30, 0.5), (2_000, 1_500, 0.3), (20_000, 15_000, 0.3), (4_000, 1, 0.0)],
 )
 def test_sparse_normalize_floor_matches_the_reference(dtype, use_max_norm, n_rows, count, share):
     rng = np.random.default_rng(4)
