@@ -114,3 +114,19 @@ def test_report_states_its_ratio_once_and_keeps_tables_narrow(tiny_group, tmp_pa
     assert "`t(peer) / t(caffe2op) >= 1e+09`" in text
     table_widths = [line.count("|") - 1 for line in text.splitlines() if line.startswith("|")]
     assert table_widths and max(table_widths) <= 6
+
+
+def test_update_docs_writes_the_page_and_its_plots(tiny_group, tmp_path, monkeypatch):
+    import caffe2op.bench as bench
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "conf.py").write_text("")
+    monkeypatch.setattr(registry, "GROUPS", {"tinytest": registry.GROUPS["tinytest"]})  # "the full run", tiny
+    monkeypatch.setattr(bench, "_docs_dir", lambda: docs)
+    assert main(["--update-docs", "--output", str(tmp_path / "out")]) == 0
+    page = (docs / "benchmarks.md").read_text()
+    assert "(_static/benchmarks/tiny-size.png)" in page
+    assert (docs / "_static" / "benchmarks" / "tiny-size.png").exists()
+    assert (tmp_path / "out" / "benchmarks.json").exists()
+    assert sorted(p.name for p in docs.iterdir()) == ["_static", "benchmarks.md", "conf.py"]
