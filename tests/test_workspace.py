@@ -61,7 +61,7 @@ def test_missing_input_names_blob_and_operator():
     op = caffe2op.create_operator("SparseNormalize", ["w", "idx"], ["w"])
     with pytest.raises(caffe2op.MissingBlobError) as err:
         ws.run_operator_once(op)
-    assert str(err.value) == "SparseNormalize: input 1 'idx' does not exist in the workspace"
+    assert str(err.value) == "SparseNormalize: input 1 'idx' does not exist in the workspace."
     assert err.value.__notes__ == ["while running operator SparseNormalize(w, idx) -> (w)"]
     # ZeroGradient reads nothing, but its input must exist, as in Caffe2.
     with pytest.raises(caffe2op.MissingBlobError, match="ZeroGradient: input 0 'q'"):
