@@ -250,12 +250,14 @@ def test_cpu_device_and_none_give_the_cpu_path():
 def test_operator_on_every_device(device, case, in_place):
     x, axis = case
     _skip_without_fp64(device, x.dtype)
-    out = "x" if in_place else "y"
-    ws, result = run_op(device, "Normalize", {"x": x}, "x", out, axis=axis)
-    assert ws.blob_device(out) == ws.blob_device("x")
-    assert_allclose_dtype(result[out], normalize_ref(x, axis))
-    if not in_place:
-        assert_bit_identical(ws.fetch_blob("x"), x)
+    if in_place:  # Caffe2's Normalize schema has no AllowInplace
+        with pytest.raises(caffe2op.SchemaError, match="AllowInplace"):
+            run_op(device, "Normalize", {"x": x}, "x", "x", axis=axis)
+        return
+    ws, result = run_op(device, "Normalize", {"x": x}, "x", "y", axis=axis)
+    assert ws.blob_device("y") == ws.blob_device("x")
+    assert_allclose_dtype(result["y"], normalize_ref(x, axis))
+    assert_bit_identical(ws.fetch_blob("x"), x)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -394,7 +396,7 @@ def test_float64_without_fp64(opencl_device, monkeypatch):
     ws.feed_blob("x32", x.astype(np.float32), opencl_device)
     monkeypatch.setattr(backend, "info", dataclasses.replace(backend.info, fp64=False))
     with pytest.raises(TypeError, match="Normalize: float64 needs an OpenCL device with double precision"):
-        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "x", device_option=opencl_device))
+        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "y", device_option=opencl_device))
     assert_bit_identical(ws.fetch_blob("x"), x)
     host = x.copy()
     with pytest.raises(TypeError, match="cl_khr_fp64"):
@@ -407,15 +409,15 @@ def test_float64_without_fp64(opencl_device, monkeypatch):
     assert_bit_identical(w.data, x[0])
     assert_bit_identical(d.data.get(), x[0])
     # float32 still works, accumulating in float
-    ws.run_operator_once(caffe2op.create_operator("Normalize", "x32", "x32", device_option=opencl_device))
-    assert_allclose_dtype(ws.fetch_blob("x32"), [[0.6, 0.8]])
+    ws.run_operator_once(caffe2op.create_operator("Normalize", "x32", "y32", device_option=opencl_device))
+    assert_allclose_dtype(ws.fetch_blob("y32"), [[0.6, 0.8]])
 
 
 def test_operator_bad_input_on_device(opencl_device):
     ws = caffe2op.Workspace()
     ws.feed_blob("i", np.arange(6).reshape(2, 3), opencl_device)
     with pytest.raises(TypeError, match="Normalize: X must be float16, float32 or float64, got int64"):
-        ws.run_operator_once(caffe2op.create_operator("Normalize", "i", "i", device_option=opencl_device))
+        ws.run_operator_once(caffe2op.create_operator("Normalize", "i", "j", device_option=opencl_device))
     assert_bit_identical(ws.fetch_blob("i"), np.arange(6).reshape(2, 3))
     x = _weights()
     ws.feed_blob("x", x, opencl_device)
@@ -659,7 +661,8 @@ LARGE_BODY = """
     special = np.arange(width, dtype=np.float16)
     w[last : rows].set(special.reshape(1, width))
     # rows (axis 1): the work-group kernel; the last row starts past element 2**31
-    ws.run_operator_once(caffe2op.create_operator("Normalize", "w", "w", axis=1, device_option=device))
+    # In place needs the functional form (the operator is not in place, as in Caffe2); same kernels.
+    caffe2op.normalize(w, axis=1, out=w)
     expected = special.astype(np.float64) / np.linalg.norm(special.astype(np.float64))
     np.testing.assert_allclose(w[last:rows].get()[0].astype(np.float64), expected, rtol=2e-3, atol=1e-4)
     np.testing.assert_allclose(w[0:1].get()[0].astype(np.float64), 0.25, rtol=1e-3)

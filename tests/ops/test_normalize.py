@@ -199,11 +199,13 @@ def test_operator_matches_reference(case, in_place):
     x, axis = case
     ws = caffe2op.Workspace()
     ws.feed_blob("x", x)
-    out = "x" if in_place else "y"
-    ws.run_operator_once(caffe2op.create_operator("Normalize", "x", out, axis=axis))
-    assert_allclose_dtype(ws.fetch_blob(out), normalize_ref(x, axis))
-    if not in_place:
-        assert_bit_identical(ws.fetch_blob("x"), np.ascontiguousarray(x))
+    if in_place:  # Caffe2's Normalize schema has no AllowInplace
+        with pytest.raises(caffe2op.SchemaError, match="AllowInplace"):
+            caffe2op.create_operator("Normalize", "x", "x", axis=axis)
+        return
+    ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "y", axis=axis))
+    assert_allclose_dtype(ws.fetch_blob("y"), normalize_ref(x, axis))
+    assert_bit_identical(ws.fetch_blob("x"), np.ascontiguousarray(x))
 
 
 def test_operator_default_axis_is_last():
@@ -216,19 +218,22 @@ def test_operator_default_axis_is_last():
 def test_operator_in_a_net():
     net = caffe2op.Net("n")
     net.Normalize("w", "w_unit", axis=0)
-    net.Normalize("w", "w", axis=1)
+    net.Normalize("w", "w_rows", axis=1)
     ws = caffe2op.Workspace()
     ws.feed_blob("w", np.array([[3.0], [4.0]]))
     ws.run_net(net)
     np.testing.assert_allclose(ws.fetch_blob("w_unit"), [[0.6], [0.8]])
-    np.testing.assert_allclose(ws.fetch_blob("w"), [[1.0], [1.0]])
+    np.testing.assert_allclose(ws.fetch_blob("w_rows"), [[1.0], [1.0]])
+    # Caffe2's Normalize schema has no AllowInplace: in place fails schema verification.
+    with pytest.raises(caffe2op.SchemaError, match="does not allow \\(AllowInplace\\)"):
+        net.Normalize("w", "w", axis=1)
 
 
 def test_schemas():
     schema = caffe2op.get_schema("Normalize")
     assert schema.input_range == (1, 1) and schema.output_range == (1, 1)
     assert schema.arg("axis").default == -1
-    assert schema.inplace_allowed(0, 0) and not schema.inplace_enforced(0, 0)
+    assert not schema.inplace_allowed(0, 0)  # as Caffe2's (normalize_op.cc: no AllowInplace)
     assert schema.infer_types_and_shapes([((2, 3), np.dtype("float16"))]) == [((2, 3), np.dtype("float16"))]
     assert schema.doc and schema.formula and schema.example
     grad = caffe2op.get_schema("NormalizeGradient")
@@ -329,7 +334,7 @@ def test_axis_out_of_range(axis):
     ws = caffe2op.Workspace()
     ws.feed_blob("x", x)
     with pytest.raises(ValueError, match="rank 2"):
-        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "x", axis=axis))
+        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "y", axis=axis))
     assert_bit_identical(ws.fetch_blob("x"), before)
     assert not ws.has_blob("y")
 
@@ -357,7 +362,7 @@ def test_operator_rejects_integer_blob_and_leaves_it_alone():
     ws = caffe2op.Workspace()
     ws.feed_blob("x", np.arange(6).reshape(2, 3))
     with pytest.raises(TypeError, match="Normalize: X must be float16, float32 or float64, got int64"):
-        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "x"))
+        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "y"))
     np.testing.assert_array_equal(ws.fetch_blob("x"), np.arange(6).reshape(2, 3))
 
 
