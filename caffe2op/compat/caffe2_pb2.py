@@ -28,7 +28,7 @@ import numbers
 from .. import core as _native_core
 from ..core import DataType, DeviceType
 
-__all__ = ["CPU", "CUDA", "OPENCL", "Argument", "DeviceOption", "NetDef", "OperatorDef", "TensorProto"]
+__all__ = ["Argument", "DeviceOption", "NetDef", "OperatorDef", "TensorProto"]
 
 #: Device types (Caffe2's numbering; ``OPENCL`` is caffe2op's addition).
 CPU = int(DeviceType.CPU)
@@ -76,6 +76,10 @@ class DeviceOption:
         ``CPU``, ``CUDA`` or ``OPENCL``.
     device_id : int, default 0
         Index among devices of that type.
+    random_seed : int, default 0
+        Kept, not used.
+    node_name : str, default ""
+        Kept, not used.
 
     Examples
     --------
@@ -87,11 +91,18 @@ class DeviceOption:
     DeviceOption(device_type=<DeviceType.CUDA: 1>, device_id=1)
     """
 
-    def __init__(self, device_type=CPU, device_id=0, *, random_seed=0, node_name="", _owner=None):
-        object.__setattr__(self, "_owner", _owner)
+    def __init__(self, device_type=CPU, device_id=0, *, random_seed=0, node_name=""):
+        object.__setattr__(self, "_owner", None)
         object.__setattr__(self, "_own", _native_core.DeviceOption(device_type, device_id))
         object.__setattr__(self, "random_seed", random_seed)
         object.__setattr__(self, "node_name", node_name)
+
+    @classmethod
+    def _of(cls, op):
+        """The view of ``op``'s device option."""
+        option = cls()
+        object.__setattr__(option, "_owner", op)
+        return option
 
     @property
     def native(self):
@@ -137,7 +148,26 @@ class DeviceOption:
         self.device_id = value
 
     def CopyFrom(self, other):  # noqa: N802 - protobuf's name
-        """Take the fields of ``other`` (a compat or caffe2op DeviceOption)."""
+        """Take the fields of ``other`` (a compat or caffe2op DeviceOption).
+
+        Parameters
+        ----------
+        other : DeviceOption or caffe2op.DeviceOption
+            The source.
+
+        Raises
+        ------
+        TypeError
+            If ``other`` is not a device option.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import caffe2_pb2
+        >>> opt = caffe2_pb2.DeviceOption()
+        >>> opt.CopyFrom(caffe2_pb2.DeviceOption(caffe2_pb2.OPENCL, 1))
+        >>> opt.device_type, opt.device_id
+        (4, 1)
+        """
         native = _native_device(other)
         if self._owner is None:
             object.__setattr__(self, "_own", native)
@@ -145,7 +175,24 @@ class DeviceOption:
             self._owner.device_option = native
 
     def HasField(self, name):  # noqa: N802 - protobuf's name
-        """Whether field ``name`` differs from its default."""
+        """Whether field ``name`` differs from its default.
+
+        Parameters
+        ----------
+        name : str
+            A field name.
+
+        Returns
+        -------
+        bool
+            True if set to a non-default value.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import caffe2_pb2
+        >>> caffe2_pb2.DeviceOption(caffe2_pb2.CUDA).HasField("device_type")
+        True
+        """
         return bool(getattr(self, name))
 
     def __setattr__(self, name, value):
@@ -196,6 +243,14 @@ class Argument:
     ``args`` dict; standalone (``Argument()``, then ``op.arg.extend([a])``)
     it holds its value until it is added.
 
+    Parameters
+    ----------
+    name : str, default ""
+        The argument's name.
+    **fields
+        At most one value field: ``f``, ``i``, ``s``, ``floats``, ``ints``
+        or ``strings``.
+
     Examples
     --------
     >>> from caffe2op.compat import core
@@ -209,13 +264,23 @@ class Argument:
 
     _DEFAULTS = {"f": 0.0, "i": 0, "s": b"", "floats": [], "ints": [], "strings": []}
 
-    def __init__(self, name="", *, _owner=None, _target=None, **fields):
-        object.__setattr__(self, "_owner", _owner)  # the operator whose args this entry views
-        object.__setattr__(self, "_target", _target)  # the operator it joins once it has a value
+    def __init__(self, name="", **fields):
+        object.__setattr__(self, "_owner", None)  # the operator whose args this entry views
+        object.__setattr__(self, "_target", None)  # the operator it joins once it has a value
         object.__setattr__(self, "_name", name)
         object.__setattr__(self, "_value", None)
         for key, value in fields.items():
             setattr(self, key, value)
+
+    @classmethod
+    def _bound(cls, op, name="", *, pending=False, **fields):
+        """An entry of ``op.args`` (``pending``: one that joins ``op`` once it has a value)."""
+        arg = cls()
+        object.__setattr__(arg, "_target" if pending else "_owner", op)
+        object.__setattr__(arg, "_name", name)
+        for key, value in fields.items():
+            setattr(arg, key, value)
+        return arg
 
     def _get_value(self):
         if self._owner is not None:
@@ -268,7 +333,25 @@ class Argument:
         self._put_value(value)
 
     def HasField(self, field):  # noqa: N802 - protobuf's name
-        """Whether the value is stored in ``field``."""
+        """Whether the value is stored in ``field`` (Caffe2's ``MakeArgument`` choice of field).
+
+        Parameters
+        ----------
+        field : str
+            ``"name"``, ``"f"``, ``"i"``, ``"s"``, ``"floats"``, ``"ints"`` or ``"strings"``.
+
+        Returns
+        -------
+        bool
+            True if the value lives in that field.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import caffe2_pb2
+        >>> arg = caffe2_pb2.Argument("k", i=3)
+        >>> arg.HasField("i"), arg.HasField("f")
+        (True, False)
+        """
         return field == "name" and bool(self._name) or _arg_fields(self._get_value()) == field
 
     def __eq__(self, other):
@@ -289,7 +372,7 @@ class _ArgList:
         self._op = op
 
     def __iter__(self):
-        return iter([Argument(name, _owner=self._op) for name in list(self._op.args)])
+        return iter([Argument._bound(self._op, name) for name in list(self._op.args)])
 
     def __len__(self):
         return len(self._op.args)
@@ -299,7 +382,7 @@ class _ArgList:
 
     def add(self, **fields):
         """A new argument of this operator (set its ``name`` first, then its value)."""
-        return Argument(_target=self._op, **fields)
+        return Argument._bound(self._op, pending=True, **fields)
 
     def extend(self, args):
         """Add standalone :class:`Argument` objects."""
@@ -351,10 +434,8 @@ class OperatorDef:
 
     __slots__ = ("_op",)
 
-    def __init__(self, type="", *, _native=None, **fields):  # noqa: A002 - protobuf's name
-        if _native is None:
-            _native = _blank_operator()
-        object.__setattr__(self, "_op", _native)
+    def __init__(self, type="", **fields):  # noqa: A002 - protobuf's name
+        object.__setattr__(self, "_op", _blank_operator())
         if type:
             self.type = type
         for key, value in fields.items():
@@ -428,7 +509,7 @@ class OperatorDef:
     @property
     def device_option(self):
         """The device option, as a :class:`DeviceOption` view (CPU when unset)."""
-        return DeviceOption(_owner=self._op)
+        return DeviceOption._of(self._op)
 
     @property
     def debug_info(self):
@@ -441,7 +522,29 @@ class OperatorDef:
         return []
 
     def HasField(self, name):  # noqa: N802 - protobuf's name
-        """Whether field ``name`` is set (``device_option``: whether the operator has one)."""
+        """Whether field ``name`` is set (``device_option``: whether the operator has one).
+
+        Parameters
+        ----------
+        name : str
+            A singular field.
+
+        Returns
+        -------
+        bool
+            True if set.
+
+        Raises
+        ------
+        ValueError
+            If the message has no such singular field (as protobuf).
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> core.CreateOperator("StopGradient", "x", "y").HasField("device_option")
+        False
+        """
         if name == "device_option":
             return self._op.device_option is not None
         if name in ("type", "name", "engine", "is_gradient_op"):
@@ -451,7 +554,25 @@ class OperatorDef:
         raise ValueError(f'Protocol message OperatorDef has no singular "{name}" field.')
 
     def ClearField(self, name):  # noqa: N802 - protobuf's name
-        """Reset field ``name`` to its default."""
+        """Reset field ``name`` to its default.
+
+        Parameters
+        ----------
+        name : str
+            A field.
+
+        Raises
+        ------
+        ValueError
+            If the message has no such field.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> op = core.CreateOperator("StopGradient", "x", "y", engine="FAST")
+        >>> op.ClearField("engine"); op.native.engine
+        ''
+        """
         if name == "device_option":
             self._op.device_option = None
         elif name in ("input", "output"):
@@ -466,7 +587,21 @@ class OperatorDef:
             raise ValueError(f'Protocol message OperatorDef has no "{name}" field.')
 
     def CopyFrom(self, other):  # noqa: N802 - protobuf's name
-        """Take every field of ``other`` (an OperatorDef message or a caffe2op OperatorDef)."""
+        """Take every field of ``other`` (an OperatorDef message or a caffe2op OperatorDef).
+
+        Parameters
+        ----------
+        other : OperatorDef or caffe2op.OperatorDef
+            The source; its lists and arguments are copied.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import caffe2_pb2, core
+        >>> op = caffe2_pb2.OperatorDef()
+        >>> op.CopyFrom(core.CreateOperator("StopGradient", "x", "y"))
+        >>> op.native.describe()
+        'StopGradient(x) -> (y)'
+        """
         source = as_native(other)
         target = self._op
         target.type = source.type
@@ -543,7 +678,11 @@ def as_native(op):
 
 def view(op):
     """An OperatorDef message showing the caffe2op OperatorDef ``op``."""
-    return op if isinstance(op, OperatorDef) else OperatorDef(_native=as_native(op))
+    if isinstance(op, OperatorDef):
+        return op
+    message = OperatorDef.__new__(OperatorDef)
+    object.__setattr__(message, "_op", as_native(op))
+    return message
 
 
 class _OpList:
@@ -608,11 +747,18 @@ class NetDef:
     ('doc_netdef', ['StopGradient'], ['x'])
     """
 
-    def __init__(self, name="", *, _ops=None, _external_input=None, _external_output=None):
+    def __init__(self, name=""):
         self.name = name
-        self._ops = [] if _ops is None else _ops
-        self.external_input = [] if _external_input is None else _external_input
-        self.external_output = [] if _external_output is None else _external_output
+        self._ops = []
+        self.external_input = []
+        self.external_output = []
+
+    @classmethod
+    def _of(cls, name, ops, external_input, external_output):
+        """A NetDef sharing a net's lists (a view)."""
+        net_def = cls(name)
+        net_def._ops, net_def.external_input, net_def.external_output = ops, external_input, external_output
+        return net_def
 
     @property
     def op(self):
@@ -620,7 +766,23 @@ class NetDef:
         return _OpList(self._ops)
 
     def CopyFrom(self, other):  # noqa: N802 - protobuf's name
-        """Take every field of another NetDef (operators are copied)."""
+        """Take every field of another NetDef (operators are copied).
+
+        Parameters
+        ----------
+        other : NetDef
+            The source.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import caffe2_pb2, core
+        >>> net = core.Net("doc_copy_from")
+        >>> _ = net.StopGradient("x", "y")
+        >>> copy = caffe2_pb2.NetDef()
+        >>> copy.CopyFrom(net.Proto())
+        >>> copy.name, len(copy.op)
+        ('doc_copy_from', 1)
+        """
         self.name = other.name
         self._ops[:] = [_copy.deepcopy(op) for op in other._ops]
         self.external_input[:] = list(other.external_input)

@@ -71,7 +71,18 @@ _NAMES_LOCK = threading.Lock()
 
 
 class CompatWarning(UserWarning):
-    """Caffe2 code did something caffe2op does differently (the message says what happened)."""
+    """Caffe2 code did something caffe2op does differently (the message says what happened).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from caffe2op.compat import core
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     op = core.CreateOperator("StopGradient", "x", "y", bogus=1)
+    >>> caught[0].category is core.CompatWarning, op.native.args
+    (True, {})
+    """
 
 
 # --- names and scopes ------------------------------------------------------------------------------
@@ -126,6 +137,15 @@ def ScopedName(name):  # noqa: N802 - Caffe2's name
     -------
     str
         The scoped name.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import core
+    >>> with core.NameScope("dec"):
+    ...     core.ScopedName("w")
+    'dec/w'
+    >>> core.ScopedName("w")
+    'w'
     """
     return _NAME_SCOPE.get() + str(name)
 
@@ -160,15 +180,51 @@ class BlobReference(str):
         return ref
 
     def Net(self):  # noqa: N802 - Caffe2's name
-        """The net that made this reference, or None."""
+        """The net that made this reference.
+
+        Returns
+        -------
+        Net or None
+            The net, or None for a reference made directly.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> core.BlobReference("x").Net() is None
+        True
+        """
         return self._from_net
 
     def GetNameScope(self):  # noqa: N802 - Caffe2's name
-        """The name scope part of the name (``"a/b/"`` or ``""``)."""
+        """The name scope part of the name.
+
+        Returns
+        -------
+        str
+            ``"a/b/"``, or ``""`` for an unscoped name.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> core.BlobReference("enc/layer/w").GetNameScope()
+        'enc/layer/'
+        """
         return self[: self.rfind("/") + 1]
 
     def GetUnscopedName(self):  # noqa: N802 - Caffe2's name
-        """The name without its name scope."""
+        """The name without its name scope.
+
+        Returns
+        -------
+        str
+            The last part of the name.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> core.BlobReference("enc/layer/w").GetUnscopedName()
+        'w'
+        """
         return self[self.rfind("/") + 1 :]
 
     def __getattr__(self, op_type):
@@ -187,7 +243,28 @@ class BlobReference(str):
 
 
 def ScopedBlobReference(name, *args, **kwargs):  # noqa: N802 - Caffe2's name
-    """A :class:`BlobReference` to ``name`` in the current name scope."""
+    """A :class:`BlobReference` to ``name`` in the current name scope.
+
+    Parameters
+    ----------
+    name : str
+        The unscoped name.
+    *args, **kwargs
+        Passed to :class:`BlobReference` (the net).
+
+    Returns
+    -------
+    BlobReference
+        The reference.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import core
+    >>> with core.NameScope("enc"):
+    ...     ref = core.ScopedBlobReference("w")
+    >>> ref
+    'enc/w'
+    """
     return BlobReference(ScopedName(name), *args, **kwargs)
 
 
@@ -251,6 +328,14 @@ def DeviceScope(scope, node_name=None):  # noqa: N802 - Caffe2's name
     Yields
     ------
     None
+
+    Examples
+    --------
+    >>> from caffe2op.compat import caffe2_pb2, core
+    >>> with core.DeviceScope(core.DeviceOption(caffe2_pb2.OPENCL, 0)):
+    ...     op = core.CreateOperator("StopGradient", "x", "y")
+    >>> op.device_option.device_type
+    4
     """
     with _core.device_scope(caffe2_pb2._native_device(scope)):
         yield
@@ -277,6 +362,12 @@ def IsOperator(op_type):  # noqa: N802 - Caffe2's name
     -------
     bool
         True if known.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import core
+    >>> core.IsOperator("SparseNormalize"), core.IsOperator("NoSuchThing")
+    (True, False)
     """
     return op_type in _tables.known_operator_types()
 
@@ -420,6 +511,8 @@ class Net(_net.Net):
     ----------
     name_or_proto : str, Net or caffe2_pb2.NetDef
         A name, or a net or NetDef to copy.
+    inplace : bool, default False
+        Accepted for compatibility (a copy is always made).
 
     Examples
     --------
@@ -465,7 +558,19 @@ class Net(_net.Net):
             self._external_output[:] = list(proto.external_output)
 
     def Name(self):  # noqa: N802 - Caffe2's name
-        """The net's name."""
+        """The net's name.
+
+        Returns
+        -------
+        str
+            The name (unique in the process, as in Caffe2).
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> core.Net("doc_name").Name()
+        'doc_name'
+        """
         return self.name
 
     def Proto(self):  # noqa: N802 - Caffe2's name
@@ -475,30 +580,92 @@ class Net(_net.Net):
         -------
         caffe2_pb2.NetDef
             The view.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_proto")
+        >>> _ = net.StopGradient("x", "y")
+        >>> net.Proto().op[0].type
+        'StopGradient'
         """
-        return caffe2_pb2.NetDef(
-            self.name, _ops=self.ops, _external_input=self._external_input, _external_output=self._external_output
-        )
+        return caffe2_pb2.NetDef._of(self.name, self.ops, self._external_input, self._external_output)
 
     def _defined(self):
         return {name for op in self.ops for name in op.outputs} | set(self._external_input)
 
     def BlobIsDefined(self, blob):  # noqa: N802 - Caffe2's name
-        """Whether ``blob`` is an external input or an operator's output."""
+        """Whether ``blob`` is an external input or an operator's output.
+
+        Parameters
+        ----------
+        blob : str or BlobReference
+            The blob.
+
+        Returns
+        -------
+        bool
+            True if defined by the net.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_defined")
+        >>> y = net.StopGradient("x", "y")
+        >>> net.BlobIsDefined(y), net.BlobIsDefined("z")
+        (True, False)
+        """
         return str(blob) in self._defined()
 
     def UsesBlob(self, blob):  # noqa: N802 - Caffe2's name
-        """Whether any operator reads or writes ``blob``, or it is an external input."""
+        """Whether any operator reads or writes ``blob``, or it is an external input.
+
+        Parameters
+        ----------
+        blob : str or BlobReference
+            The blob.
+
+        Returns
+        -------
+        bool
+            True if used.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_uses")
+        >>> _ = net.StopGradient("x", "y")
+        >>> net.UsesBlob("x"), net.UsesBlob("q")
+        (True, False)
+        """
         blob = str(blob)
         return blob in self._external_input or any(blob in op.inputs or blob in op.outputs for op in self.ops)
 
     def AddExternalInput(self, *inputs):  # noqa: N802 - Caffe2's name
-        """Declare external inputs; returns their BlobReference (one, or a list for several).
+        """Declare external inputs of the net.
+
+        Parameters
+        ----------
+        *inputs : str or BlobReference
+            The blobs (or one list of them).
+
+        Returns
+        -------
+        BlobReference or list of BlobReference
+            One reference, or a list for several.
 
         Raises
         ------
         ValueError
-            If a name is already an external input.
+            If a name is already an external input, or none is given.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_inputs")
+        >>> a, b = net.AddExternalInput("a", "b")
+        >>> a, b, list(net.Proto().external_input)
+        ('a', 'b', ['a', 'b'])
         """
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
             inputs = tuple(inputs[0])
@@ -516,12 +683,30 @@ class Net(_net.Net):
     AddExternalInputs = AddExternalInput
 
     def AddExternalOutput(self, *outputs):  # noqa: N802 - Caffe2's name
-        """Declare external outputs (blobs the net defines); returns their BlobReference.
+        """Declare external outputs (blobs the net defines).
+
+        Parameters
+        ----------
+        *outputs : str or BlobReference
+            The blobs (or one list of them).
+
+        Returns
+        -------
+        BlobReference or list of BlobReference
+            One reference, or a list for several.
 
         Raises
         ------
         ValueError
             If a blob is not defined by the net.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_outputs")
+        >>> y = net.StopGradient("x", "y")
+        >>> net.AddExternalOutput(y), list(net.Proto().external_output)
+        ('y', ['y'])
         """
         if len(outputs) == 1 and isinstance(outputs[0], (list, tuple)):
             outputs = tuple(outputs[0])
@@ -547,7 +732,27 @@ class Net(_net.Net):
         return list(self._external_output)
 
     def NextName(self, prefix=None, output_id=None):  # noqa: N802 - Caffe2's name
-        """A fresh blob name ``<net>/<prefix>`` (``_2``, ``_3`` ... when taken in the current name scope), as Caffe2's."""
+        """A fresh blob name ``<net>/<prefix>`` (``_2``, ``_3`` ... when taken in the current name scope), as Caffe2's.
+
+        Parameters
+        ----------
+        prefix : str, optional
+            Usually the operator type.
+        output_id : int, optional
+            Appended as ``:<id>`` (for operators with several outputs).
+
+        Returns
+        -------
+        str
+            The name (unscoped: builders add the name scope).
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_next")
+        >>> net.NextName("Sum"), net.NextName("Sum"), net.NextName("Sum", 1)
+        ('doc_next/Sum', 'doc_next/Sum_2', 'doc_next/Sum:1')
+        """
         base = f"{self.name}/{prefix}" if prefix else f"{self.name}_blob"
         suffix = f":{output_id}" if output_id is not None else ""
         name = base + suffix
@@ -562,7 +767,25 @@ class Net(_net.Net):
         return name
 
     def NextBlob(self, prefix="unnamed"):  # noqa: N802 - Caffe2's name
-        """A BlobReference to ``prefix`` in the current name scope, or ``prefix_auto_<k>`` when it is taken."""
+        """A BlobReference to ``prefix`` in the current name scope, or ``prefix_auto_<k>`` when it is taken.
+
+        Parameters
+        ----------
+        prefix : str, default "unnamed"
+            The wanted name.
+
+        Returns
+        -------
+        BlobReference
+            A name no earlier call or operator of the net has.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_blob")
+        >>> net.NextBlob("h"), net.NextBlob("h")
+        ('h', 'h_auto_0')
+        """
         base = ScopedName(prefix)
         name, index = base, 0
         defined = self._defined() | self._handed_out
@@ -582,6 +805,24 @@ class Net(_net.Net):
             The net to append (its operators are copied).
         device_option : caffe2_pb2.DeviceOption, optional
             Not supported: must be None.
+
+        Returns
+        -------
+        Net
+            This net.
+
+        Raises
+        ------
+        ValueError
+            If ``device_option`` is given.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> a, b = core.Net("doc_append_a"), core.Net("doc_append_b")
+        >>> _ = a.StopGradient("x", "y"); _ = b.StopGradient("y", "z")
+        >>> [op.type for op in a.AppendNet(b).Proto().op], a.external_inputs
+        (['StopGradient', 'StopGradient'], ['x'])
         """
         if device_option is not None:
             raise ValueError("AppendNet: device_option is not supported by caffe2op")
@@ -608,11 +849,38 @@ class Net(_net.Net):
         -------
         dict
             Every blob with a gradient mapped to the gradient's name or GradientSlice.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_grad")
+        >>> s = net.Sum(["a", "b"], "s")
+        >>> net.AddGradientOperators([s])["a"]
+        's_autogen_grad'
         """
         return self.add_gradient_operators(_ys(ys), skip)
 
     def AddOp(self, op):  # noqa: N802
-        """Append an operator (message or caffe2op OperatorDef) unchecked, as Caffe2's ``Proto().op.extend``."""
+        """Append an operator unchecked, as Caffe2's ``Proto().op.extend([op])``.
+
+        Parameters
+        ----------
+        op : caffe2_pb2.OperatorDef or caffe2op.OperatorDef
+            The operator.
+
+        Returns
+        -------
+        caffe2_pb2.OperatorDef or caffe2op.OperatorDef
+            ``op``.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_add_op")
+        >>> _ = net.AddOp(core.CreateOperator("StopGradient", "x", "y"))
+        >>> len(net.Proto().op)
+        1
+        """
         self.ops.append(caffe2_pb2.as_native(op))
         return op
 
@@ -634,6 +902,19 @@ class Net(_net.Net):
         -------
         Net
             The copy.
+
+        Raises
+        ------
+        ValueError
+            If ``remap_funcs`` is given.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> net = core.Net("doc_clone")
+        >>> _ = net.StopGradient("x", "y")
+        >>> [list(op.input) for op in net.Clone("doc_clone_2", blob_remap={"x": "x2"}).Proto().op]
+        [['x2']]
         """
         if remap_funcs:
             raise ValueError("Clone: remap_funcs is not supported by caffe2op")
@@ -740,6 +1021,15 @@ class GradientRegistry:
         -------
         callable
             The decorator (it returns the function unchanged).
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> @core.GradientRegistry.RegisterGradient("DocCompatIdentity")
+        ... def identity_gradient(op, g_output):
+        ...     return [], g_output
+        >>> core.GradientRegistry.GetGradientForOp(core.CreateOperator("DocCompatIdentity", "x", "y"), ["g"])
+        ([], ['g'])
         """
 
         def decorate(function):
@@ -756,7 +1046,27 @@ class GradientRegistry:
 
     @classmethod
     def GetGradientForOp(cls, op, g_output):  # noqa: N802 - Caffe2's name
-        """``(gradient operators as messages, g_input)`` of one operator (:func:`caffe2op.get_gradient_defs`)."""
+        """The gradient operators of one operator (:func:`caffe2op.get_gradient_defs`).
+
+        Parameters
+        ----------
+        op : caffe2_pb2.OperatorDef or caffe2op.OperatorDef
+            The forward operator.
+        g_output : list
+            One gradient (name, GradientSlice or None) per output.
+
+        Returns
+        -------
+        tuple of (list of caffe2_pb2.OperatorDef, list)
+            The gradient operators and one gradient per input.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> ops, g_input = core.GradientRegistry.GetGradientForOp(core.CreateOperator("Copy", "x", "y"), ["y_grad"])
+        >>> ops[0].type, g_input
+        ('CopyOnDeviceLike', ['x_grad'])
+        """
         ops, g_input = get_gradient_defs(caffe2_pb2.as_native(op), [None if g is None else g for g in g_output])
         return [caffe2_pb2.view(o) for o in ops], g_input
 
@@ -777,6 +1087,14 @@ class GradientRegistry:
         -------
         tuple of (list of caffe2_pb2.OperatorDef, dict)
             The gradient operators and the gradient map.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import core
+        >>> ops = [core.CreateOperator("StopGradient", "x", "y"), core.CreateOperator("Sum", ["y", "w"], "s")]
+        >>> grads, grad_map = core.GradientRegistry.GetBackwardPass(ops, ["s"])
+        >>> [g.type for g in grads], sorted(grad_map)
+        (['ConstantFill'], ['s', 'w', 'y'])
         """
         ops, grad_map = get_backward_pass(_native_ops(operators, "GetBackwardPass"), _ys(ys))
         return [caffe2_pb2.view(o) for o in ops], grad_map

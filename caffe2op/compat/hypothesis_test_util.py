@@ -30,20 +30,34 @@ from . import caffe2_pb2, test_util, workspace
 __all__ = [
     "HypothesisTestCase",
     "arrays",
-    "cpu_do",
-    "device_options",
     "dims",
     "elements_of_type",
     "floats",
-    "gcs",
-    "gcs_cpu_only",
     "tensor",
     "tensors",
 ]
 
 
 def floats(*args, **kwargs):
-    """``hypothesis.strategies.floats`` of width 32 unless told otherwise (as Caffe2's ``hu.floats``)."""
+    """``hypothesis.strategies.floats`` of width 32 unless told otherwise (as Caffe2's ``hu.floats``).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As ``hypothesis.strategies.floats``; the bounds are rounded to float32.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        The strategy.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import hypothesis_test_util as hu
+    >>> from hypothesis import find
+    >>> 0.5 <= find(hu.floats(min_value=0.5, max_value=1.0), lambda v: True) <= 1.0
+    True
+    """
     kwargs.setdefault("width", 32)
     for bound in ("min_value", "max_value"):
         if kwargs.get(bound) is not None:
@@ -52,12 +66,56 @@ def floats(*args, **kwargs):
 
 
 def dims(min_value=1, max_value=5):
-    """One dimension size."""
+    """One dimension size.
+
+    Parameters
+    ----------
+    min_value, max_value : int
+        The bounds.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        Integers in the bounds.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import hypothesis_test_util as hu
+    >>> from hypothesis import find
+    >>> find(hu.dims(), lambda d: d > 3)
+    4
+    """
     return st.integers(min_value=min_value, max_value=max_value)
 
 
 def elements_of_type(dtype=np.float32, filter_=None):
-    """Element values Caffe2 drew for ``dtype`` (floats in [-1, 1], non-negative integers, bools)."""
+    """Element values Caffe2 drew for ``dtype`` (floats in [-1, 1], non-negative integers, bools).
+
+    Parameters
+    ----------
+    dtype : numpy dtype, default float32
+        The element type.
+    filter_ : callable, optional
+        Keep only values for which it is true.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        The strategy.
+
+    Raises
+    ------
+    ValueError
+        For another dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.compat import hypothesis_test_util as hu
+    >>> from hypothesis import find
+    >>> find(hu.elements_of_type(np.int32), lambda v: v > 7)
+    8
+    """
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         elems = st.floats(min_value=-1.0, max_value=1.0, width=dtype.itemsize * 8)
@@ -73,20 +131,96 @@ def elements_of_type(dtype=np.float32, filter_=None):
 
 
 def arrays(dims, dtype=np.float32, elements=None, unique=False):  # noqa: A002 - Caffe2's names
-    """Arrays of shape ``dims``."""
+    """Arrays of shape ``dims``.
+
+    Parameters
+    ----------
+    dims : sequence of int
+        The shape.
+    dtype : numpy dtype, default float32
+        The element type.
+    elements : hypothesis.strategies.SearchStrategy, optional
+        The values (:func:`elements_of_type` by default).
+    unique : bool, default False
+        Distinct values only.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        The strategy.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import hypothesis_test_util as hu
+    >>> from hypothesis import find
+    >>> find(hu.arrays([2, 3]), lambda a: True).shape
+    (2, 3)
+    """
     if elements is None:
         elements = elements_of_type(dtype)
     return hnp.arrays(dtype, dims, elements=elements, unique=unique)
 
 
 def tensor(min_dim=1, max_dim=4, dtype=np.float32, elements=None, unique=False, **kwargs):
-    """One array of ``min_dim`` to ``max_dim`` dimensions (each drawn by :func:`dims`)."""
+    """One array of ``min_dim`` to ``max_dim`` dimensions (each drawn by :func:`dims`).
+
+    Parameters
+    ----------
+    min_dim, max_dim : int
+        The range of the rank.
+    dtype : numpy dtype, default float32
+        The element type.
+    elements : hypothesis.strategies.SearchStrategy, optional
+        The values.
+    unique : bool, default False
+        Distinct values only.
+    **kwargs
+        Bounds of each dimension (``min_value``, ``max_value``).
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        The strategy.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import hypothesis_test_util as hu
+    >>> from hypothesis import find
+    >>> find(hu.tensor(max_dim=2), lambda a: a.ndim == 2).shape
+    (1, 1)
+    """
     shapes = st.lists(dims(**kwargs), min_size=min_dim, max_size=max_dim)
     return shapes.flatmap(lambda shape: arrays(shape, dtype, elements, unique=unique))
 
 
 def tensors(n, min_dim=1, max_dim=4, dtype=np.float32, elements=None, **kwargs):
-    """``n`` arrays of one shape."""
+    """``n`` arrays of one shape.
+
+    Parameters
+    ----------
+    n : int
+        How many.
+    min_dim, max_dim : int
+        The range of the rank.
+    dtype : numpy dtype, default float32
+        The element type.
+    elements : hypothesis.strategies.SearchStrategy, optional
+        The values.
+    **kwargs
+        Bounds of each dimension.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy
+        Lists of ``n`` arrays.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import hypothesis_test_util as hu
+    >>> from hypothesis import find
+    >>> [a.shape for a in find(hu.tensors(n=2), lambda arrays: True)]
+    [(1,), (1,)]
+    """
     shapes = st.lists(dims(**kwargs), min_size=min_dim, max_size=max_dim)
     return shapes.flatmap(lambda shape: st.lists(arrays(shape, dtype, elements), min_size=n, max_size=n))
 
@@ -138,11 +272,24 @@ def _run(op, inputs, device_option, input_device_options=None):
     return op_here
 
 
-class HypothesisTestCase(test_util.TestCase):
-    """Caffe2's ``hu.HypothesisTestCase``: reference, device and gradient checks of one operator."""
+def _loss_and_outputs(op, values, device_option, input_device_options, grad_outputs):
+    """``sum(y**2) / 2`` over the outputs ``grad_outputs`` of ``op`` run on ``values``, and those outputs."""
+    _run(op, values, device_option, input_device_options)
+    ys = [workspace.FetchBlob(name).astype(np.float64) for name in grad_outputs]
+    return sum(float((y * y).sum()) / 2 for y in ys), ys
 
-    def runTest(self):  # noqa: N802 - lets the class be instantiated outside a test run
-        """Nothing: the checks are called by the tests."""
+
+class HypothesisTestCase(test_util.TestCase):
+    """Caffe2's ``hu.HypothesisTestCase``: reference, device and gradient checks of one operator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.compat import core, hypothesis_test_util as hu
+    >>> op = core.CreateOperator("Normalize", "X", "Y", axis=1)
+    >>> x = np.array([[3.0, 4.0]], np.float32)
+    >>> hu.HypothesisTestCase().assertGradientChecks(hu.cpu_do, op, [x], 0, [0])
+    """
 
     def assertReferenceChecks(  # noqa: N802 - Caffe2's name
         self,
@@ -158,12 +305,53 @@ class HypothesisTestCase(test_util.TestCase):
         outputs_to_check=None,
         ensure_outputs_are_inferred=False,
     ):
-        """Run ``op`` and compare its outputs with ``reference(*inputs)`` (relative ``threshold``).
+        """Run ``op`` and compare its outputs with ``reference(*inputs)``.
+
+        Parameters
+        ----------
+        device_option : caffe2_pb2.DeviceOption
+            Where to run.
+        op : caffe2_pb2.OperatorDef
+            The operator; ``inputs`` are fed under its input names.
+        inputs : list of numpy.ndarray
+            The input values.
+        reference : callable
+            ``reference(*inputs)`` returns the expected outputs (a tuple or list).
+        input_device_options : dict, optional
+            ``{input name: DeviceOption}`` for inputs fed elsewhere.
+        threshold : float, default 1e-4
+            Relative (and, without ``atol``, absolute) tolerance.
+        output_to_grad, grad_reference : optional
+            Not supported (``grad_reference`` raises ``NotImplementedError``).
+        atol : float, optional
+            Absolute tolerance.
+        outputs_to_check : list of int, optional
+            Which outputs to compare (all by default).
+        ensure_outputs_are_inferred : bool, default False
+            Ignored.
 
         Returns
         -------
         list of numpy.ndarray
             The outputs.
+
+        Raises
+        ------
+        AssertionError
+            If an output differs from the reference.
+        TypeError
+            If the reference does not return a tuple or list.
+        NotImplementedError
+            If ``grad_reference`` is given.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from caffe2op.compat import core, hypothesis_test_util as hu
+        >>> op = core.CreateOperator("Normalize", "X", "Y", axis=1)
+        >>> x = np.array([[3.0, 4.0]], np.float32)
+        >>> hu.HypothesisTestCase().assertReferenceChecks(hu.cpu_do, op, [x], lambda X: (X / 5,))
+        [array([[0.6, 0.8]], dtype=float32)]
         """
         expected = reference(*[np.copy(x) for x in inputs])
         if not isinstance(expected, (tuple, list)):
@@ -185,7 +373,35 @@ class HypothesisTestCase(test_util.TestCase):
     def assertDeviceChecks(  # noqa: N802 - Caffe2's name
         self, device_options, op, inputs, outputs_to_check, input_device_options=None, threshold=0.01
     ):
-        """Run ``op`` on every device of ``device_options`` and check that the outputs agree."""
+        """Run ``op`` on every device of ``device_options`` and check that the outputs agree.
+
+        Parameters
+        ----------
+        device_options : list of caffe2_pb2.DeviceOption
+            The devices (``hu.device_options``: the CPU and every OpenCL device).
+        op : caffe2_pb2.OperatorDef
+            The operator.
+        inputs : list of numpy.ndarray
+            The input values.
+        outputs_to_check : list of int
+            Which outputs to compare.
+        input_device_options : dict, optional
+            ``{input name: DeviceOption}`` for inputs fed elsewhere.
+        threshold : float, default 0.01
+            Tolerance.
+
+        Raises
+        ------
+        AssertionError
+            If the devices disagree.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from caffe2op.compat import core, hypothesis_test_util as hu
+        >>> op = core.CreateOperator("Normalize", "X", "Y")
+        >>> hu.HypothesisTestCase().assertDeviceChecks([hu.cpu_do], op, [np.ones((2, 2), np.float32)], [0])
+        """
         results = []
         for option in device_options:
             native = _run(op, inputs, option, input_device_options)
@@ -211,18 +427,47 @@ class HypothesisTestCase(test_util.TestCase):
 
         The loss is ``sum(y**2) / 2`` over the outputs ``outputs_with_grads``
         (Caffe2's ``GradientChecker``), so the output gradient is ``y``.
+
+        Parameters
+        ----------
+        device_option : caffe2_pb2.DeviceOption
+            Where to run.
+        op : caffe2_pb2.OperatorDef
+            The operator.
+        inputs : list of numpy.ndarray
+            The input values.
+        outputs_to_check : int
+            The input whose gradient is checked (Caffe2's name).
+        outputs_with_grads : list of int
+            The outputs the loss is made of.
+        grad_ops : list of OperatorDef, optional
+            Gradient operators to use instead of the registered maker's.
+        threshold : float, default 0.005
+            Tolerance.
+        stepsize : float, default 0.05
+            Finite-difference step.
+        input_device_options : dict, optional
+            ``{input name: DeviceOption}`` for inputs fed elsewhere.
+        ensure_outputs_are_inferred : bool, default False
+            Ignored.
+
+        Raises
+        ------
+        AssertionError
+            If the gradients differ.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from caffe2op.compat import core, hypothesis_test_util as hu
+        >>> op = core.CreateOperator("Normalize", "X", "Y")
+        >>> hu.HypothesisTestCase().assertGradientChecks(hu.cpu_do, op, [np.array([[1.0, 2.0]], np.float32)], 0, [0])
         """
         native = caffe2_pb2.as_native(op)
         x_name = native.inputs[outputs_to_check]
         grad_outputs = [native.outputs[i] for i in outputs_with_grads]
-
-        def loss_and_outputs(values):
-            _run(op, values, device_option, input_device_options)
-            ys = [workspace.FetchBlob(name).astype(np.float64) for name in grad_outputs]
-            return sum(float((y * y).sum()) / 2 for y in ys), ys
-
         inputs = [np.array(x) for x in inputs]
-        _, ys = loss_and_outputs(inputs)
+        _, ys = _loss_and_outputs(op, inputs, device_option, input_device_options, grad_outputs)
         g_output = [name + "_grad" if name in grad_outputs else None for name in native.outputs]
         ops, g_input = get_gradient_defs(native, g_output) if grad_ops is None else (grad_ops, None)
         _run(op, inputs, device_option, input_device_options)
@@ -242,9 +487,9 @@ class HypothesisTestCase(test_util.TestCase):
         for index in np.ndindex(x.shape):
             values = [np.copy(v) for v in inputs]
             values[outputs_to_check][index] += stepsize
-            plus, _ = loss_and_outputs(values)
+            plus, _ = _loss_and_outputs(op, values, device_option, input_device_options, grad_outputs)
             values[outputs_to_check][index] -= 2 * stepsize
-            minus, _ = loss_and_outputs(values)
+            minus, _ = _loss_and_outputs(op, values, device_option, input_device_options, grad_outputs)
             numeric[index] = (plus - minus) / (2 * stepsize)
         np.testing.assert_allclose(
             analytic, numeric, rtol=threshold, atol=threshold,

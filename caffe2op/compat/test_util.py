@@ -11,7 +11,24 @@ __all__ = ["TestCase", "rand_array"]
 
 
 def rand_array(*dims):
-    """Uniform float32 values in [-0.5, 0.5) of shape ``dims`` (Caffe2's ``test_util.rand_array``)."""
+    """Uniform float32 values in [-0.5, 0.5) of shape ``dims`` (Caffe2's ``test_util.rand_array``).
+
+    Parameters
+    ----------
+    *dims : int
+        The shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        The array.
+
+    Examples
+    --------
+    >>> from caffe2op.compat import test_util
+    >>> test_util.rand_array(2, 3).shape
+    (2, 3)
+    """
     return np.array(np.random.rand(*dims) - 0.5).astype(np.float32)
 
 
@@ -29,16 +46,59 @@ class TestCase(unittest.TestCase):
     True
     """
 
+    def runTest(self):  # noqa: N802 - lets the class be instantiated outside a test run
+        """Nothing: subclasses define the tests.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import test_util
+        >>> test_util.TestCase().runTest()
+        """
+
     def setUp(self):
-        """Empty the workspace."""
+        """Empty the workspace before a test.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import test_util, workspace
+        >>> workspace.FeedBlob("x", [1]); test_util.TestCase().setUp(); workspace.Blobs()
+        True
+        []
+        """
         workspace.ResetWorkspace()
 
     def tearDown(self):
-        """Empty the workspace."""
+        """Empty the workspace after a test.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import test_util, workspace
+        >>> workspace.FeedBlob("x", [1]); test_util.TestCase().tearDown(); workspace.Blobs()
+        True
+        []
+        """
         workspace.ResetWorkspace()
 
     def assertReallyEqual(self, a, b, msg=None):  # noqa: N802 - Caffe2's name
-        """``a == b`` and ``b == a``, and ``a != b`` is false both ways."""
+        """Check ``a == b`` and ``b == a``, and that ``a != b`` is false both ways.
+
+        Parameters
+        ----------
+        a, b : object
+            The values.
+        msg : str, optional
+            Message on failure.
+
+        Raises
+        ------
+        AssertionError
+            If they differ either way.
+
+        Examples
+        --------
+        >>> from caffe2op.compat import test_util
+        >>> test_util.TestCase().assertReallyEqual([1], [1])
+        """
         self.assertEqual(a, b, msg=msg)
         self.assertEqual(b, a, msg=msg)
         self.assertFalse(a != b, msg=msg)
