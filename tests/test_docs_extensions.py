@@ -91,7 +91,8 @@ def test_real_gradient_sections():
     assert "Gradient\n--------\n\nNo gradient (``NO_GRADIENT``" in caffe2op_operators.operator_page("StopGradient")
     assert ":class:`~caffe2op.GetZeroGradientOpGradient`" in caffe2op_operators.operator_page("ZeroGradient")
     assert "``SHOULD_NOT_DO_GRADIENT``" in caffe2op_operators.operator_page("Float16SparseNormalize")
-    assert "``GRADIENT_NOT_IMPLEMENTED_YET``" in caffe2op_operators.operator_page("Concat")
+    assert "``GRADIENT_NOT_IMPLEMENTED_YET``" in caffe2op_operators.operator_page("NormalizeGradient")
+    assert "Gradient maker: ``GetConcatGradient`` (a class)." in caffe2op_operators.operator_page("Concat")
 
 
 def test_device_only_operators_are_created_with_a_device_option():

@@ -46,8 +46,6 @@ class TensorProto:
     (1, 10)
     """
 
-    DataType = DataType
-
 
 for _code in DataType:
     setattr(TensorProto, _code.name, int(_code))
