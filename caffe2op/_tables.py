@@ -68,9 +68,7 @@ class Table:
         global _generation
         with _WRITE_LOCK:
             if not overwrite and key in self._data:
-                raise ValueError(
-                    f"{where}: {key!r} already has a {self.what} (pass overwrite=True to replace it)"
-                )
+                raise ValueError(f"{where}: {key!r} already has a {self.what} (pass overwrite=True to replace it)")
             data = dict(self._data)
             data[key] = value
             self._data = data

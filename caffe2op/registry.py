@@ -23,9 +23,8 @@ __all__ = [
 ]
 
 # (device type) -> {(op_type, engine): class}
-_REGISTRIES = {
-    device_type: _tables.Table(f"{device_type.name} implementation") for device_type in DeviceType
-}
+_REGISTRIES = {device_type: _tables.Table(f"{device_type.name} implementation") for device_type in DeviceType}
+
 
 class Operator(abc.ABC):
     """Base class of every operator implementation.

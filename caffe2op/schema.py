@@ -286,9 +286,7 @@ class OpSchema:
         # Counts not given are those of the named inputs and outputs (1 when none are named).
         self._counts_given = (num_inputs is not None, num_outputs is not None)
         self.min_input, self.max_input = _count_range(len(self.inputs) or 1 if num_inputs is None else num_inputs)
-        self.min_output, self.max_output = _count_range(
-            len(self.outputs) or 1 if num_outputs is None else num_outputs
-        )
+        self.min_output, self.max_output = _count_range(len(self.outputs) or 1 if num_outputs is None else num_outputs)
         self.args = tuple(args)
         for a in self.args:
             if not isinstance(a, Argument):
@@ -598,7 +596,9 @@ def get_schema(op_type, default=_REQUIRED):
     if schema is not None:
         return schema
     if not isinstance(op_type, str):
-        raise TypeError(f"get_schema: op_type must be an operator type name (str), got {type(op_type).__name__} ({op_type!r})")
+        raise TypeError(
+            f"get_schema: op_type must be an operator type name (str), got {type(op_type).__name__} ({op_type!r})"
+        )
     if default is not _REQUIRED:
         return default
     if op_type in _tables.known_operator_types():

@@ -5,11 +5,11 @@ import copy
 
 import numpy as np
 
+from ._tables import registry_generation
 from .backward import AUTOGEN_GRAD_SUFFIX
 from .core import DeviceOption, OperatorDef, current_device_scope
 from .devices import backend_for, backend_of_value
 from .errors import MissingBlobError, missing_blob_message
-from ._tables import registry_generation
 from .registry import lookup_operator_class
 from .schema import get_schema
 

@@ -67,7 +67,9 @@ def test_feed_blob_device_names():
     assert ws.blob_device("x") == caffe2op.DeviceOption()
     with pytest.raises(TypeError, match=r"feed_blob: blob 'x': device 'tpu' is not"):
         ws.feed_blob("x", np.zeros(2), "tpu")
-    with pytest.raises(TypeError, match=r"feed_blob: blob 'x': device_option must be a DeviceOption, a device name .*int \(4\)"):
+    with pytest.raises(
+        TypeError, match=r"feed_blob: blob 'x': device_option must be a DeviceOption, a device name .*int \(4\)"
+    ):
         ws.feed_blob("x", np.zeros(2), 4)
     assert ws.fetch_blob("x").tolist() == [0.0, 0.0]  # nothing modified by the failed calls
 
@@ -85,9 +87,13 @@ def test_missing_blob_suggests_close_names():
     """issue 15 item 6: MissingBlobError says "did you mean", like UnknownOperatorError."""
     ws = Workspace()
     ws.feed_blob("embedding_table", np.zeros(2))
-    with pytest.raises(caffe2op.MissingBlobError, match=r"'embeding_table' does not exist .*Did you mean: embedding_table\?"):
+    with pytest.raises(
+        caffe2op.MissingBlobError, match=r"'embeding_table' does not exist .*Did you mean: embedding_table\?"
+    ):
         ws.fetch_blob("embeding_table")
-    with pytest.raises(caffe2op.MissingBlobError, match=r"StopGradient: input 0 'embedding_tabel' .*Did you mean: embedding_table\?"):
+    with pytest.raises(
+        caffe2op.MissingBlobError, match=r"StopGradient: input 0 'embedding_tabel' .*Did you mean: embedding_table\?"
+    ):
         ws.run_operator_once(create_operator("StopGradient", "embedding_tabel", "y"))
     with pytest.raises(caffe2op.MissingBlobError) as err:
         ws.fetch_blob("zzz")

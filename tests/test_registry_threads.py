@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import caffe2op
-from caffe2op import OpSchema, Operator, register_cpu_operator, register_gradient, register_schema
+from caffe2op import Operator, OpSchema, register_cpu_operator, register_gradient, register_schema
 
 WRITERS_REGISTER = 300  # per writer thread: implementations, schemas and gradient makers
 
@@ -98,7 +98,10 @@ def test_duplicate_registration_raises_unless_overwrite():
 
     register_cpu_operator("RegDuplicate", First)
     register_cpu_operator("RegDuplicate", First)  # the same class again is harmless
-    with pytest.raises(ValueError, match=r"register_cpu_operator: 'RegDuplicate' already has a CPU implementation \(.*First\).*overwrite=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"register_cpu_operator: 'RegDuplicate' already has a CPU implementation \(.*First\).*overwrite=True",
+    ):
         register_cpu_operator("RegDuplicate", Second)
     register_cpu_operator("RegDuplicate", Second, overwrite=True)
     register_cpu_operator("RegDuplicate", Second, engine="FAST")  # another engine is another key

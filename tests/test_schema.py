@@ -217,8 +217,9 @@ def test_schema_constructor_checks():
 
 def test_counts_are_inferred_from_named_inputs_and_outputs():
     """issue 11: a schema naming two inputs kept num_inputs=1 and failed only at add_gradient_operators."""
-    schema = caffe2op.OpSchema("CountsSquareGradient", inputs=[("X", "input"), ("dY", "gradient")],
-                               outputs=[("dX", "gradient")])
+    schema = caffe2op.OpSchema(
+        "CountsSquareGradient", inputs=[("X", "input"), ("dY", "gradient")], outputs=[("dX", "gradient")]
+    )
     assert schema.input_range == (2, 2) and schema.output_range == (1, 1)
     assert caffe2op.OpSchema("CountsNothingNamed").input_range == (1, 1)
     caffe2op.register_schema(schema)

@@ -37,7 +37,7 @@ OPENCL = int(DeviceType.OPENCL)
 
 
 class TensorProto:
-    """Caffe2's ``TensorProto``: only its ``DataType`` codes (``TensorProto.FLOAT`` ...), as ``ConstantFill`` reads them.
+    """Caffe2's ``TensorProto``: only its ``DataType`` codes (``TensorProto.FLOAT`` ...), for ``ConstantFill``.
 
     Examples
     --------

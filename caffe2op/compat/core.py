@@ -541,8 +541,9 @@ class Net(_net.Net):
     def __init__(self, name_or_proto="net", inplace=False):
         source = None
         if isinstance(name_or_proto, (Net, caffe2_pb2.NetDef)):
-            source, name = name_or_proto, name_or_proto.name if isinstance(name_or_proto, caffe2_pb2.NetDef) else (
-                name_or_proto.Name()
+            source, name = (
+                name_or_proto,
+                name_or_proto.name if isinstance(name_or_proto, caffe2_pb2.NetDef) else (name_or_proto.Name()),
             )
         else:
             name = str(name_or_proto)
@@ -884,7 +885,9 @@ class Net(_net.Net):
         self.ops.append(caffe2_pb2.as_native(op))
         return op
 
-    def Clone(self, name, blob_remap=None, op_id_mask=None, remap_funcs=None, keep_schema=True, update_external_list=False):  # noqa: N802,E501
+    def Clone(
+        self, name, blob_remap=None, op_id_mask=None, remap_funcs=None, keep_schema=True, update_external_list=False
+    ):  # noqa: N802,E501
         """A copy of the net named ``name``, with blobs renamed by ``blob_remap``.
 
         Parameters

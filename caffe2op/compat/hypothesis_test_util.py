@@ -362,7 +362,10 @@ class HypothesisTestCase(test_util.TestCase):
         for name, want in zip(names, expected, strict=False):
             got = workspace.FetchBlob(name)
             np.testing.assert_allclose(
-                got, want, rtol=threshold, atol=threshold if atol is None else atol,
+                got,
+                want,
+                rtol=threshold,
+                atol=threshold if atol is None else atol,
                 err_msg=f"{native.type}: output {name!r} differs from the reference",
             )
             results.append(got)
@@ -476,8 +479,8 @@ class HypothesisTestCase(test_util.TestCase):
         device = caffe2_pb2._native_device(device_option)
         for grad_op in ops:
             grad_op = caffe2_pb2.as_native(grad_op)
-            grad_op.device_option = device if device is not None and device.device_type != DeviceType.CPU else (
-                grad_op.device_option
+            grad_op.device_option = (
+                device if device is not None and device.device_type != DeviceType.CPU else (grad_op.device_option)
             )
             workspace.RunOperatorOnce(grad_op)
         grad_name = g_input[outputs_to_check] if g_input is not None else x_name + "_grad"
@@ -492,8 +495,9 @@ class HypothesisTestCase(test_util.TestCase):
             minus, _ = _loss_and_outputs(op, values, device_option, input_device_options, grad_outputs)
             numeric[index] = (plus - minus) / (2 * stepsize)
         np.testing.assert_allclose(
-            analytic, numeric, rtol=threshold, atol=threshold,
+            analytic,
+            numeric,
+            rtol=threshold,
+            atol=threshold,
             err_msg=f"{native.type}: gradient of input {outputs_to_check} differs from finite differences",
         )
-
-

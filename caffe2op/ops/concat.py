@@ -194,7 +194,7 @@ def copy_columns(queue, src, dst, rows, width, column, dst_row_bytes):
 
 @register_gradient("Concat")
 class GetConcatGradient(GradientMakerBase):
-    """The gradient of Concat: ``Split([GO(0), O(1)]) -> GI(i)`` by the recorded sizes (Caffe2's ``GetConcatGradient``)."""
+    """The gradient of Concat: ``Split([GO(0), O(1)]) -> GI(i)``, by the recorded sizes (Caffe2's)."""
 
     def get_gradient_defs(self):
         if self.g_output[0] is None:

@@ -197,9 +197,11 @@ def _copy_gradient(backward_type):
 
 register_gradient("CopyCPUToGPU")(_copy_gradient("CopyGPUToCPU"))
 register_gradient("CopyGPUToCPU")(_copy_gradient("CopyCPUToGPU"))
+
+
 @register_gradient("Copy")
 class GetCopyGradient(GradientMakerBase):
-    """The output's gradient goes back with ``CopyOnDeviceLike([GO(0), I(0)])``, onto the input's device (Caffe2's ``GetCopyGradient``)."""
+    """The output's gradient goes back with ``CopyOnDeviceLike([GO(0), I(0)])``, onto the input's device (Caffe2's)."""
 
     def get_gradient_defs(self):
         if isinstance(self.g_output[0], GradientSlice):

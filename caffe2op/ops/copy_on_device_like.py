@@ -46,8 +46,7 @@ class CopyOnDeviceLikeOp(Operator):
             backend = backend_of_value(self._inputs[k])
             if backend is None:
                 raise TypeError(
-                    f"{self.type}: input {k} {self.input_name(k)!r} is not an array "
-                    f"({type(self._inputs[k]).__name__})"
+                    f"{self.type}: input {k} {self.input_name(k)!r} is not an array ({type(self._inputs[k]).__name__})"
                 )
             values.append(backend)
         (source, target), x = values, self._inputs[0]

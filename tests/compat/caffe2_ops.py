@@ -13,7 +13,7 @@ the implementations are written for these tests.
 import numpy as np
 
 import caffe2op
-from caffe2op import GradientMakerBase, OpSchema, Operator, register_cpu_operator, register_gradient
+from caffe2op import GradientMakerBase, Operator, OpSchema, register_cpu_operator, register_gradient
 
 
 def _single(op_type, inputs, outputs):
@@ -79,9 +79,7 @@ class GetSoftmaxWithLossGradient(GradientMakerBase):
     """``SoftmaxWithLossGradient([X, labels, softmax, dloss]) -> dX``."""
 
     def get_gradient_defs(self):
-        return _single(
-            "SoftmaxWithLossGradient", [self.I(0), self.I(1), self.O(0), self.GO(1)], [self.GI(0)]
-        )
+        return _single("SoftmaxWithLossGradient", [self.I(0), self.I(1), self.O(0), self.GO(1)], [self.GI(0)])
 
 
 @register_gradient("LSTMUnit")

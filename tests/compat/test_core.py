@@ -52,8 +52,18 @@ def test_device_scope_and_explicit_device_options():
 
 def test_create_operator_fields_and_arguments():
     with pytest.warns(core.CompatWarning, match="control_input"):
-        op = core.CreateOperator("Ludicrous", "x", "y", name="ludicrous", control_input="z",
-                                 device_option=cuda1(), engine="WARP", arg1=1, arg2="2", arg3=[1, 2, 3])
+        op = core.CreateOperator(
+            "Ludicrous",
+            "x",
+            "y",
+            name="ludicrous",
+            control_input="z",
+            device_option=cuda1(),
+            engine="WARP",
+            arg1=1,
+            arg2="2",
+            arg3=[1, 2, 3],
+        )
     assert (op.type, op.name, op.engine) == ("Ludicrous", "ludicrous", "WARP")
     assert [a.name for a in op.arg] == ["arg1", "arg2", "arg3"]
     assert op.arg[0].i == 1 and op.arg[1].s == b"2" and list(op.arg[2].ints) == [1, 2, 3]
@@ -163,7 +173,9 @@ def test_blob_reference_builds_on_its_net_and_clone_renames():
 def test_native_net_names_caffe2_methods():
     net = caffe2op.Net("n")
     for method, native in (("AddGradientOperators", "add_gradient_operators"), ("Proto", "Net.ops")):
-        with pytest.raises(AttributeError, match=rf"{method} is a method of Caffe2's core.Net.*{native}.*caffe2op\.compat"):
+        with pytest.raises(
+            AttributeError, match=rf"{method} is a method of Caffe2's core.Net.*{native}.*caffe2op\.compat"
+        ):
             getattr(net, method)
     with pytest.raises(caffe2op.UnknownOperatorError):
         net.NoSuchOperatorAnywhere
@@ -219,7 +231,9 @@ def test_compat_import_warns_nothing_and_imports_no_caffe2():
     import subprocess
     import sys
 
-    code = "import warnings; warnings.simplefilter('error'); import caffe2op.compat, sys; print('caffe2' in sys.modules)"
+    code = (
+        "import warnings; warnings.simplefilter('error'); import caffe2op.compat, sys; print('caffe2' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     with warnings.catch_warnings():

@@ -175,8 +175,12 @@ CASES = {
         [(DG, "out_grad", "hidden_grad")],
     ),
     "stop_gradient_multi_use": (
-        [(D, "in", "hidden"), (D, "hidden", "hidden2"), ("StopGradient", "hidden", "hidden3"),
-         (D, ["hidden2", "hidden3"], "out")],
+        [
+            (D, "in", "hidden"),
+            (D, "hidden", "hidden2"),
+            ("StopGradient", "hidden", "hidden3"),
+            (D, ["hidden2", "hidden3"], "out"),
+        ],
         {"out": "out_grad"},
         [
             (DG, "out_grad", ["hidden2_grad", "hidden3_grad"]),
@@ -216,12 +220,25 @@ def test_multi_use_input_keeps_the_device_option(device):
     [
         # testVersionMismatch, testUseOutputButOutputHasBeenChanged, testUseInputButInputHasBeenChanged.
         ([(D, "x", "x"), (D, "y", "x"), (D, "x", "y")], {"y": "y_grad"}, RuntimeError, "version"),
-        ([("CgUseOutput", "in", "hidden"), (D, "hidden", "hidden"), ("CgUseOutput", "hidden", "out"),
-          (D, "out", "sink")], {"sink": "sink_grad"}, RuntimeError, "version"),
+        (
+            [
+                ("CgUseOutput", "in", "hidden"),
+                (D, "hidden", "hidden"),
+                ("CgUseOutput", "hidden", "out"),
+                (D, "out", "sink"),
+            ],
+            {"sink": "sink_grad"},
+            RuntimeError,
+            "version",
+        ),
         ([("CgUseInput", "in", "out"), (D, "in", "in")], {"out": "out_grad"}, RuntimeError, "version"),
         # testStopGradientOrphan.
-        ([(D, "in", "hidden"), ("StopGradient", "hidden", "auto_blobx"), (D, "hidden", "out")],
-         {"out": "out_grad"}, ValueError, "orphan"),
+        (
+            [(D, "in", "hidden"), ("StopGradient", "hidden", "auto_blobx"), (D, "hidden", "out")],
+            {"out": "out_grad"},
+            ValueError,
+            "orphan",
+        ),
     ],
 )
 def test_invalid_forward_passes_raise(forward, ys, error, match):
@@ -233,21 +250,30 @@ def test_stop_gradient_grad_maps():
     _, grad_map = backward(ops(*CASES["stop_gradient_in_place"][0]), {"out": "out_grad"})
     assert grad_map == {"out": "out_grad"}
     _, grad_map = backward(ops(*CASES["stop_gradient_multi_use"][0]), {"out": "out_grad"})
-    assert grad_map == {"out": "out_grad", "hidden2": "hidden2_grad", "hidden3": "hidden3_grad",
-                        "hidden": "hidden_grad", "in": "in_grad"}
+    assert grad_map == {
+        "out": "out_grad",
+        "hidden2": "hidden2_grad",
+        "hidden3": "hidden3_grad",
+        "hidden": "hidden_grad",
+        "in": "in_grad",
+    }
 
 
 def test_maker_classes_flag_their_operators_and_print_has_no_gradient():
     """Caffe2 testGradientCalculationWithPrint: C++ makers' operators are gradient operators."""
     forward = ops(("FC", ["in", "w", "b"], "fc"), ("Print", "fc", []), ("AveragedLoss", "fc", "loss"))
-    expected = ops(("AveragedLossGradient", ["fc", "loss_grad"], "fc_grad"),
-                   ("FCGradient", ["in", "w", "fc_grad"], ["w_grad", "b_grad", "in_grad"]))
+    expected = ops(
+        ("AveragedLossGradient", ["fc", "loss_grad"], "fc_grad"),
+        ("FCGradient", ["in", "w", "fc_grad"], ["w_grad", "b_grad", "in_grad"]),
+    )
     for g in expected:
         g.is_gradient_op = 1
     assert backward(forward, {"loss": "loss_grad"})[0] == expected
     # testGradientMappingUsingSumOp: a Sum of the forward pass is differentiated like any operator.
-    backward(ops(("FC", ["in", "w", "b"], "fc"), ("Sum", "fc", "agg"), ("AveragedLoss", "agg", "loss")),
-             {"loss": "loss_grad"})
+    backward(
+        ops(("FC", ["in", "w", "b"], "fc"), ("Sum", "fc", "agg"), ("AveragedLoss", "agg", "loss")),
+        {"loss": "loss_grad"},
+    )
 
 
 def _net_sum(net, position):

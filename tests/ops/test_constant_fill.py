@@ -94,7 +94,9 @@ def test_value_that_does_not_fit_the_dtype():
         run(shape=[2], value=300, dtype="uint8")
 
 
-@pytest.mark.parametrize("value, dtype", [(1.5, DataType.INT32), (2.0, DataType.INT64), (float("inf"), "int64"), (1.0, DataType.BOOL)])
+@pytest.mark.parametrize(
+    "value, dtype", [(1.5, DataType.INT32), (2.0, DataType.INT64), (float("inf"), "int64"), (1.0, DataType.BOOL)]
+)
 def test_integer_dtype_needs_an_integer_value(value, dtype):
     """Caffe2 ``proto_utils.cc``: ``GetSingleArgument<int>`` of a value stored in ``f`` raises (no truncation)."""
     with pytest.raises(TypeError, match=r"ConstantFill: dtype \w+ needs an integer value, got float"):

@@ -110,7 +110,12 @@ def test_split_gradient_is_a_concat():
     """Caffe2 ``GetSplitGradient``: ``Concat(GO...) -> [GI(0), _GI(0)_dims]``."""
     fwd = caffe2op.create_operator("Split", "x", ["a", "b"], axis=0)
     [op], g_input = caffe2op.get_gradient_defs(fwd, ["a_grad", "b_grad"])
-    assert (op.type, op.inputs, op.outputs, op.args) == ("Concat", ["a_grad", "b_grad"], ["x_grad", "_x_grad_dims"], {"axis": 0})
+    assert (op.type, op.inputs, op.outputs, op.args) == (
+        "Concat",
+        ["a_grad", "b_grad"],
+        ["x_grad", "_x_grad_dims"],
+        {"axis": 0},
+    )
     assert g_input == ["x_grad"]
     assert caffe2op.get_gradient_defs(fwd, [None, None]) == ([], [None])
     with pytest.raises(ValueError, match="ZeroGradient"):
@@ -121,7 +126,11 @@ def test_split_gradient_is_a_concat():
 def test_concat_gradient_runs_and_splits_back(device, add_axis):
     """Concat's gradient (Split by split_info) gives each input the slice of the output gradient it made."""
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
-    b = (np.arange(6, dtype=np.float32) + 10).reshape(2, 3) if add_axis else np.arange(4, dtype=np.float32).reshape(2, 2)
+    b = (
+        (np.arange(6, dtype=np.float32) + 10).reshape(2, 3)
+        if add_axis
+        else np.arange(4, dtype=np.float32).reshape(2, 2)
+    )
     net = caffe2op.Net("concat_grad")
     net.Concat(["a", "b"], ["c", "c_split"], axis=1, add_axis=add_axis, device_option=device)
     ws = caffe2op.Workspace()
