@@ -788,7 +788,10 @@ def register_gradient(op_type):
     ``GradientRegistry.RegisterGradient``), where ``grad_ops`` is a list of
     :class:`~caffe2op.OperatorDef` (or one, or None) and ``g_input`` has one
     gradient (None, a name or a :class:`GradientSlice`) per forward input.
-    A later registration for the same type replaces the earlier one.
+    As in Caffe2, a class's operators get the forward operator's arguments,
+    device and engine and are flagged ``is_gradient_op``; a function's are
+    used as it made them.  A later registration for the same type replaces
+    the earlier one.
 
     Parameters
     ----------
