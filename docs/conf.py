@@ -178,9 +178,27 @@ def _copy_debian_mathjax(app, exception):
             shutil.copy2(source, destination)
 
 
+def _link_images_to_full_size(app, doctree):
+    """Mark every unscaled image as scaled to the column, so that the HTML links it to its full size.
+
+    Sphinx's ``html_scaled_image_link`` wraps scaled images in a link to the
+    original file: the benchmark plot, shrunk to the text column, opens at full
+    size when clicked.
+    """
+    from docutils import nodes
+
+    for image in doctree.findall(nodes.image):
+        if not any(key in image for key in ("width", "height", "scale")) and not isinstance(
+            image.parent, nodes.reference
+        ):
+            image["width"] = "100%"
+
+
 def setup(app):
     """Hooks of this configuration (Sphinx calls it like an extension's)."""
     app.connect("build-finished", _copy_debian_mathjax)
+    app.connect("doctree-read", _link_images_to_full_size)
+
 
 graphviz_output_format = "svg"
 graphviz_dot_args = ["-Gfontname=DejaVu Sans", "-Nfontname=DejaVu Sans", "-Efontname=DejaVu Sans"]
