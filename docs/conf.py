@@ -158,8 +158,7 @@ if _mathjax_choice and _mathjax_choice != "cdn":
     mathjax_path = _mathjax_choice
 elif USE_DEBIAN_MATHJAX:
     mathjax_path = "mathjax/MathJax.js?config=TeX-AMS_SVG-full"  # relative to _static
-    # Wide formulas break lines on narrow screens instead of overflowing the page.
-    mathjax2_config = {"SVG": {"linebreaks": {"automatic": True}}, "showMathMenu": False}
+    mathjax2_config = {"showMathMenu": False}
 
 
 def _copy_debian_mathjax(app, exception):
