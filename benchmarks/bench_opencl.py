@@ -27,7 +27,7 @@ import pyopencl.array as cla
 import caffe2op
 from caffe2op import opencl
 from caffe2op.devices import backend_for
-from caffe2op.ops.sparse_normalize import enqueue_sparse_normalize
+from caffe2op.ops.sparse_normalize.opencl_impl import enqueue_sparse_normalize
 
 
 def _ms(seconds):

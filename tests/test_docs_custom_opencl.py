@@ -55,12 +55,12 @@ def my_scale(tmp_path_factory):
         )
     namespace = {}
     exec(compile(source, str(GUIDE), "exec"), namespace)
-    original = opencl.kernel_dir
-    opencl.kernel_dir = lambda: folder  # get_program reads the kernel folder through this function
+    original = opencl.programs.kernel_dir
+    opencl.programs.kernel_dir = lambda: folder  # get_program reads the kernel folder through this function
     try:
         yield namespace
     finally:
-        opencl.kernel_dir = original
+        opencl.programs.kernel_dir = original
 
 
 def test_the_guide_shows_the_kernel_and_the_class():

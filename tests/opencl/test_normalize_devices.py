@@ -20,7 +20,8 @@ from hypothesis.extra import numpy as hnp
 
 import caffe2op
 from caffe2op.devices import backend_for
-from caffe2op.ops import normalize as normalize_module
+from caffe2op.ops.normalize import dense as dense_module
+from caffe2op.ops.normalize import dense_opencl as dense_opencl_module
 
 from .._helpers import assert_allclose_dtype, assert_bit_identical
 from .._reference import normalize_gradient_ref, normalize_ref
@@ -39,7 +40,7 @@ def _skip_without_fp64(device, dtype):
 
 def gpu_launch_shape(enabled):
     """Run the GPU launch shapes (work-groups of many items, one chunk per columns item) on CPU devices too."""
-    return mock.patch.object(normalize_module, "_CPU_SHAPE_ON_CPU_DEVICES", not enabled)
+    return mock.patch.object(dense_opencl_module, "_CPU_SHAPE_ON_CPU_DEVICES", not enabled)
 
 
 @st.composite
@@ -108,11 +109,11 @@ def test_gradient_opencl_matches_cpu(opencl_device, case, data, gpu_shape):
     _skip_without_fp64(opencl_device, x.dtype)
     dy = data.draw(hnp.arrays(x.dtype, x.shape, elements=st.floats(-4, 4, width=16)))
     backend = backend_for(opencl_device)
-    cpu = normalize_module.normalize_gradient_dense("NormalizeGradient", x, dy, axis)
+    cpu = dense_module.normalize_gradient_dense("NormalizeGradient", x, dy, axis)
     with gpu_launch_shape(gpu_shape):
-        first = normalize_module.normalize_gradient_opencl("NormalizeGradient", backend.from_host(x),
+        first = dense_opencl_module.normalize_gradient_opencl("NormalizeGradient", backend.from_host(x),
                                                            backend.from_host(dy), axis)  # fmt: skip
-        again = normalize_module.normalize_gradient_opencl("NormalizeGradient", backend.from_host(x),
+        again = dense_opencl_module.normalize_gradient_opencl("NormalizeGradient", backend.from_host(x),
                                                            backend.from_host(dy), axis)  # fmt: skip
     assert_bit_identical(first.get(), again.get())
     # dX is a difference of two terms, each bounded by ||dY|| / n: errors scale with that, not with dX.
@@ -144,9 +145,11 @@ def test_larger_arrays_every_axis(opencl_device, dtype, gpu_shape):
         for axis in range(len(shape)):
             with gpu_launch_shape(gpu_shape):
                 y = caffe2op.normalize(backend.from_host(x), axis=axis).get()
-                dx = normalize_module.normalize_gradient_opencl("G", backend.from_host(x), backend.from_host(dy), axis)
+                dx = dense_opencl_module.normalize_gradient_opencl(
+                    "G", backend.from_host(x), backend.from_host(dy), axis
+                )
             assert_allclose_dtype(y, normalize_ref(x, axis))
-            cpu = normalize_module.normalize_gradient_dense("G", x, dy, axis)
+            cpu = dense_module.normalize_gradient_dense("G", x, dy, axis)
             assert_allclose_dtype(dx.get(), cpu, atol=1e-2 if dtype == np.float16 else 1e-6)
 
 
@@ -177,7 +180,7 @@ def test_empty_arrays(opencl_device, shape, axis):
     y = caffe2op.normalize(x, axis=axis)
     assert y.shape == shape and y.dtype == np.float32 and backend.owns(y)
     assert caffe2op.normalize(x, axis=axis, out=x) is x
-    dx = normalize_module.normalize_gradient_opencl("G", x, x, axis)
+    dx = dense_opencl_module.normalize_gradient_opencl("G", x, x, axis)
     assert dx.shape == shape
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import caffe2op
 from caffe2op.devices import backend_for
-from caffe2op.ops import sparse_normalize as sparse_normalize_module
+from caffe2op.ops.sparse_normalize import opencl_impl as sparse_normalize_module
 
 from .._helpers import assert_allclose_dtype, assert_bit_identical
 from .._reference import sparse_normalize_ref

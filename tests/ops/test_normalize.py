@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import caffe2op
-from caffe2op.ops.normalize import normalize_gradient_dense
+from caffe2op.ops.normalize.dense import normalize_gradient_dense
 from tests._helpers import assert_allclose_dtype, assert_bit_identical
 from tests._reference import normalize_gradient_ref, normalize_ref, sparse_normalize_ref
 
@@ -433,12 +433,19 @@ def test_gradient_bad_inputs(dy, error, match):
 
 def test_docstring_examples_run():
     import doctest
+    import importlib
+    import pkgutil
 
-    import caffe2op.ops.normalize as module
+    import caffe2op.ops.normalize as package
 
     pytest.importorskip("scipy.sparse")
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 5 and result.failed == 0
+    attempted = 0
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted >= 5
 
 
 @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")

@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The OpenCL device layer: devices, contexts, programs and the OpenCL backend.
+
+One module per job: :mod:`~caffe2op.opencl.devices` (which devices exist and
+which one a name means), :mod:`~caffe2op.opencl.backend` (contexts, queues,
+device blobs), :mod:`~caffe2op.opencl.programs` (building and launching
+kernels) and :mod:`~caffe2op.opencl.sparse_matrix`; every public name is
+imported here, and documented as ``caffe2op.opencl.NAME``.
+
+pyopencl is imported lazily, the first time a device is used, so that
+``import caffe2op`` works on machines without OpenCL.
+
+Devices
+    :func:`~caffe2op.opencl_devices` lists every device of every OpenCL platform.
+    ``DeviceOption(DeviceType.OPENCL, i)`` is the ``i``-th of them;
+    ``DeviceOption(DeviceType.CUDA, i)`` the ``i``-th device of an NVIDIA
+    OpenCL platform (Caffe2's CUDA operators run there as OpenCL kernels).
+    Asking for a device that does not exist raises a ``RuntimeError`` that
+    lists the available ones.  :func:`default_device` is the device that
+    ``device="opencl"`` means: ``CAFFE2OP_OPENCL_DEVICE`` (an index into
+    :func:`~caffe2op.opencl_devices`, or a piece of a device or platform name), else
+    pyopencl's ``PYOPENCL_CTX`` (``"platform[:device]"`` indices or a
+    platform name), else device 0.
+
+Contexts and queues
+    One context and one in-order queue per device, created on first use and
+    shared by ``OPENCL:i`` and the ``CUDA:j`` alias of the same device.
+
+Blobs
+    Device blobs are C-contiguous ``pyopencl.array.Array`` objects owned by
+    an :class:`OpenCLBackend`.  Arrays a caller made in its own pyopencl
+    context belong to a backend of that context (the functional API runs
+    kernels on their queue); the workspace copies them through the host when
+    they have to move to one of its devices.
+
+Sparse matrices
+    :class:`DeviceSparseMatrix` holds a CSR or CSC matrix as three device
+    arrays (``data``, ``indices``, ``indptr``); its structure is checked on
+    the host once, when it is made.  :func:`caffe2op.normalize` takes it.
+
+Kernels
+    The OpenCL C sources live in the package ``caffe2op._cl`` (the
+    ``opencl_kernels/`` folder of the source tree), found with
+    :mod:`importlib.resources` and passed to the compiler as ``-I``.
+    :func:`get_program` builds one program per (context, file, ``-D``
+    options) and keeps it; dtype variants are ``-D`` options
+    (:func:`dtype_defines`), never spliced source.  pyopencl's disk cache
+    keeps the binaries between processes (it hashes included headers too).
+    An operator module adds a kernel with a ``.cl`` file and three calls::
+
+        defines = opencl.dtype_defines("MyOp", x.dtype, backend.info)
+        program = opencl.get_program(backend.context, "my_op.cl", defines)
+        kernel = opencl.get_kernel(program, "caffe2op_my_op_fwd")
+        size = opencl.elementwise_size(backend.queue, x.size)
+        opencl.launch(backend.queue, kernel, size, None, out.base_data, x.base_data, np.uint64(x.size))
+"""
+
+from .backend import OpenCLBackend, backend_for, backend_of_array, copy_array
+from .devices import (
+    OpenCLDeviceInfo,
+    default_device,
+    describe_platforms,
+    device_info,
+    opencl_devices,
+    require_pyopencl,
+    resolve_device,
+)
+from .programs import (
+    accumulates_in_double,  # noqa: F401  (for the operator modules, not public)
+    c_type,
+    dtype_defines,
+    elementwise_size,
+    get_kernel,
+    get_program,
+    kernel_dir,
+    launch,
+)
+from .sparse_matrix import DeviceSparseMatrix
+
+__all__ = [
+    "DeviceSparseMatrix",
+    "OpenCLBackend",
+    "OpenCLDeviceInfo",
+    "backend_for",
+    "backend_of_array",
+    "c_type",
+    "copy_array",
+    "default_device",
+    "describe_platforms",
+    "device_info",
+    "dtype_defines",
+    "elementwise_size",
+    "get_kernel",
+    "get_program",
+    "kernel_dir",
+    "launch",
+    "opencl_devices",
+    "require_pyopencl",
+    "resolve_device",
+]
+
+# Documented, pickled and printed under the package name that users import them by.
+for _name in __all__:
+    _value = globals()[_name]
+    if getattr(_value, "__module__", "").startswith(__name__ + "."):
+        _value.__module__ = __name__
+del _name, _value

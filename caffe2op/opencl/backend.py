@@ -1,0 +1,361 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Contexts, queues and :class:`OpenCLBackend`: blobs on one OpenCL device."""
+
+import threading
+import weakref
+
+import numpy as np
+
+from ..core import DeviceOption, DeviceType
+from .devices import _enumerate, _import_pyopencl, _info_of_cl_device, device_info, require_pyopencl
+
+_LOCK = threading.RLock()
+_STATES = {}  # device index -> (context, queue)
+_BACKENDS = {}  # DeviceOption -> OpenCLBackend
+_FOREIGN = weakref.WeakKeyDictionary()  # a caller's context -> OpenCLBackend
+
+
+def _device_state(info):
+    """(context, queue) of device ``info``, created on first use."""
+    with _LOCK:
+        state = _STATES.get(info.index)
+        if state is None:
+            cl = require_pyopencl()
+            device = _enumerate()[1][info.index]
+            context = cl.Context([device])
+            state = (context, cl.CommandQueue(context, device))
+            _STATES[info.index] = state
+        return state
+
+
+class OpenCLBackend:
+    """Blobs on one OpenCL device: C-contiguous ``pyopencl.array.Array`` objects.
+
+    Get one with :func:`backend_for` (a device option) or
+    :func:`backend_of_array` (an existing array); the interface is the one of
+    :class:`caffe2op.devices.CPUBackend`.
+
+    Parameters
+    ----------
+    device_option : DeviceOption
+        The device option it serves.
+    info : OpenCLDeviceInfo
+        The device.
+    context : pyopencl.Context
+        Its context.
+    queue : pyopencl.CommandQueue
+        The queue its operations are enqueued on.
+    foreign : bool, default False
+        True for a context the caller created (not one of caffe2op's own).
+
+    Attributes
+    ----------
+    name : str
+        ``"OPENCL:i"`` or ``"CUDA:j"``, plus the device name.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend.to_host(backend.from_host(np.arange(3)))  # doctest: +OPENCL
+    array([0, 1, 2])
+    """
+
+    def __init__(self, device_option, info, context, queue, *, foreign=False):
+        self.device_option = device_option
+        self.info = info
+        self.context = context
+        self.queue = queue
+        self.foreign = foreign
+        kind = device_option.device_type.name
+        where = " in a caller's pyopencl context" if foreign else ""
+        self.name = f"{kind}:{device_option.device_id} ({info.name}{where})"
+
+    def __repr__(self):
+        return f"OpenCLBackend({self.name})"
+
+    @property
+    def device(self):
+        """The ``pyopencl.Device``."""
+        return self.queue.device
+
+    def empty(self, shape, dtype):
+        """Allocate an uninitialised device array.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            Shape.
+        dtype : numpy.dtype
+            Element type.
+
+        Returns
+        -------
+        pyopencl.array.Array
+            A new C-contiguous array on this device.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.empty((2, 3), np.float32)  # doctest: +OPENCL
+        >>> x.shape, x.dtype, x.flags.c_contiguous  # doctest: +OPENCL
+        ((2, 3), dtype('float32'), True)
+        """
+        return require_pyopencl().array.empty(self.queue, tuple(shape), np.dtype(dtype))
+
+    def owns(self, value):
+        """Whether ``value`` is an array of this backend's context.
+
+        Parameters
+        ----------
+        value : object
+            A blob value.
+
+        Returns
+        -------
+        bool
+            True for ``pyopencl.array.Array`` objects of this context.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.owns(backend.from_host(np.zeros(2))), backend.owns(np.zeros(2))  # doctest: +OPENCL
+        (True, False)
+        """
+        cl = _import_pyopencl()
+        return cl is not None and isinstance(value, cl.array.Array) and value.context == self.context
+
+    def from_host(self, array):
+        """Copy host data to a new device array.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            Host data (any layout).
+
+        Returns
+        -------
+        pyopencl.array.Array
+            A C-contiguous device copy.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.from_host(np.arange(6.0).reshape(2, 3)[:, ::2])  # a strided view is fine  # doctest: +OPENCL
+        >>> backend.to_host(x)  # doctest: +OPENCL
+        array([[0., 2.],
+               [3., 5.]])
+        """
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
+        out = self.empty(array.shape, array.dtype)
+        if array.size:
+            out.set(array, queue=self.queue)
+        return out
+
+    def to_host(self, value):
+        """Copy a device array to a new NumPy array (waits for pending work).
+
+        Parameters
+        ----------
+        value : pyopencl.array.Array
+            The blob.
+
+        Returns
+        -------
+        numpy.ndarray
+            The data.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.to_host(backend.from_host(np.array([1, 2], dtype=np.int32)))  # doctest: +OPENCL
+        array([1, 2], dtype=int32)
+        """
+        if value.size == 0:
+            return np.empty(value.shape, value.dtype)
+        return value.get(queue=self.queue)
+
+    def copy(self, value):
+        """A device-to-device copy of an array of this backend.
+
+        Parameters
+        ----------
+        value : pyopencl.array.Array
+            The blob.
+
+        Returns
+        -------
+        pyopencl.array.Array
+            A new C-contiguous array on this device.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> x = backend.from_host(np.arange(3.0))  # doctest: +OPENCL
+        >>> y = backend.copy(x)  # doctest: +OPENCL
+        >>> y is x, backend.to_host(y)  # doctest: +OPENCL
+        (False, array([0., 1., 2.]))
+        """
+        out = self.empty(value.shape, value.dtype)
+        copy_array(self.queue, value, out)
+        return out
+
+    def same_device(self, other):
+        """Whether ``other`` is a backend of the same context (same device, no copy needed).
+
+        Parameters
+        ----------
+        other : object
+            Another backend.
+
+        Returns
+        -------
+        bool
+            True for an :class:`OpenCLBackend` of the same context.
+
+        Examples
+        --------
+        ``OPENCL:i`` and the ``CUDA:j`` alias of the same NVIDIA device share one context:
+
+        >>> import caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.same_device(backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)))  # doctest: +OPENCL
+        True
+        """
+        return isinstance(other, OpenCLBackend) and other.context == self.context
+
+
+def backend_for(device_option):
+    """The backend of an OPENCL or CUDA device option (one per option, created once).
+
+    Parameters
+    ----------
+    device_option : DeviceOption
+        The device.
+
+    Returns
+    -------
+    OpenCLBackend
+        Its backend; ``OPENCL:i`` and its ``CUDA:j`` alias share the context.
+
+    Raises
+    ------
+    RuntimeError
+        If the device does not exist (the message lists those that do) or
+        pyopencl is missing.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op.opencl import backend_for
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend.name.startswith("OPENCL:0 ("), backend.info.index  # doctest: +OPENCL
+    (True, 0)
+    >>> backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.CUDA, 99))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    RuntimeError: DeviceOption(CUDA, 99): no CUDA device (a device of an NVIDIA OpenCL platform) number 99, ...
+    """
+    with _LOCK:
+        backend = _BACKENDS.get(device_option)
+        if backend is None:
+            info = device_info(device_option)
+            context, queue = _device_state(info)
+            backend = OpenCLBackend(device_option, info, context, queue)
+            _BACKENDS[device_option] = backend
+        return backend
+
+
+def backend_of_array(value):
+    """The backend a ``pyopencl.array.Array`` belongs to (None for other values).
+
+    Parameters
+    ----------
+    value : object
+        A blob value.
+
+    Returns
+    -------
+    OpenCLBackend or None
+        The ``OPENCL:i`` backend for arrays of caffe2op's own contexts; for an
+        array of a caller's context, a backend of that context that enqueues
+        on the array's queue.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for, backend_of_array
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> backend_of_array(backend.from_host(np.zeros(3))) is backend  # doctest: +OPENCL
+    True
+    >>> backend_of_array(np.zeros(3)) is None
+    True
+    """
+    cl = _import_pyopencl()
+    if cl is None or not isinstance(value, require_pyopencl().array.Array):
+        return None
+    context = value.context
+    with _LOCK:
+        for index, (own_context, _) in _STATES.items():
+            if own_context == context:
+                return backend_for(DeviceOption(DeviceType.OPENCL, index))
+        backend = _FOREIGN.get(context)
+        if backend is None:
+            queue = value.queue if value.queue is not None else cl.CommandQueue(context)
+            info = _info_of_cl_device(queue.device)
+            backend = OpenCLBackend(DeviceOption(DeviceType.OPENCL, info.index), info, context, queue, foreign=True)
+            _FOREIGN[context] = backend
+        return backend
+
+
+def copy_array(queue, src, dst):
+    """Enqueue a device-to-device copy of ``src`` into ``dst`` (same context, shape and dtype).
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        Where to enqueue.
+    src, dst : pyopencl.array.Array
+        C-contiguous arrays of the same byte size (offsets are honoured).
+
+    Returns
+    -------
+    pyopencl.Event or None
+        The copy's event (None for empty arrays); it is also added to ``dst``.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for, copy_array
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> src, dst = backend.from_host(np.arange(3.0)), backend.empty((3,), np.float64)  # doctest: +OPENCL
+    >>> _ = copy_array(backend.queue, src, dst)  # doctest: +OPENCL
+    >>> backend.to_host(dst)  # doctest: +OPENCL
+    array([0., 1., 2.])
+    """
+    if src.nbytes == 0:
+        return None
+    cl = require_pyopencl()
+    event = cl.enqueue_copy(
+        queue,
+        dst.base_data,
+        src.base_data,
+        byte_count=src.nbytes,
+        src_offset=src.offset,
+        dst_offset=dst.offset,
+        wait_for=list(src.events) + list(dst.events) or None,
+    )
+    dst.add_event(event)
+    return event

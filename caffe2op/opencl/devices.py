@@ -1,0 +1,370 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""OpenCL devices: enumeration, the facts kept about each, and which device a name or option means."""
+
+import dataclasses
+import functools
+import os
+
+from ..core import DeviceOption, DeviceType
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenCLDeviceInfo:
+    """Facts about one OpenCL device.
+
+    Attributes
+    ----------
+    index : int
+        Position in :func:`~caffe2op.opencl_devices` (the ``device_id`` of ``DeviceType.OPENCL``).
+    cuda_index : int or None
+        Position among NVIDIA devices (the ``device_id`` of ``DeviceType.CUDA``), or None.
+    platform : str
+        Platform name.
+    name : str
+        Device name.
+    vendor : str
+        Device vendor.
+    version : str
+        OpenCL version string of the device.
+    driver_version : str
+        Driver version.
+    fp64 : bool
+        Whether the device supports double precision (``cl_khr_fp64``).
+    fp16 : bool
+        Whether the device supports half arithmetic (``cl_khr_fp16``); float16
+        tables work either way (``vload_half``/``vstore_half``).
+    global_mem_bytes : int
+        Global memory size.
+    max_alloc_bytes : int
+        Largest single buffer.
+    compute_units : int
+        Number of compute units.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> all(isinstance(d, caffe2op.OpenCLDeviceInfo) for d in caffe2op.opencl_devices())
+    True
+    >>> for d in caffe2op.opencl_devices():  # doctest: +SKIP
+    ...     print(d.index, d.cuda_index, d.name, d.fp64, d.global_mem_bytes >> 30)
+    0 None pthread-skylake-avx512-AMD EPYC True 10
+    """
+
+    index: int
+    cuda_index: object
+    platform: str
+    name: str
+    vendor: str
+    version: str
+    driver_version: str
+    fp64: bool
+    fp16: bool
+    global_mem_bytes: int
+    max_alloc_bytes: int
+    compute_units: int
+
+
+def _import_pyopencl():
+    try:
+        import pyopencl
+    except ImportError:
+        return None
+    return pyopencl
+
+
+@functools.cache
+def _enumerate():
+    """(infos, cl devices, problem, (platform index, device index, platform name)) of every device, probed once."""
+    cl = _import_pyopencl()
+    if cl is None:
+        return (), (), "pyopencl is not installed (pip install 'caffe2op[opencl]')", ()
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error as err:  # no ICD loader / no platform
+        return (), (), f"no OpenCL platform ({err})", ()
+    infos, devices, positions = [], [], []
+    cuda_count = 0
+    for platform_index, platform in enumerate(platforms):
+        try:
+            platform_devices = platform.get_devices()
+        except cl.Error:
+            continue
+        is_nvidia = "nvidia" in platform.name.lower() or "nvidia" in platform.vendor.lower()
+        for device_index, device in enumerate(platform_devices):
+            extensions = device.extensions.split()
+            infos.append(
+                OpenCLDeviceInfo(
+                    index=len(infos),
+                    cuda_index=cuda_count if is_nvidia else None,
+                    platform=platform.name.strip(),
+                    name=device.name.strip(),
+                    vendor=device.vendor.strip(),
+                    version=device.version.strip(),
+                    driver_version=device.driver_version.strip(),
+                    fp64="cl_khr_fp64" in extensions or device.double_fp_config != 0,
+                    fp16="cl_khr_fp16" in extensions,
+                    global_mem_bytes=int(device.global_mem_size),
+                    max_alloc_bytes=int(device.max_mem_alloc_size),
+                    compute_units=int(device.max_compute_units),
+                )
+            )
+            devices.append(device)
+            positions.append((platform_index, device_index, platform.name.strip()))
+            cuda_count += is_nvidia
+    return tuple(infos), tuple(devices), None if infos else "no OpenCL device found", tuple(positions)
+
+
+def opencl_devices():
+    """Every OpenCL device of every platform, in a stable order.
+
+    Returns
+    -------
+    list of OpenCLDeviceInfo
+        Empty when pyopencl is missing or no platform is installed.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> devices = caffe2op.opencl_devices()
+    >>> all(d.index == i for i, d in enumerate(devices))
+    True
+    """
+    return list(_enumerate()[0])
+
+
+def describe_platforms():
+    """Lines describing the OpenCL devices for :func:`caffe2op.show_config` (never raises).
+
+    Returns
+    -------
+    list of str
+        One line per device, or one line saying why there is none.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import describe_platforms
+    >>> lines = describe_platforms()
+    >>> len(lines) >= 1
+    True
+    >>> print(lines[0])  # doctest: +SKIP
+    [OPENCL:0] pthread-skylake-avx512-AMD EPYC (Portable Computing Language; OpenCL 3.0 PoCL ...; ...)
+    """
+    infos, _, problem, _ = _enumerate()
+    if not infos:
+        return [problem]
+    lines = []
+    for d in infos:
+        tags = [f"OPENCL:{d.index}"] + ([f"CUDA:{d.cuda_index}"] if d.cuda_index is not None else [])
+        lines.append(
+            f"[{', '.join(tags)}] {d.name} ({d.platform}; {d.version}; "
+            f"fp64 {'yes' if d.fp64 else 'no'}, fp16 {'yes' if d.fp16 else 'no'}; "
+            f"{d.global_mem_bytes / 2**30:.1f} GiB)"
+        )
+    return lines
+
+
+# --- pyopencl, lazily ------------------------------------------------------
+
+
+def require_pyopencl():
+    """Import and return pyopencl, or raise a clear error.
+
+    Returns
+    -------
+    module
+        The ``pyopencl`` module (with ``pyopencl.array`` imported).
+
+    Raises
+    ------
+    RuntimeError
+        If pyopencl is not installed.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import require_pyopencl
+    >>> cl = require_pyopencl()  # doctest: +OPENCL
+    >>> cl.array.Array.__name__  # doctest: +OPENCL
+    'Array'
+    """
+    cl = _import_pyopencl()
+    if cl is None:
+        raise RuntimeError("caffe2op: OpenCL devices need pyopencl: pip install 'caffe2op[opencl]'")
+    import pyopencl.array  # noqa: F401  (registers the submodule)
+
+    return cl
+
+
+# --- which device ----------------------------------------------------------
+
+
+def _available_text(infos, problem):
+    if not infos:
+        return f"no OpenCL device is available ({problem})"
+    names = []
+    for d in infos:
+        tag = f"OPENCL:{d.index}" + (f" = CUDA:{d.cuda_index}" if d.cuda_index is not None else "")
+        names.append(f"{tag} {d.name} ({d.platform})")
+    return "available: " + "; ".join(names)
+
+
+def device_info(device_option):
+    """The :class:`~caffe2op.OpenCLDeviceInfo` an OPENCL or CUDA device option designates.
+
+    Parameters
+    ----------
+    device_option : DeviceOption
+        ``DeviceType.OPENCL`` (``device_id`` indexes :func:`~caffe2op.opencl_devices`)
+        or ``DeviceType.CUDA`` (``device_id`` indexes the NVIDIA devices).
+
+    Returns
+    -------
+    OpenCLDeviceInfo
+        The device.
+
+    Raises
+    ------
+    TypeError
+        If ``device_option`` is not a DeviceOption.
+    ValueError
+        If it is a CPU device option.
+    RuntimeError
+        If no such device exists; the message lists the available ones.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op.opencl import device_info
+    >>> device_info(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 99))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    RuntimeError: DeviceOption(OPENCL, 99): ...
+    """
+    if not isinstance(device_option, DeviceOption):
+        raise TypeError(f"expected a DeviceOption, got {type(device_option).__name__}")
+    infos, _, problem, _ = _enumerate()
+    kind, index = device_option.device_type, device_option.device_id
+    if kind == DeviceType.OPENCL:
+        candidates = list(infos)
+        what = "OpenCL device"
+    elif kind == DeviceType.CUDA:
+        candidates = [d for d in infos if d.cuda_index is not None]
+        what = "CUDA device (a device of an NVIDIA OpenCL platform)"
+    else:
+        raise ValueError(f"DeviceOption({kind.name}, {index}) is not an OpenCL or CUDA device")
+    if index < len(candidates):
+        return candidates[index]
+    have = f"there are {len(candidates)}" if candidates else "there is none"
+    raise RuntimeError(
+        f"DeviceOption({kind.name}, {index}): no {what} number {index}, {have}; {_available_text(infos, problem)}"
+    )
+
+
+def _parse_device_choice(text, source, infos, positions):
+    """Index into ``infos`` chosen by an environment variable's value."""
+    text = text.strip()
+    if source == "PYOPENCL_CTX":
+        platform, _, device = text.partition(":")
+        device = int(device) if device.isdigit() else 0
+        for i, (p, d, name) in enumerate(positions):
+            chosen = p == int(platform) if platform.isdigit() else platform.lower() in name.lower()
+            if chosen and d == device:
+                return i
+        return None
+    if text.isdigit():
+        return int(text) if int(text) < len(infos) else None
+    for d in infos:
+        if text.lower() in d.name.lower() or text.lower() in d.platform.lower():
+            return d.index
+    return None
+
+
+def default_device():
+    """The device ``device="opencl"`` means, as a DeviceOption.
+
+    ``CAFFE2OP_OPENCL_DEVICE`` picks it (an index into :func:`~caffe2op.opencl_devices`
+    or a case-insensitive piece of a device or platform name); otherwise
+    pyopencl's ``PYOPENCL_CTX`` (``"platform"``, ``"platform:device"`` or a
+    platform name); otherwise the first device.
+
+    Returns
+    -------
+    DeviceOption
+        ``DeviceOption(DeviceType.OPENCL, index)``.
+
+    Raises
+    ------
+    RuntimeError
+        If there is no OpenCL device, or the environment names one that does
+        not exist (the message lists the available ones).
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import default_device, opencl_devices
+    >>> default_device().device_type.name if opencl_devices() else "OPENCL"
+    'OPENCL'
+    """
+    infos, _, problem, positions = _enumerate()
+    if not infos:
+        raise RuntimeError(f"caffe2op: {_available_text(infos, problem)}")
+    for source in ("CAFFE2OP_OPENCL_DEVICE", "PYOPENCL_CTX"):
+        value = os.environ.get(source, "").strip()
+        if value:
+            index = _parse_device_choice(value, source, infos, positions)
+            if index is None:
+                raise RuntimeError(f"caffe2op: {source}={value!r} names no OpenCL device; {_available_text(infos, '')}")
+            return DeviceOption(DeviceType.OPENCL, index)
+    return DeviceOption(DeviceType.OPENCL, 0)
+
+
+def resolve_device(device):
+    """Turn a ``device=`` argument of the functional API into a DeviceOption.
+
+    Parameters
+    ----------
+    device : str, DeviceOption or None
+        ``"cpu"``, ``"opencl"`` (the :func:`default_device`), ``"opencl:N"``,
+        ``"cuda"`` (``CUDA:0``), ``"cuda:N"``, a DeviceOption, or None.
+
+    Returns
+    -------
+    DeviceOption or None
+        None when ``device`` is None.
+
+    Raises
+    ------
+    TypeError
+        If ``device`` has another type.
+    ValueError
+        If the string is not one of the forms above.
+    RuntimeError
+        For ``"opencl"`` when no OpenCL device exists.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import resolve_device
+    >>> resolve_device("cuda:1")
+    DeviceOption(device_type=<DeviceType.CUDA: 1>, device_id=1)
+    >>> resolve_device("cpu").device_type.name
+    'CPU'
+    """
+    if device is None or isinstance(device, DeviceOption):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str such as 'opencl' or a DeviceOption, got {type(device).__name__}")
+    text = device.strip().lower()
+    name, _, number = text.partition(":")
+    kinds = {"cpu": DeviceType.CPU, "opencl": DeviceType.OPENCL, "cuda": DeviceType.CUDA, "gpu": DeviceType.CUDA}
+    if name not in kinds or (number and not number.isdigit()):
+        raise ValueError(f"device {device!r} is not 'cpu', 'opencl', 'opencl:N', 'cuda' or 'cuda:N'")
+    if name == "opencl" and not number:
+        return default_device()
+    return DeviceOption(kinds[name], int(number) if number else 0)
+
+
+def _info_of_cl_device(device):
+    _, devices, _, _ = _enumerate()
+    infos = _enumerate()[0]
+    for info, candidate in zip(infos, devices, strict=True):
+        if candidate == device:
+            return info
+    raise RuntimeError(f"caffe2op: the OpenCL device {device.name!r} is not among opencl_devices()")

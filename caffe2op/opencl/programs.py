@@ -1,0 +1,317 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""OpenCL programs and kernels: the kernel folder, ``-D`` dtype options, building once per context, launching."""
+
+import functools
+import importlib.resources
+import pathlib
+import threading
+import weakref
+
+import numpy as np
+
+from .backend import _LOCK
+from .devices import require_pyopencl
+
+_PROGRAMS = weakref.WeakKeyDictionary()  # context -> {(file, options): program}
+_KERNELS = weakref.WeakKeyDictionary()  # program -> {name: kernel}
+_LAUNCH_LOCK = threading.Lock()
+
+_C_TYPES = {
+    np.dtype(np.int8): "char",
+    np.dtype(np.uint8): "uchar",
+    np.dtype(np.int16): "short",
+    np.dtype(np.uint16): "ushort",
+    np.dtype(np.int32): "int",
+    np.dtype(np.uint32): "uint",
+    np.dtype(np.int64): "long",
+    np.dtype(np.uint64): "ulong",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+}
+
+
+@functools.cache
+def kernel_dir():
+    """The folder holding the installed ``.cl`` and ``.h`` files (package ``caffe2op._cl``).
+
+    Returns
+    -------
+    pathlib.Path
+        Found with :mod:`importlib.resources` (``__file__`` as a fallback).
+
+    Examples
+    --------
+    >>> from caffe2op.opencl import kernel_dir
+    >>> (kernel_dir() / "caffe2op_common.h").is_file()
+    True
+    """
+    files = importlib.resources.files("caffe2op._cl")
+    if isinstance(files, pathlib.Path):
+        return files
+    import caffe2op._cl
+
+    return pathlib.Path(caffe2op._cl.__file__).resolve().parent
+
+
+def c_type(dtype):
+    """The OpenCL C name of an integer or float NumPy dtype (``"float"``, ``"long"``, ...).
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        The dtype (not float16 or bool: see :func:`dtype_defines`).
+
+    Returns
+    -------
+    str
+        The OpenCL C type.
+
+    Raises
+    ------
+    TypeError
+        If OpenCL C has no such scalar type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.opencl import c_type
+    >>> c_type(np.uint64)
+    'ulong'
+    """
+    try:
+        return _C_TYPES[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"no OpenCL C scalar type for dtype {np.dtype(dtype)}") from None
+
+
+def dtype_defines(op, dtype, info):
+    """The ``-D`` definitions of a kernel on arrays of ``dtype`` (``REAL`` and the fp16/fp64 switches).
+
+    Parameters
+    ----------
+    op : str
+        Operator name, for error messages.
+    dtype : numpy.dtype
+        Element type: float16 (``half`` storage, float arithmetic), float32,
+        float64, or an integer type.
+    info : OpenCLDeviceInfo
+        The device, for fp64 support.
+
+    Returns
+    -------
+    dict
+        ``{"REAL": ctype, ...}``.
+
+    Raises
+    ------
+    TypeError
+        For float64 on a device without ``cl_khr_fp64``, or a dtype no
+        kernel handles (bool, complex, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.opencl import OpenCLDeviceInfo, dtype_defines
+    >>> info = OpenCLDeviceInfo(0, None, "p", "d", "v", "OpenCL 3.0", "1", False, False, 1, 1, 1)
+    >>> dtype_defines("Sum", np.float16, info)
+    {'REAL': 'float', 'CAFFE2OP_HALF': 1}
+    >>> dtype_defines("Sum", np.float64, info)
+    Traceback (most recent call last):
+    ...
+    TypeError: Sum: float64 needs an OpenCL device with double precision (cl_khr_fp64); d has none
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        return {"REAL": "float", "CAFFE2OP_HALF": 1}
+    if dtype == np.float64 and not info.fp64:
+        raise TypeError(
+            f"{op}: float64 needs an OpenCL device with double precision (cl_khr_fp64); {info.name} has none"
+        )
+    if dtype not in _C_TYPES:
+        raise TypeError(f"{op}: OpenCL kernels do not handle dtype {dtype}")
+    defines = {"REAL": _C_TYPES[dtype]}
+    if dtype == np.float64:
+        defines["CAFFE2OP_FP64"] = 1
+    return defines
+
+
+def get_program(context, filename, defines=None):
+    """The built program of kernel file ``filename`` for ``context`` and ``defines`` (built once).
+
+    The source handed to the compiler is ``#include "<filename>"`` with the
+    kernel folder as ``-I``, so the ``.cl`` file is compiled as it is (with
+    its ``#pragma once``) and pyopencl's disk cache tracks it and its headers.
+
+    Parameters
+    ----------
+    context : pyopencl.Context
+        The context.
+    filename : str
+        A file of :func:`kernel_dir`, e.g. ``"sparse_normalize.cl"``.
+    defines : dict, optional
+        ``{name: value}`` passed as ``-D name=value`` (sorted, so equal
+        dicts share a program).
+
+    Returns
+    -------
+    pyopencl.Program
+        The built program.
+
+    Raises
+    ------
+    ValueError
+        If there is no such kernel file.
+    pyopencl.RuntimeError
+        If the build fails (the message holds the build log).
+
+    Examples
+    --------
+    Programs are built once per context, file and definitions:
+
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> defines = opencl.dtype_defines("Sum", np.float32, backend.info)  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "sum.cl", defines)  # doctest: +OPENCL
+    >>> program is opencl.get_program(backend.context, "sum.cl", {"REAL": "float"})  # doctest: +OPENCL
+    True
+    >>> opencl.get_program(None, "no_such_kernel.cl")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: caffe2op: no OpenCL kernel file 'no_such_kernel.cl' in ...
+    """
+    path = kernel_dir() / filename
+    if "/" in filename or "\\" in filename or not path.is_file():
+        raise ValueError(f"caffe2op: no OpenCL kernel file {filename!r} in {kernel_dir()}")
+    options = []
+    for name, value in sorted((defines or {}).items()):
+        options += ["-D", f"{name}={value}"]
+    options += ["-I", str(kernel_dir())]
+    key = (filename, tuple(options))
+    with _LOCK:
+        programs = _PROGRAMS.setdefault(context, {})
+        program = programs.get(key)
+        if program is None:
+            cl = require_pyopencl()
+            program = cl.Program(context, f'#include "{filename}"\n').build(options=options)
+            programs[key] = program
+        return program
+
+
+def get_kernel(program, name):
+    """Kernel ``name`` of ``program`` (one ``pyopencl.Kernel`` object per program and name).
+
+    Parameters
+    ----------
+    program : pyopencl.Program
+        A program from :func:`get_program`.
+    name : str
+        Kernel name (``caffe2op_<op>_<fwd|bwd>``).
+
+    Returns
+    -------
+    pyopencl.Kernel
+        The kernel; launch it with :func:`launch`.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "sum.cl", {"REAL": "float"})  # doctest: +OPENCL
+    >>> kernel = opencl.get_kernel(program, "caffe2op_sum_fwd")  # doctest: +OPENCL
+    >>> kernel.function_name, kernel is opencl.get_kernel(program, "caffe2op_sum_fwd")  # doctest: +OPENCL
+    ('caffe2op_sum_fwd', True)
+    """
+    with _LOCK:
+        kernels = _KERNELS.setdefault(program, {})
+        kernel = kernels.get(name)
+        if kernel is None:
+            kernel = kernels[name] = require_pyopencl().Kernel(program, name)
+        return kernel
+
+
+def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
+    """Set ``kernel``'s arguments and enqueue it (thread-safe: arguments live on the kernel object).
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        Where to enqueue.
+    kernel : pyopencl.Kernel
+        From :func:`get_kernel`.
+    global_size, local_size : tuple of int or None
+        NDRange sizes.
+    *args
+        Kernel arguments: buffers, NumPy scalars of the declared types,
+        ``pyopencl.LocalMemory``.
+    wait_for : list of pyopencl.Event, optional
+        Events to wait for.
+
+    Returns
+    -------
+    pyopencl.Event
+        The launch's event.
+
+    Examples
+    --------
+    Fill a device array with ``constant_fill.cl``, as the ConstantFill operator does:
+
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op import opencl
+    >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> out = backend.empty((4,), np.float32)  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "constant_fill.cl", {"REAL": "float"})  # doctest: +OPENCL
+    >>> kernel = opencl.get_kernel(program, "caffe2op_constant_fill_fwd")  # doctest: +OPENCL
+    >>> size = opencl.elementwise_size(backend.queue, out.size)  # doctest: +OPENCL
+    >>> event = opencl.launch(  # doctest: +OPENCL
+    ...     backend.queue, kernel, size, None, out.base_data, np.float32(2.5), np.uint64(out.size)
+    ... )
+    >>> out.add_event(event)  # doctest: +OPENCL
+    >>> backend.to_host(out)  # doctest: +OPENCL
+    array([2.5, 2.5, 2.5, 2.5], dtype=float32)
+    """
+    cl = require_pyopencl()
+    with _LAUNCH_LOCK:
+        kernel.set_args(*args)
+        return cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size, wait_for=wait_for or None)
+
+
+def accumulates_in_double(dtype, info):
+    """Whether a kernel reducing data of ``dtype`` on the device ``info`` sums in double.
+
+    float64 data always; float32 data on devices with fp64, as the CPU
+    kernels do; float16 data never (it is summed in float, as Caffe2 did).
+    """
+    return dtype == np.float64 or (dtype == np.float32 and info.fp64)
+
+
+def elementwise_size(queue, n):
+    """A global size for a grid-stride kernel (``C2O_FOR_EACH``) over ``n`` elements.
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        The queue (its device's compute units bound the size).
+    n : int
+        Number of elements.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(size,)`` with ``1 <= size <= n``, or None when ``n`` is 0.
+
+    Examples
+    --------
+    >>> import caffe2op
+    >>> from caffe2op import opencl
+    >>> queue = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)).queue  # doctest: +OPENCL
+    >>> opencl.elementwise_size(queue, 10), opencl.elementwise_size(queue, 0)  # doctest: +OPENCL
+    ((10,), None)
+    >>> opencl.elementwise_size(queue, 10**12)[0] <= 1024 * queue.device.max_compute_units  # doctest: +OPENCL
+    True
+    """
+    if n == 0:
+        return None
+    cap = max(1, queue.device.max_compute_units) * 1024
+    return (int(min(n, cap)),)

@@ -1,0 +1,239 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Normalize and NormalizeGradient on dense device arrays (``opencl_kernels/normalize.cl``)."""
+
+import numpy as np
+
+from ... import opencl
+from ..._validation import FLOAT_DTYPES, require_dtype
+from ._common import canonical_axis
+
+# ------------------------------------------------------------------- OpenCL
+#
+# Kernels: opencl_kernels/normalize.cl (its header comment describes the two
+# dense launch shapes, the sparse kernels and why results are deterministic).
+
+_MAX_WORK_GROUP = 256
+_COLUMN_WORK_GROUP = 64
+_GROUPS_PER_COMPUTE_UNIT = 256
+# CPU devices: a columns work item takes up to this many chunks of 8 vectors (2048 columns),
+# aiming at _CPU_ITEMS_PER_COMPUTE_UNIT work items per core.
+_CPU_COLUMN_STRIP = 256
+_CPU_ITEMS_PER_COMPUTE_UNIT = 4
+# Vectors at least this long get a work-group each on GPUs (shorter ones a work item).
+_GPU_GROUP_MIN_LENGTH = 64
+# False runs the GPU launch shapes on CPU devices too (the tests use it to exercise
+# the local-memory reductions on PoCL).
+_CPU_SHAPE_ON_CPU_DEVICES = True
+
+
+def _opencl_program(op, backend, dtype, ptr_dtype=None):
+    """(program, ACC numpy type) of normalize.cl for ``dtype`` (TypeError for float64 without fp64)."""
+    defines = opencl.dtype_defines(op, dtype, backend.info)
+    double = opencl.accumulates_in_double(dtype, backend.info)
+    defines.update(ACC="double" if double else "float", PTR_T="int" if ptr_dtype == np.dtype(np.int32) else "long")
+    defines["C2O_COLUMN_STRIP"] = _column_strip(backend.queue.device)
+    if double:
+        defines["CAFFE2OP_FP64"] = 1
+    return opencl.get_program(backend.context, "normalize.cl", defines), (np.float64 if double else np.float32)
+
+
+def _column_strip(device):
+    """Most chunks of 8 vectors per work item of the columns kernels (a build option)."""
+    return _CPU_COLUMN_STRIP if _on_cpu_device(device) else 1
+
+
+def _on_cpu_device(device):
+    cl = opencl.require_pyopencl()
+    return _CPU_SHAPE_ON_CPU_DEVICES and bool(device.type & cl.device_type.CPU)
+
+
+def _group_launch(kernel, device, n, n_vectors):
+    """(work-group size, number of work-groups) of a work-group-per-vector kernel.
+
+    CPU devices (PoCL): one work item per group (its chunks of 8 become
+    vector instructions; barriers would turn into loops over the items).
+    GPUs: a power of two covering the vector in chunks of 8, at most 256.
+    """
+    cl = opencl.require_pyopencl()
+    units = max(1, device.max_compute_units)
+    groups = int(min(n_vectors, units * _GROUPS_PER_COMPUTE_UNIT, 1 << 20))
+    if _on_cpu_device(device):
+        return 1, groups
+    cap = min(
+        _MAX_WORK_GROUP,
+        device.max_work_group_size,
+        kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device),
+    )
+    size = 1
+    while size * 8 < n and size * 2 <= cap:
+        size *= 2
+    return size, groups
+
+
+def _item_launch(kernel, device, n_items):
+    """(global size, local size) of a work-item-per-vector kernel (the kernel skips the padding).
+
+    On CPU devices a work-group runs on one core, so groups shrink until
+    every core gets several of them.
+    """
+    cl = opencl.require_pyopencl()
+    local = min(
+        _COLUMN_WORK_GROUP,
+        device.max_work_group_size,
+        kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device),
+    )
+    if _on_cpu_device(device):
+        local = max(1, min(local, n_items // (max(1, device.max_compute_units) * _CPU_ITEMS_PER_COMPUTE_UNIT)))
+    return ((n_items + local - 1) // local * local,), (local,)
+
+
+def _uses_groups(device, outer, n, inner):
+    """Whether a dense call runs the work-group-per-vector kernel (else the block-of-columns one)."""
+    if _on_cpu_device(device):
+        return inner == 1
+    if inner == 1:
+        return n >= _GPU_GROUP_MIN_LENGTH
+    # Few long vectors: a work-group each keeps the device busy; otherwise a work item per block.
+    blocks = outer * ((inner + 7) // 8)
+    return blocks < max(1, device.max_compute_units) * 32 and n >= 8 * _GPU_GROUP_MIN_LENGTH
+
+
+def _element_offset(array):
+    return np.uint64(array.offset // array.dtype.itemsize)
+
+
+def _overlap(a, b):
+    """'same' (one array), 'partial' (shared bytes, different views) or None, for two device arrays."""
+    if a is b:
+        return "same"
+    if a.base_data is None or b.base_data is None or a.base_data != b.base_data:
+        return None
+    if a.offset == b.offset and a.nbytes == b.nbytes:
+        return "same"
+    if a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes:
+        return "partial"
+    return None
+
+
+def _shape3(shape, axis):
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+    return outer, int(shape[axis]), inner
+
+
+def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
+    """Launch the forward (``rule`` given, ``arrays == [x]``) or backward (``rule`` None, ``[x, dy]``) kernel.
+
+    Everything is already checked.  ``out`` may be ``x`` (forward in place);
+    an ``out`` that partially overlaps an input is written through a temporary.
+    """
+    cl = opencl.require_pyopencl()
+    x = arrays[0]
+    if any(_overlap(out, a) == "partial" for a in arrays):
+        tmp = cl.array.empty(queue, out.shape, out.dtype)
+        _enqueue_dense(op, queue, backend, arrays, tmp, axis, rule)
+        return opencl.copy_array(queue, tmp, out)
+    outer, n, inner = _shape3(x.shape, axis)
+    program, acc = _opencl_program(op, backend, x.dtype)
+    device = queue.device
+    groups = _uses_groups(device, outer, n, inner)
+    forward = rule is not None
+    name = f"caffe2op_normalize{'' if groups else '_columns'}_{'fwd' if forward else 'bwd'}"
+    kernel = opencl.get_kernel(program, name)
+    buffers = []
+    for a in arrays:
+        buffers += [a.base_data, _element_offset(a)]
+    buffers += [out.base_data, _element_offset(out)]
+    if groups:
+        wg, n_groups = _group_launch(kernel, device, n, outer * inner)
+        sizes = ((wg * n_groups,), (wg,))
+        shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
+    else:
+        chunks = (inner + 7) // 8
+        per_item = 1
+        if _on_cpu_device(device):
+            wanted = max(1, device.max_compute_units) * _CPU_ITEMS_PER_COMPUTE_UNIT
+            per_item = int(min(_CPU_COLUMN_STRIP, max(1, -(-(outer * chunks) // wanted)), chunks))
+        n_items = outer * -(-chunks // per_item)
+        sizes = _item_launch(kernel, device, n_items)
+        shape_args = [np.uint64(n_items), np.uint64(n), np.uint64(inner), np.uint32(per_item)]
+    extra = []
+    if forward:
+        use_max_norm, norm = rule
+        extra = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(out, x) == "same")]
+    if groups:
+        extra.append(cl.LocalMemory(sizes[1][0] * np.dtype(acc).itemsize))
+    pending = [e for a in [*arrays, out] for e in a.events]
+    event = opencl.launch(queue, kernel, *sizes, *buffers, *shape_args, *extra, wait_for=pending)
+    out.add_event(event)
+    return event
+
+
+def _check_device_array(op, name, value, backend):
+    """Raise unless ``value`` is a C-contiguous pyopencl array of ``backend``'s context."""
+    cl = opencl.require_pyopencl()
+    if not isinstance(value, cl.array.Array):
+        raise TypeError(f"{op}: {name} must be a pyopencl.array.Array on {backend.name}, got {type(value).__name__}")
+    if value.context != backend.context:
+        raise ValueError(f"{op}: {name} lives on {opencl.backend_of_array(value).name}, not on {backend.name}")
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{op}: a device {name} must be C-contiguous")
+
+
+def _check_device_out(op, x, out, backend):
+    _check_device_array(op, "out", out, backend)
+    if out.dtype != x.dtype:
+        raise TypeError(f"{op}: out must have dtype {x.dtype} (that of the input), got {out.dtype}")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"{op}: out must have shape {tuple(x.shape)} (that of the input), got {tuple(out.shape)}")
+
+
+def check_dense_opencl(op, x, axis, backend):
+    """Validate a device input of Normalize; return the axis in ``[0, x.ndim)`` (nothing is launched)."""
+    _check_device_array(op, "X", x, backend)
+    require_dtype(op, "X", x, FLOAT_DTYPES)
+    opencl.dtype_defines(op, x.dtype, backend.info)  # TypeError: float64 without fp64
+    return canonical_axis(op, axis, x.ndim)
+
+
+def normalize_opencl(op, x, axis, use_max_norm=False, norm=1.0, out=None, *, backend=None, queue=None):
+    """Validate, then normalise the device array ``x`` along ``axis`` into ``out`` (new if None); return ``out``.
+
+    ``backend`` defaults to the array's own; ``queue`` to the array's queue,
+    else the backend's.  ``out`` may be ``x`` (in place).
+    """
+    backend = backend if backend is not None else opencl.backend_of_array(x)
+    axis = check_dense_opencl(op, x, axis, backend)
+    queue = queue if queue is not None else (x.queue if x.queue is not None else backend.queue)
+    if out is None:
+        out = opencl.require_pyopencl().array.empty(queue, x.shape, x.dtype)
+    else:
+        _check_device_out(op, x, out, backend)
+    if x.size:
+        _enqueue_dense(op, queue, backend, [x], out, axis, (use_max_norm, norm))
+    return out
+
+
+def check_gradient_opencl(op, x, dy, axis, backend):
+    """Validate NormalizeGradient's device inputs; return the axis in ``[0, x.ndim)``."""
+    axis = check_dense_opencl(op, x, axis, backend)
+    _check_device_array(op, "dY", dy, backend)
+    if dy.dtype != x.dtype:
+        raise TypeError(f"{op}: dY must have the dtype of X ({x.dtype}), got {dy.dtype}")
+    if tuple(dy.shape) != tuple(x.shape):
+        raise ValueError(f"{op}: dY must have the shape of X {tuple(x.shape)}, got {tuple(dy.shape)}")
+    return axis
+
+
+def normalize_gradient_opencl(op, x, dy, axis, out=None, *, backend=None, queue=None):
+    """Validate, then compute NormalizeGradient's ``dX`` on the device into ``out`` (new if None)."""
+    backend = backend if backend is not None else opencl.backend_of_array(x)
+    axis = check_gradient_opencl(op, x, dy, axis, backend)
+    queue = queue if queue is not None else (x.queue if x.queue is not None else backend.queue)
+    if out is None:
+        out = opencl.require_pyopencl().array.empty(queue, x.shape, x.dtype)
+    else:
+        _check_device_out(op, x, out, backend)
+    if x.size:
+        _enqueue_dense(op, queue, backend, [x, dy], out, axis, None)
+    return out

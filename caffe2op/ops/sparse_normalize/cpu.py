@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""SparseNormalize on the CPU: argument checks, the fast path for plain NumPy calls, the kernels, the operators."""
+
+import math
+
+import numpy as np
+
+from ... import _config
+from ..._cpu import sparse_normalize as _kernels
+from ..._validation import (
+    FLOAT_DTYPES,
+    INDEX_DTYPES,
+    index_vector,
+    raise_first_bad_index,
+    require_dtype,
+    require_ndarray,
+    require_writeable,
+)
+from ...registry import Operator, register_cpu_operator
+from .schema import FLOAT16_SPARSE_NORMALIZE_SCHEMA, SPARSE_NORMALIZE_SCHEMA
+
+# Storage type of each table dtype in the kernels (float16 travels as its bits).
+_STORAGE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.float16): "uint16_t"}
+_INDEX = {np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
+_HALF = (np.dtype(np.float16),)
+
+
+def _specialised(table_dtype, index_dtype):
+    """The fused kernel specialised for one (table, index) dtype pair, without per-call dispatch."""
+    return _kernels.sparse_normalize_rows.__signatures__[f"{_STORAGE[table_dtype]}|{_INDEX[index_dtype]}"]
+
+
+_KERNELS = {(t, i): _specialised(t, i) for t in _STORAGE for i in _INDEX}
+_RANGE_CHECKS = {i: _kernels.count_out_of_range.__signatures__[_INDEX[i]] for i in _INDEX}
+
+
+def check_sparse_normalize_args(
+    op, param, indices, use_max_norm, norm, *, float16_only=False, n_threads=1, check_range=True
+):
+    """Validate SparseNormalize's inputs on the host; return ``(indices, use_max_norm, norm)``.
+
+    ``param`` is checked for kind, dtype, rank and writeability; ``indices``
+    are flattened to int32/int64 and (with ``check_range``) bounds-checked
+    against ``len(param)``.  Nothing is modified.
+    """
+    require_ndarray(op, "param", param, " (it is updated in place)")
+    require_dtype(op, "param", param, _HALF if float16_only else FLOAT_DTYPES)
+    if param.ndim == 0:
+        raise ValueError(f"{op}: param must have at least 1 dimension (rows), got a 0-d array")
+    require_writeable(op, "param", param)
+    schema = FLOAT16_SPARSE_NORMALIZE_SCHEMA if float16_only else SPARSE_NORMALIZE_SCHEMA
+    use_max_norm = schema.arg("use_max_norm").convert(op, use_max_norm)
+    norm = schema.arg("norm").convert(op, norm)
+    indices = index_vector(op, "indices", indices)
+    n_rows = param.shape[0]
+    if check_range and indices.size and _RANGE_CHECKS[indices.dtype](indices, n_rows, n_threads):
+        raise_first_bad_index(op, "indices", indices, n_rows)
+    return indices, use_max_norm, norm
+
+
+_FLOAT_SET = frozenset(FLOAT_DTYPES)
+_INDEX_SET = frozenset(INDEX_DTYPES)
+
+
+def _is_plain_call(param, indices, use_max_norm, norm, float16_only):
+    """The exact types a training loop passes, all valid: the full checks can be skipped.
+
+    Only accepts, never rejects: anything else goes through
+    :func:`check_sparse_normalize_args`, the one place with the rules' messages.
+    Calls are made every training step, often on cold caches, so this is one
+    expression instead of a dozen function calls.
+    """
+    return (
+        type(param) is np.ndarray
+        and (param.dtype == np.float16 if float16_only else param.dtype in _FLOAT_SET)
+        and param.ndim > 0
+        and param.flags.writeable
+        and type(indices) is np.ndarray
+        and indices.dtype in _INDEX_SET
+        and indices.ndim == 1
+        and indices.flags.c_contiguous
+        and type(use_max_norm) is bool
+        and type(norm) is float
+        and 0.0 <= norm < math.inf
+    )
+
+
+def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only=False):
+    """Validate, then normalise ``param[indices]`` in place on the CPU.
+
+    The kernel checks every index while it collects the distinct rows, before
+    it writes any: an out-of-range index raises IndexError with the table
+    untouched.
+    """
+    if not _is_plain_call(param, indices, use_max_norm, norm, float16_only):
+        indices, use_max_norm, norm = check_sparse_normalize_args(
+            op, param, indices, use_max_norm, norm, float16_only=float16_only, check_range=False
+        )
+    if indices.size == 0:
+        return param
+    n_rows = param.shape[0]
+    contiguous = param.flags.c_contiguous
+    table = param if contiguous else np.ascontiguousarray(param)
+    rows = table.reshape(n_rows, math.prod(param.shape[1:]))
+    if table.dtype == np.float16:
+        rows = rows.view(np.uint16)
+    first_bad = _KERNELS[param.dtype, indices.dtype](rows, indices, use_max_norm, norm, _config.get_num_threads())
+    if first_bad >= 0:
+        raise_first_bad_index(op, "indices", indices, n_rows)
+    if not contiguous:
+        np.copyto(param, table)
+    return param
+
+
+@register_cpu_operator("SparseNormalize")
+class SparseNormalizeCPU(Operator):
+    """SparseNormalize on the CPU (float16 tables use the Float16 kernel)."""
+
+    float16_only = False
+
+    def run_on_device(self):
+        sparse_normalize_cpu(
+            self.type,
+            self.input(0),
+            self.input(1),
+            self.arg("use_max_norm"),
+            self.arg("norm"),
+            float16_only=self.float16_only,
+        )
+
+
+@register_cpu_operator("Float16SparseNormalize")
+class Float16SparseNormalizeCPU(SparseNormalizeCPU):
+    """Float16SparseNormalize on the CPU (float16 tables only)."""
+
+    float16_only = True
