@@ -66,10 +66,7 @@ autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True}
 autodoc_inherit_docstrings = True
 
-# A class page opens with a summary table of the class's own methods (after its parameters and
-# attributes); the template then documents each member in full below.
-numpydoc_show_class_members = True
-numpydoc_show_inherited_class_members = False
+numpydoc_show_class_members = False  # conf.py's _add_method_summary writes the summary table instead
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
 numpydoc_xref_param_type = True
@@ -193,10 +190,50 @@ def _link_images_to_full_size(app, doctree):
             image["width"] = "100%"
 
 
+def _own_methods(cls):
+    """Public methods defined by ``cls`` itself (not inherited), in source order."""
+    import inspect
+
+    return [
+        name
+        for name, value in vars(cls).items()
+        if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod)))
+    ]
+
+
+def _add_method_summary(app, what, name, obj, options, lines):
+    """Give a class page a summary table of its own methods, after its description and parameters.
+
+    The table goes before the Examples (numpydoc has rendered the sections by
+    now: this hook runs after it); every method is documented in full below
+    the class, where the table's entries link.
+    """
+    if what not in ("class", "exception") or not isinstance(obj, type):
+        return
+    methods = _own_methods(obj)
+    if not methods:
+        return
+    # Names relative to the page's current module (caffe2op or caffe2op.opencl), as autosummary wants them.
+    table = [".. rubric:: Methods", "", ".. autosummary::", ""] + [f"   ~{obj.__qualname__}.{m}" for m in methods]
+    table.append("")
+    position = next((i for i, line in enumerate(lines) if line.strip() == ".. rubric:: Examples"), len(lines))
+    lines[position:position] = table
+
+
+def _skip_builtin_type_defaults(app, what, name, obj, skip, options):
+    """Skip a class attribute whose value is a builtin type (a dataclass field default such as
+    ``Argument.type = object``): autodoc would show it as "alias of object"; the field is a parameter."""
+    if what in ("class", "exception") and isinstance(obj, type) and obj.__module__ == "builtins":
+        return True
+    return None
+
+
 def setup(app):
     """Hooks of this configuration (Sphinx calls it like an extension's)."""
+    app.connect("autodoc-skip-member", _skip_builtin_type_defaults)
     app.connect("build-finished", _copy_debian_mathjax)
     app.connect("doctree-read", _link_images_to_full_size)
+    app.connect("autodoc-process-docstring", _add_method_summary, priority=600)  # after numpydoc's (500)
 
 
 graphviz_output_format = "svg"
