@@ -99,8 +99,7 @@ def route(indices, starts):
     rows = np.unique(indices)
     cuts = np.searchsorted(rows, starts)
     return {
-        chunk: rows[cuts[chunk] : cuts[chunk + 1]] - starts[chunk]
-        for chunk in np.flatnonzero(np.diff(cuts)).tolist()
+        chunk: rows[cuts[chunk] : cuts[chunk + 1]] - starts[chunk] for chunk in np.flatnonzero(np.diff(cuts)).tolist()
     }
 
 
@@ -378,7 +377,14 @@ def sparse_normalize_zarr(
 # --- normalize ---------------------------------------------------------------------------------
 
 
+def _check_block_format(block):
+    """Chunks may differ from the array's meta (Dask cannot always infer it): CSR/CSC only, checked per chunk."""
+    if _is_sparse(block) and block.format not in ("csr", "csc"):
+        raise TypeError(f"caffe2op.dask.normalize: sparse chunks must be CSR or CSC, got {block.format.upper()}")
+
+
 def _normalize_block(block, axis, norm, use_max_norm, kernel_threads):
+    _check_block_format(block)
     with _config.thread_limit(kernel_threads):
         return _normalize(block, axis=axis, norm=norm, use_max_norm=use_max_norm)
 
@@ -389,6 +395,7 @@ def _is_sparse(x):
 
 def _partial_sumsq(block, axis):
     """The block's squared norms along ``axis`` in float64, keeping the axis (length 1)."""
+    _check_block_format(block)
     if _is_sparse(block):
         wide = block.astype(np.float64)  # a copy: summing duplicates below leaves ``block`` alone
         wide.sum_duplicates()

@@ -29,8 +29,12 @@ DTYPES = [np.float16, np.float32, np.float64]
 def zarr_table(path, data, chunk_rows, **kwargs):
     """``data`` as an uncompressed Zarr array on disk, chunked by ``chunk_rows`` whole rows."""
     z = zarr.create_array(
-        store=str(path), shape=data.shape, chunks=(chunk_rows, *data.shape[1:]), dtype=data.dtype,
-        compressors=None, **kwargs,
+        store=str(path),
+        shape=data.shape,
+        chunks=(chunk_rows, *data.shape[1:]),
+        dtype=data.dtype,
+        compressors=None,
+        **kwargs,
     )
     z[:] = data
     return z
@@ -174,12 +178,16 @@ def _peak_rss(dask_worker=None):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, os.getpid()
 
 
+@pytest.mark.slow  # writes, updates and reads back a 1 GiB table: about 15 s on 2 idle cores
 def test_table_much_larger_than_worker_memory(client, tmp_path):
     table_bytes = BIG_ROWS * BIG_WIDTH * 4
     assert table_bytes >= 4 * WORKER_MEMORY_LIMIT
     path = tmp_path / "big.zarr"
     z = zarr.create_array(
-        store=str(path), shape=(BIG_ROWS, BIG_WIDTH), chunks=(BIG_CHUNK_ROWS, BIG_WIDTH), dtype="float32",
+        store=str(path),
+        shape=(BIG_ROWS, BIG_WIDTH),
+        chunks=(BIG_CHUNK_ROWS, BIG_WIDTH),
+        dtype="float32",
         compressors=None,
     )
     base = make_table(BIG_CHUNK_ROWS, BIG_WIDTH, np.float32, seed=7)
@@ -214,7 +222,7 @@ async def _die():
 
 
 def test_worker_killed_in_the_middle(client, tmp_path):
-    """A worker dies (SIGKILL-like os._exit) while it runs update tasks: the cluster re-runs them, the table is right."""
+    """A worker dies (os._exit) while it runs update tasks: the cluster re-runs them, and the table is right."""
     from distributed import wait
 
     data = make_table(200 * 512, 64, np.float32, seed=3) * 2  # 200 chunks of 512 rows
