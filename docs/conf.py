@@ -14,6 +14,7 @@ MathJax 3 from its CDN.  ``CAFFE2OP_DOCS_MATHJAX`` overrides the choice: a URL
 or path of a MathJax script (``tex-mml-chtml.js``), or ``cdn`` for the CDN.
 """
 
+import importlib.util
 import os
 import pathlib
 import sys
@@ -57,6 +58,8 @@ pygments_dark_style = "monokai"
 # -- autodoc / autosummary / numpydoc ----------------------------------------
 
 autosummary_generate = True
+# caffe2op.dask needs the optional extra "dask": without it, its API page is built against mocks.
+autodoc_mock_imports = [name for name in ("dask", "distributed", "zarr") if importlib.util.find_spec(name) is None]
 autosummary_imported_members = True
 autosummary_ignore_module_all = False  # a public module's page lists its __all__ (templates/autosummary/module.rst)
 # Names a module page links to the top-level pages instead of documenting them twice.
