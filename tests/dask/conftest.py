@@ -25,7 +25,8 @@ def client():
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        # The scheduler's HTTP endpoints on a free loopback port: 8787 stays free for the guide's cluster.
+        dashboard_address="127.0.0.1:0",
         memory_limit=WORKER_MEMORY_LIMIT,
     )
     client = Client(cluster)
