@@ -97,3 +97,8 @@ register_group("normalize", "Normalize dense (both axes) and CSR/CSC", "cases:no
 register_group("constantfill", "ConstantFill through a workspace", "cases:constant_fill_cases")
 register_group("backward", "get_backward_pass up to 100,000 operators, gc enabled", "cases:backward_cases")
 register_group("opencl", "SparseNormalize and StopGradient on each OpenCL device", "cases:opencl_cases")
+register_group(
+    "dask",
+    "caffe2op.dask: a Zarr table through 1 and 2 workers (needs the dask extra; yields nothing without it)",
+    "dask_cases:dask_cases",
+)
