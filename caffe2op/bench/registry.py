@@ -99,6 +99,6 @@ register_group("backward", "get_backward_pass up to 100,000 operators, gc enable
 register_group("opencl", "SparseNormalize and StopGradient on each OpenCL device", "cases:opencl_cases")
 register_group(
     "dask",
-    "caffe2op.dask: a Zarr table through 1 and 2 workers (needs the dask extra; yields nothing without it)",
+    "caffe2op.dask: a Zarr table through 1 and 2 workers (skipped without the dask extra)",
     "dask_cases:dask_cases",
 )
