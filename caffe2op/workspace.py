@@ -52,7 +52,8 @@ class Workspace:
 
     Like Caffe2's workspace: :meth:`feed_blob` copies data in, operators
     update blobs in place or replace them, and :meth:`fetch_blob` copies a
-    blob out as a NumPy array.
+    blob out as a NumPy array (or, with ``copy=False``, returns a read-only
+    view of a CPU blob).
 
     Examples
     --------
@@ -142,23 +143,48 @@ class Workspace:
         else:
             self._blobs[name] = target.copy(value)
 
-    def fetch_blob(self, name):
-        """A NumPy copy of blob ``name`` (device blobs are copied to the host).
+    def fetch_blob(self, name, copy=True):
+        """Blob ``name`` as a NumPy array: a copy, or a read-only view of a CPU blob.
 
         Parameters
         ----------
         name : str
             Blob name.
+        copy : bool, default True
+            True returns a copy (device blobs are copied to the host): changing
+            it does not change the blob, and later changes to the blob do not
+            show in it.  False returns a read-only view of a CPU blob, without
+            copying its data (for a large table).
 
         Returns
         -------
         numpy.ndarray
-            The data; changing it does not change the blob.
+            The data.  A view (``copy=False``) follows these rules:
+
+            * it is read-only (``flags.writeable`` is False): write to the blob
+              through operators or :meth:`feed_blob`, not through the view;
+            * it shares the blob's memory, so it shows the blob's later
+              in-place updates (an operator that writes into the blob, such as
+              SparseNormalize with its output the same as its input, or any
+              operator output of the same shape and dtype as the stored array);
+            * it keeps that memory alive and never dangles: when a new array
+              is stored under the name (:meth:`feed_blob` again, an operator
+              output of another shape or dtype), or the blob is removed
+              (:meth:`remove_blob`) or the workspace deleted, the view keeps
+              showing the old data, unchanged;
+            * take a copy (``copy=True``, or ``view.copy()``) of anything you
+              want to keep while operators keep updating the blob.
 
         Raises
         ------
         MissingBlobError
             If there is no such blob.
+        TypeError
+            If ``copy`` is not a bool.
+        ValueError
+            If ``copy`` is False and the blob lives on an OpenCL or CUDA
+            device: its data are not in host memory, so there is nothing to
+            view (fetch it with ``copy=True``).
 
         Examples
         --------
@@ -167,9 +193,33 @@ class Workspace:
         >>> ws.feed_blob("x", np.arange(3.0))
         >>> ws.fetch_blob("x")
         array([0., 1., 2.])
+
+        A view shows in-place updates of the blob, and cannot be written:
+
+        >>> ws.feed_blob("w", np.array([[3.0, 4.0], [6.0, 8.0]]))
+        >>> view = ws.fetch_blob("w", copy=False)
+        >>> view.flags.writeable
+        False
+        >>> ws.feed_blob("idx", np.array([1]))
+        >>> ws.run_operator_once(caffe2op.create_operator("SparseNormalize", ["w", "idx"], "w"))
+        >>> view
+        array([[3. , 4. ],
+               [0.6, 0.8]])
         """
+        if not isinstance(copy, (bool, np.bool_)):
+            raise TypeError(f"fetch_blob: copy must be a bool, got {type(copy).__name__}")
         value = self._get(name, "fetch_blob")
-        return backend_of_value(value).to_host(value)
+        backend = backend_of_value(value)
+        if copy:
+            return backend.to_host(value)
+        if not isinstance(value, np.ndarray):
+            raise ValueError(
+                f"fetch_blob: blob {name!r} lives on {backend.name}, not in host memory: there is no view of it "
+                f"to return with copy=False; fetch a copy with copy=True"
+            )
+        view = value.view()
+        view.flags.writeable = False
+        return view
 
     def has_blob(self, name):
         """Whether blob ``name`` exists.

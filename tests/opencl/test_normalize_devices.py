@@ -339,9 +339,10 @@ def test_bad_dense_input_on_device(opencl_device):
         caffe2op.normalize(dx, axis=2, out=dx)
     with pytest.raises(TypeError, match="Normalize: argument 'axis' must be an int"):
         caffe2op.normalize(dx, axis=1.0, out=dx)
-    with pytest.raises(TypeError, match="Normalize: X must be float16, float32 or float64, got int32"):
+    # The functional form calls its input W, dense or sparse, host or device (the operator's is X).
+    with pytest.raises(TypeError, match="Normalize: W must be float16, float32 or float64, got int32"):
         caffe2op.normalize(backend.from_host(np.ones((2, 2), np.int32)))
-    with pytest.raises(ValueError, match="Normalize: a device X must be C-contiguous"):
+    with pytest.raises(ValueError, match="Normalize: a device W must be C-contiguous"):
         caffe2op.normalize(backend.from_host(np.ones((4, 4), np.float32))[:, ::2])
     with pytest.raises(ValueError, match="Normalize: W lives on OPENCL.* but device='cpu' was asked for"):
         caffe2op.normalize(dx, device="cpu")
@@ -376,8 +377,18 @@ def test_bad_host_input_with_device(opencl_device):
     before = x.copy()
     with pytest.raises(caffe2op.SchemaError, match="axis 5"):
         caffe2op.normalize(x, axis=5, out=x, device=opencl_device)
-    with pytest.raises(TypeError, match="X must be float16, float32 or float64"):
-        caffe2op.normalize(np.arange(4).reshape(2, 2), device=opencl_device)
+    with pytest.raises(TypeError, match="Normalize: W must be float16, float32 or float64, got complex128"):
+        caffe2op.normalize(np.ones((2, 2), complex), device=opencl_device)
+    # Integer host data are normalised out of place into float64 on the device too (which needs fp64).
+    if backend_for(opencl_device).info.fp64:
+        y = caffe2op.normalize(np.array([[3, 4]]), device=opencl_device)
+        assert y.dtype == np.float64
+        np.testing.assert_allclose(y, [[0.6, 0.8]], rtol=1e-15)
+    else:
+        with pytest.raises(TypeError, match="float64"):
+            caffe2op.normalize(np.array([[3, 4]]), device=opencl_device)
+    with pytest.raises(TypeError, match="W holds int64 data, which is normalised out of place"):
+        caffe2op.normalize(np.arange(4).reshape(2, 2), out=np.zeros((2, 2), np.int64), device=opencl_device)
     with pytest.raises(ValueError, match="out must have shape"):
         caffe2op.normalize(x, out=np.zeros((3, 4), np.float32), device=opencl_device)
     with pytest.raises(RuntimeError, match="no OpenCL device number 99"):

@@ -352,10 +352,73 @@ def test_axis_must_be_an_int(axis):
         caffe2op.create_operator("Normalize", "x", "y", axis=axis)
 
 
-@pytest.mark.parametrize("x", [np.arange(6).reshape(2, 3), np.ones((2, 2), bool), np.ones(3, complex), [[1, 2]]])
-def test_non_float_input_raises_type_error(x):
-    with pytest.raises(TypeError, match="Normalize: X must be float16, float32 or float64"):
+@pytest.mark.parametrize("x", [np.ones(3, complex), np.array(["a", "b"]), np.array([1, None], dtype=object)])
+def test_non_numeric_input_raises_type_error(x):
+    with pytest.raises(TypeError, match="Normalize: W must be float16, float32 or float64"):
         caffe2op.normalize(x)
+
+
+# --- integer and bool input: out of place, float64 result (as scikit-learn) -------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64, bool])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_integer_input_gives_a_float64_result(dtype, axis):
+    x = np.array([[3, 0, 1], [4, 0, 1]], dtype=dtype)
+    before = x.copy()
+    y = caffe2op.normalize(x, axis=axis)
+    assert y.dtype == np.float64 and y.shape == x.shape
+    np.testing.assert_allclose(y, normalize_ref(x.astype(np.float64), axis=axis), rtol=1e-15, atol=0)
+    assert_bit_identical(x, before)  # the integer input is left alone
+    assert not np.shares_memory(x, y)
+
+
+def test_integer_list_and_max_norm_mode():
+    np.testing.assert_allclose(caffe2op.normalize([[3, 4]]), np.array([[0.6, 0.8]]), rtol=1e-15)
+    y = caffe2op.normalize(np.array([[6, 8], [0, 1]]), use_max_norm=True, norm=5.0)
+    np.testing.assert_allclose(y, [[3.0, 4.0], [0.0, 1.0]], rtol=1e-15)
+    assert y.dtype == np.float64
+
+
+def test_integer_input_agrees_with_sklearn():
+    sklearn_normalize = pytest.importorskip("sklearn.preprocessing").normalize
+    x = np.random.default_rng(5).integers(-50, 50, size=(40, 7))
+    x[3] = 0
+    for axis in (0, 1):
+        expected = sklearn_normalize(x, norm="l2", axis=axis)
+        assert expected.dtype == np.float64
+        assert_allclose_dtype(caffe2op.normalize(x, axis=axis), expected)
+
+
+def test_integer_input_into_a_float64_out():
+    x = np.arange(6).reshape(2, 3)
+    out = np.full((2, 3), np.nan)
+    assert caffe2op.normalize(x, axis=0, out=out) is out
+    np.testing.assert_allclose(out, normalize_ref(x, axis=0), rtol=1e-15)
+
+
+@pytest.mark.parametrize("make_out", [lambda x: x, lambda x: np.zeros(x.shape, np.float32), lambda x: x.copy()])
+def test_integer_input_cannot_be_normalised_in_place_or_into_a_non_float64_out(make_out):
+    x = np.arange(6).reshape(2, 3)
+    out = make_out(x)
+    before, out_before = x.copy(), out.copy()
+    with pytest.raises(TypeError, match="Normalize: W holds int64 data, which is normalised out of place into float64"):
+        caffe2op.normalize(x, out=out)
+    assert_bit_identical(x, before)
+    assert_bit_identical(out, out_before)
+
+
+@pytest.mark.parametrize("norm", ["l1", "max", "L2", "l2"])
+def test_sklearn_norm_names_are_explained(norm):
+    x = _weights()
+    before = x.copy()
+    with pytest.raises(caffe2op.SchemaTypeError, match="norm is the target L2 length of every vector") as info:
+        caffe2op.normalize(x, norm=norm)
+    message = str(info.value)
+    assert f"got {norm!r}" in message and "scikit-learn" in message
+    assert ("omit norm" in message) == (norm.lower() == "l2")
+    assert isinstance(info.value, TypeError)
+    assert_bit_identical(x, before)
 
 
 def test_operator_rejects_integer_blob_and_leaves_it_alone():
