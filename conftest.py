@@ -9,9 +9,14 @@ when there is none, and fails under ``CAFFE2OP_REQUIRE_OPENCL=1`` (see
 pytest parses any docstring; the doctests that use it get the ``opencl`` mark.
 """
 
+import importlib.util
+
 import pytest
 
 from tests._helpers import skip_opencl_examples
+
+# caffe2op.torch needs torch: without it its docstrings are not collected (tests/torch says why it skips).
+collect_ignore_glob = [] if importlib.util.find_spec("torch") else ["caffe2op/torch/*", "caffe2op/examples/torch_*"]
 
 
 def pytest_collection_modifyitems(config, items):
