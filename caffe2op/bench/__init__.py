@@ -44,7 +44,7 @@ def main(argv=None):
         "--groups",
         default="",
         help="comma-separated prefixes of case groups, e.g. 'sparsenormalize,normalize,stopgradient,constantfill,"
-        "backward,opencl' (default: all)",
+        "backward,opencl,torch' (default: all)",
     )
     parser.add_argument("--output-dir", default=".bench", help="where the JSON goes (default .bench/)")
     docs = _default_docs_dir()

@@ -529,3 +529,7 @@ def normalize_cases(quick):
 
 
 CASE_BUILDERS += [backward_cases, opencl_cases, normalize_cases]
+
+from .torch_cases import torch_cases  # noqa: E402  (group "torch"; empty without torch)
+
+CASE_BUILDERS.append(torch_cases)

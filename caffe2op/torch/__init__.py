@@ -25,4 +25,4 @@ from caffe2op.torch._constraint import RowNormConstraint
 from caffe2op.torch._ops import OPERATORS
 from caffe2op.torch._renorm import embedding_renorm_
 
-__all__ = ["OPERATORS", "RowNormConstraint", "embedding_renorm_"]
+__all__ = ["RowNormConstraint", "embedding_renorm_"]

@@ -49,7 +49,8 @@ def test_normalize_gradient_is_normalize_gradient():
     dy = torch.randn(20, 6, dtype=torch.float64)
     y = torch.ops.caffe2op.normalize(x, 1)
     y.backward(dy)
-    expected = caffe2op.ops.normalize.dense.normalize_gradient_dense("NormalizeGradient", x.detach().numpy(), dy.numpy(), 1)
+    gradient = caffe2op.ops.normalize.dense.normalize_gradient_dense
+    expected = gradient("NormalizeGradient", x.detach().numpy(), dy.numpy(), 1)
     assert np.array_equal(x.grad.numpy(), expected)
     # and it is the derivative of x / ||x||
     assert torch.autograd.gradcheck(lambda t: torch.ops.caffe2op.normalize(t, 1), (_table().requires_grad_(),))
