@@ -21,6 +21,10 @@ from tests._helpers import skip_opencl_examples
 _DASK_EXTRA = ("dask", "distributed", "zarr")
 if os.environ.get("CAFFE2OP_REQUIRE_DASK") != "1" and not all(importlib.util.find_spec(m) for m in _DASK_EXTRA):
     collect_ignore = ["caffe2op/dask.py", "docs/guide/larger_than_memory.rst"]
+# caffe2op.torch needs torch: without it its docstrings are not collected (tests/torch says why it skips),
+# unless CAFFE2OP_REQUIRE_TORCH=1 makes its absence an error.
+if os.environ.get("CAFFE2OP_REQUIRE_TORCH") != "1" and not importlib.util.find_spec("torch"):
+    collect_ignore_glob = ["caffe2op/torch/*", "caffe2op/examples/torch_*"]
 
 
 def pytest_collection_modifyitems(config, items):

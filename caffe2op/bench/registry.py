@@ -102,3 +102,8 @@ register_group(
     "caffe2op.dask: a Zarr table through 1 and 2 workers (skipped without the dask extra)",
     "dask_cases:dask_cases",
 )
+register_group(
+    "torch",
+    "caffe2op.torch: the embedding_renorm_ drop-in and a training step with the constraint (skipped without torch)",
+    "torch_cases:torch_cases",
+)

@@ -9,7 +9,7 @@ cuts every earlier producer of the blob off.
 
 import numpy as np
 
-from .. import _config, opencl
+from .. import _config, _interop, opencl
 from .._cpu import stop_gradient as _kernels
 from .._validation import require_ndarray, require_writeable
 from ..core import DeviceType
@@ -110,6 +110,10 @@ def stop_gradient(x, out=None, *, device=None):
     """
     if out is not None and out is x:
         return x
+    if _interop.is_foreign(x) or _interop.is_foreign(out):  # torch/DLPack: views of the same memory
+        view = _interop.host_view("StopGradient", "x", _interop.detached(x))
+        result = stop_gradient(view, _interop.host_view("StopGradient", "out", out, writes=True), device=device)
+        return _interop.like_input(result, x, out)
     if device is not None or type(x).__module__.startswith("pyopencl"):
         return _stop_gradient_elsewhere(x, out, device)
     return _stop_gradient_cpu(x, out)

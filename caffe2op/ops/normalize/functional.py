@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from ... import opencl
+from ... import _interop, opencl
 from ...core import DeviceType
 from ...errors import SchemaTypeError
 from ._common import scipy_sparse_of
@@ -174,6 +174,10 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
            [0.8, 0. ]])
     """
     op = "Normalize"
+    if _interop.is_foreign(W) or _interop.is_foreign(out):  # torch/DLPack: views of the same memory
+        x, target = _interop.host_view(op, "W", W), _interop.host_view(op, "out", out, writes=True)
+        result = normalize(x, axis=axis, norm=norm, use_max_norm=use_max_norm, out=target, device=device)
+        return _interop.like_input(result, W, out)
     _reject_norm_kind(op, norm)
     norm = _NORM.convert(op, norm)
     use_max_norm = _USE_MAX_NORM.convert(op, use_max_norm)

@@ -3,6 +3,7 @@
 
 import numpy as np
 
+from ... import _interop
 from ..normalize.sparse import sparse_normalize_csr
 from .cpu import sparse_normalize_cpu
 from .opencl_impl import _sparse_normalize_elsewhere
@@ -94,6 +95,12 @@ def sparse_normalize(param, indices, grad=None, *, use_max_norm=True, norm=1.0, 
     """
     if device is None and isinstance(param, np.ndarray):
         return sparse_normalize_cpu("SparseNormalize", param, indices, use_max_norm, norm)
+    if _interop.is_foreign(param) or _interop.is_foreign(indices):  # torch/DLPack: a view of the same memory
+        view = _interop.host_view("SparseNormalize", "param", param, writes=True)
+        rows = _interop.host_view("SparseNormalize", "indices", indices)
+        sparse_normalize(view, rows, use_max_norm=use_max_norm, norm=norm, device=device)
+        _interop.mark_written(param)
+        return param
     if type(param).__module__.startswith("scipy.sparse"):  # CSR storage
         return sparse_normalize_csr(param, indices, use_max_norm=use_max_norm, norm=norm, device=device)
     return _sparse_normalize_elsewhere("SparseNormalize", param, indices, use_max_norm, norm, device)
