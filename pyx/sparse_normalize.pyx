@@ -50,11 +50,15 @@ cdef extern from "caffe2op_rows.h" nogil:
     int64_t c2o_load_once_i64(const int64_t* p)
     int64_t c2o_load_once_i32(const int32_t* p)
 
-# Below this many table elements of row work a parallel region costs more
-# than it saves, even on an idle machine; on a busy one a region can wait a
-# whole scheduler slice for a descheduled thread (measured: see the report of
-# issue 10 item 11 in the commit message that set it).
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 17
+# Below this many table elements of row work the rows are normalised by one
+# thread.  A parallel region costs microseconds on an idle machine but a whole
+# scheduler slice (measured: 4-30 ms) whenever the second thread is
+# descheduled, as on a busy machine; 2**18 elements (random float32 rows:
+# ~0.8 ms serial) keeps a training step of a few thousand indices serial while
+# large updates still use every core.  Measured with 1 vs 2 threads on a
+# freshly written 100,000x64 table: at 512 indices (32,768 elements) serial
+# 0.21-0.25 ms, two threads 25-31 ms on a loaded machine.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 18
 
 # Below this many indices the bitmap is marked by one thread (no atomics).
 cdef Py_ssize_t PARALLEL_MIN_INDICES = 1 << 16
