@@ -521,3 +521,27 @@ def test_out_of_range_late_in_either_path_changes_nothing(n_rows, n_indices):
     with pytest.raises(IndexError, match=f"index {n_rows} at position {n_indices - 2}"):
         caffe2op.sparse_normalize(param, indices)
     assert_bit_identical(param, before)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_parallel_deduplication_gives_the_serial_result(dtype):
+    """The atomic-OR bitmap marking (used for very many indices) is forced on a small case."""
+    from caffe2op.ops.sparse_normalize import cpu
+
+    rng = np.random.default_rng(11)
+    base = (rng.standard_normal((3000, 5)) * 2).astype(dtype)
+    indices = rng.integers(0, 3000, 20_000)
+    serial, threaded = base.copy(), base.copy()
+    caffe2op.set_num_threads(1)
+    caffe2op.sparse_normalize(serial, indices, use_max_norm=False)
+    default = cpu._kernels.tuning()
+    cpu._kernels.set_tuning(parallel_min_indices=1, parallel_min_work=0)
+    caffe2op.set_num_threads(2)
+    try:
+        caffe2op.sparse_normalize(threaded, indices, use_max_norm=False)
+        with pytest.raises(IndexError, match="index 3000 at position 7"):
+            caffe2op.sparse_normalize(threaded, np.r_[indices[:7], 3000, indices[7:]], use_max_norm=False)
+    finally:
+        cpu._kernels.set_tuning(**default)
+        caffe2op.set_num_threads(None)
+    assert_bit_identical(threaded, serial)
