@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import threading
+import warnings
 
 import numpy as np
 
@@ -21,16 +22,71 @@ _num_threads = None
 _this_thread = threading.local()
 _OPENMP = _runtime.openmp_enabled()
 
+# Set in a child made by fork(): GNU OpenMP's thread pool does not survive a
+# fork (the child's first parallel region waits forever for threads that only
+# exist in the parent), so a forked child runs every kernel on one thread.
+_forked_child = False
 
-@functools.lru_cache(maxsize=1)
-def _default_num_threads():
-    """``OMP_NUM_THREADS`` if set, else every core this process may run on (read once, like OpenMP)."""
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+
+def _usable_cpus():
+    """Cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+# Far more threads than cores only costs time, and tens of thousands of them
+# crash the OpenMP runtime (thread creation or its allocation fails).
+MAX_NUM_THREADS = max(256, _usable_cpus())
+
+
+@functools.lru_cache(maxsize=1)
+def _default_num_threads():
+    """``OMP_NUM_THREADS`` (clamped to ``MAX_NUM_THREADS``) if set, else every usable core (read once)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        if int(env) > MAX_NUM_THREADS:
+            warnings.warn(
+                f"caffe2op: OMP_NUM_THREADS={env} is above the supported maximum; "
+                f"the CPU kernels use {MAX_NUM_THREADS} threads",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return MAX_NUM_THREADS
+        return int(env)
+    return _usable_cpus()
+
+
+@functools.lru_cache(maxsize=1)
+def _last_level_cache_bytes():
+    """Size of the largest CPU cache (Linux: sysconf or sysfs); 32 MiB when unknown."""
+    try:
+        size = os.sysconf("SC_LEVEL3_CACHE_SIZE") or os.sysconf("SC_LEVEL2_CACHE_SIZE")
+        if size > 0:
+            return int(size)
+    except (ValueError, OSError, AttributeError):  # not a glibc/Linux sysconf name
+        pass
+    sizes = []
+    for path in ("/sys/devices/system/cpu/cpu0/cache/index3/size", "/sys/devices/system/cpu/cpu0/cache/index2/size"):
+        try:
+            with open(path) as f:
+                text = f.read().strip().upper()
+            sizes.append(int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0))
+        except (OSError, ValueError):
+            continue
+    return max(sizes) if sizes else 32 << 20
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = True
+    _runtime.set_default_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+# OpenMP's own default (read by libgomp from OMP_NUM_THREADS) must be as safe as ours.
+_runtime.set_default_threads(_default_num_threads())
 
 
 def set_num_threads(n):
@@ -39,21 +95,26 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int or None
-        Number of threads (>= 1); None restores the default (``OMP_NUM_THREADS``
-        or all available cores).
+        Number of threads, from 1 to ``MAX_NUM_THREADS`` (256, or the number
+        of usable cores if that is larger); None restores the default
+        (``OMP_NUM_THREADS``, clamped to the same maximum, or all usable
+        cores).
 
     Raises
     ------
     TypeError
         If ``n`` is not an int or None.
     ValueError
-        If ``n`` < 1.
+        If ``n`` is outside ``1..MAX_NUM_THREADS``.
 
     Notes
     -----
     Results never depend on the thread count: every kernel splits its work so
     that each output element is computed by one thread in a fixed order.  In
-    a build without OpenMP the kernels run serially whatever ``n`` is.
+    a build without OpenMP the kernels run serially whatever ``n`` is.  In a
+    child process made by ``os.fork()`` (the default ``multiprocessing``
+    start method on Linux) the kernels run on one thread whatever ``n`` is:
+    the OpenMP thread pool does not survive a fork.
 
     Examples
     --------
@@ -67,11 +128,16 @@ def set_num_threads(n):
     if n is None:
         _num_threads = None
         return
+    _num_threads = _checked_thread_count("set_num_threads", n)
+
+
+def _checked_thread_count(where, n):
+    """``n`` as an int in ``1..MAX_NUM_THREADS`` (TypeError / ValueError naming ``where`` otherwise)."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"set_num_threads: n must be an int or None, got {type(n).__name__} ({n!r})")
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _num_threads = int(n)
+        raise TypeError(f"{where}: n must be an int or None, got {type(n).__name__} ({n!r})")
+    if not 1 <= n <= MAX_NUM_THREADS:
+        raise ValueError(f"{where}: n must be between 1 and {MAX_NUM_THREADS}, got {n}")
+    return int(n)
 
 
 def get_num_threads():
@@ -82,7 +148,7 @@ def get_num_threads():
     int
         The value of :func:`set_num_threads`, else the default
         (``OMP_NUM_THREADS`` or all available cores); 1 in a build without
-        OpenMP.
+        OpenMP and in a child process made by ``os.fork()``.
 
     Examples
     --------
@@ -90,7 +156,7 @@ def get_num_threads():
     >>> caffe2op.get_num_threads() >= 1
     True
     """
-    if not _OPENMP:
+    if not _OPENMP or _forked_child:
         return 1
     limit = getattr(_this_thread, "n", None)
     if limit is not None:
@@ -100,11 +166,12 @@ def get_num_threads():
 
 @contextlib.contextmanager
 def thread_limit(n):
-    """Within the block, kernels called from *this* thread use ``n`` threads (an int >= 1, not checked).
+    """Within the block, kernels called from *this* thread use ``n`` threads (checked as by set_num_threads).
 
     Other threads keep :func:`get_num_threads`'s value: caffe2op.dask runs one
     kernel per Dask worker thread, several at once in a process.
     """
+    n = _checked_thread_count("thread_limit", n)
     previous = getattr(_this_thread, "n", None)
     _this_thread.n = n
     try:
@@ -120,6 +187,15 @@ def _opencl_summary():
     except ImportError as err:  # the device layer itself failed to import
         return [f"unavailable ({err})"]
     return opencl.describe_platforms()
+
+
+def _cpu_variant_summary():
+    """Which CPU variant of each kernel module was loaded, and what this CPU supports."""
+    from . import _dispatch
+    from .ops import sparse_normalize, stop_gradient  # noqa: F401  (load their kernels)
+
+    loaded = ", ".join(f"{stem}={variant}" for stem, variant in sorted(_dispatch.loaded.items()))
+    return f"{loaded} (this CPU supports: {', '.join(_dispatch.usable_variants())})"
 
 
 def show_config(file=None):
@@ -145,7 +221,9 @@ def show_config(file=None):
         f"  numpy:    {np.__version__}",
         f"  build:    Cython kernels, OpenMP: {'yes' if openmp else 'no (serial kernels)'}",
         f"  threads:  {get_num_threads()} (default {_default_num_threads() if openmp else 1}"
-        f"{', OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if 'OMP_NUM_THREADS' in os.environ else ''})",
+        f"{', OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if 'OMP_NUM_THREADS' in os.environ else ''}"
+        f", at most {MAX_NUM_THREADS}{'; serial in this forked child' if _forked_child else ''})",
+        f"  cpu kernels: {_cpu_variant_summary()}",
         "  opencl:",
     ]
     lines += ["    " + line for line in _opencl_summary()]

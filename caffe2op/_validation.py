@@ -5,6 +5,8 @@ Every message names the operator and the bad value.  Kinds and dtypes raise
 TypeError, shapes and values ValueError, indices IndexError.
 """
 
+import numbers
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -46,10 +48,22 @@ def index_vector(op, name, indices):
     ------
     TypeError
         If the indices are not integers (bools and floats included).
+    ValueError
+        If they are a ragged nested sequence.
+    IndexError
+        If a Python int does not fit in int64.
     """
-    array = np.asarray(indices)
+    try:
+        array = np.asarray(indices)
+    except ValueError as err:  # NumPy's "inhomogeneous shape": a ragged nested list
+        raise ValueError(
+            f"{op}: {name} must be a rectangular array of integers, got a ragged sequence "
+            f"({type(indices).__name__} whose items have different lengths)"
+        ) from err
     if array.size == 0 and not isinstance(indices, np.ndarray):
         array = array.astype(np.int64)  # an empty Python list has no integer dtype of its own
+    if array.dtype == object:
+        array = _object_indices(op, name, array)
     if array.dtype.kind not in "iu":
         raise TypeError(f"{op}: {name} must be integers (int32 or int64), got {array.dtype}")
     array = array.reshape(-1)
@@ -59,6 +73,19 @@ def index_vector(op, name, indices):
             raise IndexError(f"{op}: index {int(array[position])} at position {position} of {name} is out of range")
         array = array.astype(np.int64)
     return np.ascontiguousarray(array)
+
+
+def _object_indices(op, name, array):
+    """int64 indices from an object array of Python ints (NumPy's result for ints beyond 64 bits)."""
+    values = array.reshape(-1).tolist()
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"{op}: {name} must be integers (int32 or int64), got object")
+    for position, value in enumerate(values):
+        if not -(2**63) <= value < 2**63:
+            raise IndexError(
+                f"{op}: index {value} at position {position} of {name} is out of range (indices must fit in int64)"
+            )
+    return np.array(values, dtype=np.int64).reshape(array.shape)
 
 
 def raise_first_bad_index(op, name, indices, n_rows, what="param"):

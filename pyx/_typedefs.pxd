@@ -20,6 +20,8 @@ ctypedef fused real_t:
 cdef extern from "caffe2op_cpu.h" nogil:
     int CAFFE2OP_HAVE_OPENMP
     int omp_get_max_threads()
+    void omp_set_num_threads(int n)
+    int c2o_cpu_supports_variant(int variant)
     float c2o_half_to_float(uint16_t h)
     uint16_t c2o_float_to_half(float f)
     void c2o_prefetch(const void* p)

@@ -21,6 +21,7 @@
 #else
 #define CAFFE2OP_HAVE_OPENMP 0
 static inline int omp_get_max_threads(void) { return 1; }
+static inline void omp_set_num_threads(int n) { (void)n; }
 #endif
 
 /* Hint that *p will be written soon.  Random rows of a large table miss the
@@ -30,6 +31,31 @@ static inline int omp_get_max_threads(void) { return 1; }
 #define c2o_prefetch(p) __builtin_prefetch((const void *)(p), 1, 3)
 #else
 #define c2o_prefetch(p) ((void)(p))
+#endif
+
+/* CPU variant support, read with cpuid (and xgetbv: the OS must save the
+ * wide registers).  1: AVX2 + FMA + F16C; 2: those and AVX-512 F/BW/VL/DQ. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+static inline int c2o_cpu_supports_variant(int variant) {
+    unsigned a, b, c, d, xcr0_lo, xcr0_hi;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!(osxsave && avx && fma && f16c)) return 0;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0x6) != 0x6) return 0; /* SSE and AVX state */
+    if (__get_cpuid_max(0, 0) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    const int avx2 = (b >> 5) & 1;
+    if (variant == 1) return avx2;
+    if (variant == 2) {
+        const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+        return avx2 && f && dq && bw && vl && (xcr0_lo & 0xE0) == 0xE0; /* opmask and zmm state */
+    }
+    return 0;
+}
+#else
+static inline int c2o_cpu_supports_variant(int variant) { (void)variant; return 0; }
 #endif
 
 static inline float c2o_bits_to_float(uint32_t bits) {

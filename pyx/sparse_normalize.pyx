@@ -2,38 +2,79 @@
 """CPU kernels of SparseNormalize and Float16SparseNormalize.
 
 The caller (``caffe2op.ops.sparse_normalize``) has already checked dtypes,
-contiguity and that every index lies in ``[0, n_rows)``.
+contiguity and the norm; the kernel checks every index itself, reading each
+one exactly once, so another thread writing the index array during the call
+can change which rows are normalised but never make the kernel write outside
+the table.
 
 Duplicate indices: Caffe2 ran one serial loop, so a repeated row was
-normalised twice.  Here the distinct rows are collected first (a bitmap,
-first-occurrence order), then normalised in parallel, each by exactly one
-thread: no two threads ever touch the same row, and the result does not
-depend on the thread count.
+normalised twice.  Here the distinct rows are collected first, then
+normalised in parallel, each by exactly one thread: no two threads ever touch
+the same row, and the result does not depend on the thread count.
+
+The de-duplication is sized by the indices, not by the table, and chooses
+the cheaper of two ways:
+
+- a bitmap of the table's rows, when it has at most ``BITMAP_WORDS_PER_INDEX``
+  64-bit words per index: indices mark it (in parallel, with atomic ORs, only
+  for more than ``PARALLEL_MIN_INDICES``), and the distinct rows are read back
+  from it in ascending order, so the row pass walks memory forwards;
+- otherwise (few indices into a large table) an open-addressing hash set of
+  about two slots per index; the rows keep their first-occurrence order
+  (they are far apart, so ascending order would buy no locality).
+
+The row kernels (``caffe2op_rows.h``) are the same source in every CPU
+variant of this module (see ``setup.py``) and give the same bits in each.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport sqrt
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 
 from _typedefs cimport (
-    c2o_float_to_half,
     c2o_prefetch,
-    c2o_half_to_float,
     index_t,
+    int32_t,
     int64_t,
     uint16_t,
     uint64_t,
 )
 
-# Caffe2's epsilon: rows are scaled by norm / (||row|| + EPS).
-cdef double EPS = 1e-12
+cdef extern from "caffe2op_rows.h" nogil:
+    void c2o_normalize_row_f32(float* x, Py_ssize_t n, int use_max_norm, double norm)
+    void c2o_normalize_row_f64(double* x, Py_ssize_t n, int use_max_norm, double norm)
+    void c2o_normalize_row_f16(uint16_t* x, Py_ssize_t n, int use_max_norm, double norm)
+    void c2o_atomic_or_u64(uint64_t* word, uint64_t bits)
+    int c2o_popcount_u64(uint64_t w)
+    int c2o_ctz_u64(uint64_t w)
+    int64_t c2o_load_once_i64(const int64_t* p)
+    int64_t c2o_load_once_i32(const int32_t* p)
 
-# Below this many table elements of work a parallel region costs more than it saves.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 12
+# Below this many table elements of row work the rows are normalised by one
+# thread.  A parallel region costs microseconds on an idle machine but a whole
+# scheduler slice (measured: 4-30 ms) whenever the second thread is
+# descheduled, as on a busy machine; 2**18 elements (random float32 rows:
+# ~0.8 ms serial) keeps a training step of a few thousand indices serial while
+# large updates still use every core.  Measured with 1 vs 2 threads on a
+# freshly written 100,000x64 table: at 512 indices (32,768 elements) serial
+# 0.21-0.25 ms, two threads 25-31 ms on a loaded machine.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 18
+
+# Below this many indices the bitmap is marked and read back by one thread, so
+# that the call has a single parallel region (the row pass).  Every region
+# waits for its slowest thread: on a busy machine each extra one cost a
+# scheduler slice -- measured at 10**5 indices into 10**6x64 float32 with 2
+# threads on a loaded machine: 312 ms with a parallel de-duplication (three
+# regions more) against 71 ms with a serial one (C floor kernel: 37-91 ms).
+# Serial marking costs ~2-4 ns per index, small beside the rows it selects.
+cdef Py_ssize_t PARALLEL_MIN_INDICES = 1 << 22
+
+# The bitmap is used while it has at most this many words per index.
+cdef Py_ssize_t BITMAP_WORDS_PER_INDEX = 32
 
 # Rows ahead whose first cache lines are prefetched, and how many bytes of each.
 cdef Py_ssize_t PREFETCH_ROWS = 8
-cdef Py_ssize_t PREFETCH_BYTES = 256
+cdef Py_ssize_t PREFETCH_BYTES = 512
 
 # Table storage: float32, float64, or float16 bit patterns computed in float32.
 ctypedef fused storage_t:
@@ -42,42 +83,148 @@ ctypedef fused storage_t:
     uint16_t
 
 
+def tuning():
+    """The size thresholds of this module, for benchmarks: a dict of name -> value."""
+    return {
+        "parallel_min_work": PARALLEL_MIN_WORK,
+        "parallel_min_indices": PARALLEL_MIN_INDICES,
+        "bitmap_words_per_index": BITMAP_WORDS_PER_INDEX,
+        "prefetch_rows": PREFETCH_ROWS,
+        "prefetch_bytes": PREFETCH_BYTES,
+    }
+
+
+def set_tuning(**values):
+    """Change thresholds (names as in :func:`tuning`); for benchmarks that locate them, never for users."""
+    global PARALLEL_MIN_WORK, PARALLEL_MIN_INDICES, BITMAP_WORDS_PER_INDEX, PREFETCH_ROWS, PREFETCH_BYTES
+    unknown = set(values) - set(tuning())
+    if unknown:
+        raise KeyError(f"unknown tuning names: {sorted(unknown)}")
+    PARALLEL_MIN_WORK = max(0, values.get("parallel_min_work", PARALLEL_MIN_WORK))
+    PARALLEL_MIN_INDICES = max(1, values.get("parallel_min_indices", PARALLEL_MIN_INDICES))
+    BITMAP_WORDS_PER_INDEX = max(0, values.get("bitmap_words_per_index", BITMAP_WORDS_PER_INDEX))
+    PREFETCH_ROWS = max(1, values.get("prefetch_rows", PREFETCH_ROWS))
+    PREFETCH_BYTES = max(0, values.get("prefetch_bytes", PREFETCH_BYTES))
+
+
 def count_out_of_range(const index_t[::1] indices, Py_ssize_t n_rows, int n_threads):
     """Return how many indices fall outside ``[0, n_rows)``."""
     cdef Py_ssize_t i, n = indices.shape[0], bad = 0
     for i in prange(n, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n > PARALLEL_MIN_WORK):
+                    use_threads_if=n > PARALLEL_MIN_INDICES):
         if indices[i] < 0 or indices[i] >= n_rows:
             bad += 1
     return bad
 
 
-cdef Py_ssize_t _distinct_rows(const index_t[::1] indices, Py_ssize_t n_rows, int64_t* rows,
-                               Py_ssize_t* first_bad) noexcept nogil:
-    """Write the distinct indices to ``rows`` in first-occurrence order; return their number.
+cdef inline int64_t _index(const index_t[::1] indices, Py_ssize_t i) noexcept nogil:
+    """``indices[i]``, loaded once."""
+    if index_t is int64_t:
+        return c2o_load_once_i64(&indices[i])
+    else:
+        return c2o_load_once_i32(&indices[i])
 
-    Stops at the first index outside ``[0, n_rows)`` and stores its position
-    in ``first_bad`` (else -1), so that nothing is written when one is bad.
-    Returns -1 when the bitmap cannot be allocated.
-    """
-    cdef Py_ssize_t i, count = 0
+
+cdef Py_ssize_t _count_bits(const uint64_t* seen, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t w, count = 0
+    for w in range(start, stop):
+        count += c2o_popcount_u64(seen[w])
+    return count
+
+
+cdef void _list_bits(const uint64_t* seen, Py_ssize_t start, Py_ssize_t stop, int64_t* rows) noexcept nogil:
+    """Write the positions of the set bits of ``seen[start:stop]`` to ``rows``, ascending."""
+    cdef Py_ssize_t w, count = 0
+    cdef uint64_t bits
+    for w in range(start, stop):
+        bits = seen[w]
+        while bits:
+            rows[count] = (w << 6) + c2o_ctz_u64(bits)
+            count += 1
+            bits &= bits - 1
+
+
+cdef Py_ssize_t _distinct_by_bitmap(const index_t[::1] indices, Py_ssize_t n_rows, int64_t* rows,
+                                    int n_threads) noexcept nogil:
+    """Distinct indices in ascending order; -1 if one is out of range, -2 without memory."""
+    cdef Py_ssize_t i, c, k = indices.shape[0], n_words = (n_rows + 63) >> 6, bad = 0
+    cdef Py_ssize_t n_chunks, chunk, total
     cdef int64_t row
-    cdef uint64_t bit
-    cdef uint64_t* seen = <uint64_t*> calloc(<size_t> ((n_rows + 63) >> 6) + 1, sizeof(uint64_t))
-    first_bad[0] = -1
+    cdef uint64_t* seen = <uint64_t*> calloc(<size_t> n_words + 1, sizeof(uint64_t))
+    cdef Py_ssize_t* offsets
     if seen == NULL:
+        return -2
+    if k >= PARALLEL_MIN_INDICES and n_threads > 1:
+        for i in prange(k, schedule="static", num_threads=n_threads):
+            row = _index(indices, i)  # read once: checked and used as the same value
+            if row < 0 or row >= n_rows:
+                bad += 1
+            else:
+                c2o_atomic_or_u64(&seen[row >> 6], (<uint64_t> 1) << (row & 63))
+    else:
+        for i in range(k):
+            row = _index(indices, i)
+            if row < 0 or row >= n_rows:
+                bad = 1
+                break
+            seen[row >> 6] |= (<uint64_t> 1) << (row & 63)
+    if bad:
+        free(seen)
         return -1
-    for i in range(indices.shape[0]):
-        row = indices[i]
+    n_chunks = n_threads if k >= PARALLEL_MIN_INDICES and n_threads > 1 else 1
+    if n_chunks == 1:
+        total = _count_bits(seen, 0, n_words)
+        _list_bits(seen, 0, n_words, rows)
+        free(seen)
+        return total
+    offsets = <Py_ssize_t*> malloc((n_chunks + 1) * sizeof(Py_ssize_t))
+    if offsets == NULL:
+        free(seen)
+        return -2
+    chunk = (n_words + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks, schedule="static", num_threads=n_threads):
+        offsets[c + 1] = _count_bits(seen, min(c * chunk, n_words), min((c + 1) * chunk, n_words))
+    offsets[0] = 0
+    for c in range(n_chunks):
+        offsets[c + 1] += offsets[c]
+    for c in prange(n_chunks, schedule="static", num_threads=n_threads):
+        _list_bits(seen, min(c * chunk, n_words), min((c + 1) * chunk, n_words), rows + offsets[c])
+    total = offsets[n_chunks]
+    free(offsets)
+    free(seen)
+    return total
+
+
+cdef Py_ssize_t _distinct_by_hash(const index_t[::1] indices, Py_ssize_t n_rows, int64_t* rows) noexcept nogil:
+    """Distinct indices in first-occurrence order; -1 if one is out of range, -2 without memory."""
+    cdef Py_ssize_t i, k = indices.shape[0], count = 0
+    cdef int shift = 64
+    cdef uint64_t capacity = 16, mask, slot
+    cdef int64_t row
+    cdef int64_t* slots
+    while capacity < <uint64_t> (2 * k):
+        capacity <<= 1
+    while (<uint64_t> 1 << (64 - shift)) < capacity:
+        shift -= 1
+    mask = capacity - 1
+    slots = <int64_t*> malloc(capacity * sizeof(int64_t))
+    if slots == NULL:
+        return -2
+    memset(slots, 0xFF, capacity * sizeof(int64_t))  # -1: empty
+    for i in range(k):
+        row = _index(indices, i)
         if row < 0 or row >= n_rows:
-            first_bad[0] = i
-            break
-        bit = (<uint64_t> 1) << (row & 63)
-        if not (seen[row >> 6] & bit):
-            seen[row >> 6] |= bit
+            free(slots)
+            return -1
+        # Fibonacci hashing spreads consecutive rows over the slots.
+        slot = ((<uint64_t> row) * <uint64_t> 0x9E3779B97F4A7C15) >> shift
+        while slots[slot] != -1 and slots[slot] != row:
+            slot = (slot + 1) & mask
+        if slots[slot] == -1:
+            slots[slot] = row
             rows[count] = row
             count += 1
-    free(seen)
+    free(slots)
     return count
 
 
@@ -93,51 +240,12 @@ cdef inline void _prefetch_row(storage_t* row, Py_ssize_t block) noexcept nogil:
 
 cdef inline void _normalize_row(storage_t* row, Py_ssize_t block, bint use_max_norm,
                                 double norm) noexcept nogil:
-    """Scale one row in place to L2 norm ``norm`` (Caffe2's rule, see module doc)."""
-    cdef Py_ssize_t j = 0
-    # float16 accumulates in float32 as Caffe2's Float16SparseNormalize did;
-    # float32 and float64 accumulate in float64.
-    cdef float hs0 = 0, hs1 = 0, hs2 = 0, hs3 = 0, hx, hn, hscale
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, n, scale
-    if storage_t is uint16_t:
-        # Four partial sums break the dependency chain of the reduction.
-        while j + 4 <= block:
-            hx = c2o_half_to_float(row[j])
-            hs0 += hx * hx
-            hx = c2o_half_to_float(row[j + 1])
-            hs1 += hx * hx
-            hx = c2o_half_to_float(row[j + 2])
-            hs2 += hx * hx
-            hx = c2o_half_to_float(row[j + 3])
-            hs3 += hx * hx
-            j += 4
-        while j < block:
-            hx = c2o_half_to_float(row[j])
-            hs0 += hx * hx
-            j += 1
-        hn = sqrt((hs0 + hs1) + (hs2 + hs3))
-        # A zero row stays zero (Caffe2 multiplied it by norm/eps, which is 0 unless it overflows).
-        if (use_max_norm and hn <= <float> norm) or hn == 0:
-            return
-        hscale = <float> norm / (hn + <float> EPS)
-        for j in range(block):
-            row[j] = c2o_float_to_half(c2o_half_to_float(row[j]) * hscale)
+    if storage_t is float:
+        c2o_normalize_row_f32(row, block, use_max_norm, norm)
+    elif storage_t is double:
+        c2o_normalize_row_f64(row, block, use_max_norm, norm)
     else:
-        while j + 4 <= block:
-            s0 += <double> row[j] * row[j]
-            s1 += <double> row[j + 1] * row[j + 1]
-            s2 += <double> row[j + 2] * row[j + 2]
-            s3 += <double> row[j + 3] * row[j + 3]
-            j += 4
-        while j < block:
-            s0 += <double> row[j] * row[j]
-            j += 1
-        n = sqrt((s0 + s1) + (s2 + s3))
-        if (use_max_norm and n <= norm) or n == 0:
-            return
-        scale = norm / (n + EPS)
-        for j in range(block):
-            row[j] = <storage_t> (row[j] * scale)
+        c2o_normalize_row_f16(row, block, use_max_norm, norm)
 
 
 def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
@@ -145,27 +253,30 @@ def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
     """Normalise the rows ``table[indices]`` in place (each distinct row once).
 
     Every index is bounds-checked in the pass that collects the distinct
-    rows, before any row is written.  Returns -1, or the position of the
-    first index outside ``[0, n_rows)``, in which case the table is untouched.
+    rows, before any row is written.  Returns -1, or 0 when an index lies
+    outside ``[0, n_rows)``, in which case the table is untouched.
     """
     cdef Py_ssize_t k = indices.shape[0], block = table.shape[1], n_rows = table.shape[0]
-    cdef Py_ssize_t i, n_distinct, first_bad = -1
+    cdef Py_ssize_t i, n_distinct
     cdef int64_t* rows
     cdef storage_t* base = &table[0, 0] if n_rows > 0 and block > 0 else NULL
     if k == 0:
         return -1
-    rows = <int64_t*> malloc(k * sizeof(int64_t))
+    rows = <int64_t*> malloc(max(1, min(k, n_rows)) * sizeof(int64_t))
     if rows == NULL:
         raise MemoryError("SparseNormalize: cannot allocate the list of distinct rows")
     with nogil:
-        n_distinct = _distinct_rows(indices, n_rows, rows, &first_bad)
-        if n_distinct >= 0 and first_bad < 0 and block > 0:
+        if (n_rows + 63) >> 6 <= BITMAP_WORDS_PER_INDEX * k:
+            n_distinct = _distinct_by_bitmap(indices, n_rows, rows, n_threads)
+        else:
+            n_distinct = _distinct_by_hash(indices, n_rows, rows)
+        if n_distinct > 0 and block > 0:
             for i in prange(n_distinct, schedule="static", num_threads=n_threads,
-                            use_threads_if=n_distinct * block > PARALLEL_MIN_WORK):
+                            use_threads_if=n_distinct * block >= PARALLEL_MIN_WORK):
                 if i + PREFETCH_ROWS < n_distinct:
                     _prefetch_row(base + rows[i + PREFETCH_ROWS] * block, block)
                 _normalize_row(base + rows[i] * block, block, use_max_norm, norm)
     free(rows)
-    if n_distinct < 0:
-        raise MemoryError("SparseNormalize: cannot allocate the bitmap of seen rows")
-    return first_bad
+    if n_distinct == -2:
+        raise MemoryError("SparseNormalize: cannot allocate the de-duplication set")
+    return 0 if n_distinct == -1 else -1

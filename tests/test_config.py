@@ -18,7 +18,7 @@ def test_set_and_get_num_threads():
     assert caffe2op.get_num_threads() == (3 if _runtime.openmp_enabled() else 1)
     caffe2op.set_num_threads(None)
     assert caffe2op.get_num_threads() >= 1
-    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="n must be between 1 and [0-9]+, got 0"):
         caffe2op.set_num_threads(0)
     with pytest.raises(TypeError, match="n must be an int or None"):
         caffe2op.set_num_threads(2.0)
@@ -41,6 +41,58 @@ def test_show_config_reports_build_threads_numpy_and_opencl():
     assert f"numpy:    {np.__version__}" in text
     assert ("OpenMP: yes" if _runtime.openmp_enabled() else "OpenMP: no") in text
     assert "threads:" in text and "opencl:" in text
+    from caffe2op import _dispatch
+
+    assert f"sparse_normalize={_dispatch.loaded['sparse_normalize']}" in text
+    assert f"this CPU supports: {', '.join(_dispatch.usable_variants())}" in text
+
+
+def test_best_supported_cpu_variant_is_loaded():
+    from caffe2op import _dispatch
+    from caffe2op.ops.sparse_normalize import cpu
+
+    best = _dispatch.usable_variants()[0]
+    assert _dispatch.usable_variants()[-1] == "baseline"
+    suffix = "" if best == "baseline" else f"_{best}"
+    # Either the best variant was built here, or (other architecture, old compiler) the loader fell back.
+    if cpu._kernels.__name__ == f"caffe2op._cpu.sparse_normalize{suffix}":
+        assert _dispatch.loaded["sparse_normalize"] == best
+    else:
+        assert _dispatch.loaded["sparse_normalize"] in _dispatch.usable_variants()[1:]
+
+
+@pytest.mark.parametrize("forced", ["baseline", "avx2", "avx512"])
+def test_every_cpu_variant_gives_the_same_bits(forced):
+    """Forcing a variant (CAFFE2OP_CPU_VARIANT) loads it when the CPU runs it, and its results equal the baseline's."""
+    from caffe2op import _dispatch
+
+    if forced not in _dispatch.usable_variants():
+        pytest.skip(f"this CPU cannot run the {forced} variant")
+    script = """
+import hashlib, numpy as np, caffe2op
+from caffe2op import _dispatch
+digest = hashlib.sha256()
+rng = np.random.default_rng(0)
+for dtype in (np.float16, np.float32, np.float64):
+    for width in (1, 7, 8, 13, 64, 257):
+        for threads in (1, 2):
+            caffe2op.set_num_threads(threads)
+            table = (rng.standard_normal((3000, width)) * 3).astype(dtype)
+            table[::97] *= 1e-170 if dtype == np.float64 else 1  # rows on the scaled path
+            table[5::101] *= 1e170 if dtype == np.float64 else 1
+            for use_max_norm in (True, False):
+                caffe2op.sparse_normalize(table, rng.integers(0, 3000, 2500), use_max_norm=use_max_norm, norm=1.5)
+            digest.update(table.tobytes())
+digest.update(caffe2op.stop_gradient(rng.standard_normal(1 << 20)).tobytes())
+print(_dispatch.loaded["sparse_normalize"], digest.hexdigest())
+"""
+    runs = {}
+    for variant in ("baseline", forced):
+        env = dict(os.environ, CAFFE2OP_CPU_VARIANT=variant)
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        runs[variant] = out.stdout.split()
+    assert runs[forced][0] == forced or forced not in _dispatch.loaded.values() and forced != "baseline"
+    assert runs[forced][1] == runs["baseline"][1]
 
 
 def test_command_line_config():

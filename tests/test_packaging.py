@@ -1,12 +1,23 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """A built wheel carries the compiled CPU kernels and the OpenCL sources."""
 
+import ast
 import pathlib
+import platform
 import zipfile
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _setup_constant(name):
+    """A literal assigned at the top level of setup.py (setup.py cannot be imported: it builds)."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"setup.py has no {name}")
 
 
 @pytest.mark.slow  # builds a wheel: compiles every Cython module
@@ -15,6 +26,14 @@ def test_wheel_contains_every_compiled_module_and_kernel_source(built_wheel):
     for source in sorted((ROOT / "pyx").glob("*.pyx")):
         compiled = [n for n in names if n.startswith(f"caffe2op/_cpu/{source.stem}.") and n.endswith((".so", ".pyd"))]
         assert compiled, f"{source.name} is not compiled into the wheel"
+    # x86-64: every variant module of every variant-built kernel, so import-time dispatch finds them.
+    variant_modules, cpu_variants = _setup_constant("VARIANT_MODULES"), _setup_constant("CPU_VARIANTS")
+    assert set(cpu_variants) == {"avx2", "avx512"}
+    for stem in variant_modules:
+        for variant in cpu_variants:
+            built = any(n.startswith(f"caffe2op/_cpu/{stem}_{variant}.") and n.endswith(".so") for n in names)
+            assert built == (platform.machine().lower() in ("x86_64", "amd64")), (stem, variant)
+    assert "caffe2op/_dispatch.py" in names
     # opencl_kernels/ sits outside caffe2op/ and is mapped to caffe2op._cl: every kernel source ships, unchanged.
     sources = sorted(p.name for p in (ROOT / "opencl_kernels").iterdir() if p.suffix in (".cl", ".h"))
     assert "caffe2op_common.h" in sources and "sparse_normalize.cl" in sources
@@ -65,6 +84,8 @@ import numpy as np, caffe2op
 from caffe2op._cpu import _runtime
 assert caffe2op.__file__.startswith({str(target)!r}), caffe2op.__file__
 assert not _runtime.openmp_enabled() and caffe2op.get_num_threads() == 1
+from caffe2op import _dispatch
+caffe2op.show_config()
 caffe2op.set_num_threads(2)  # accepted, still serial
 w = np.array([[3.0, 4.0], [0.3, 0.4]], np.float32)
 caffe2op.sparse_normalize(w, [0, 1, 0])

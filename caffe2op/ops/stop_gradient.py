@@ -9,8 +9,7 @@ cuts every earlier producer of the blob off.
 
 import numpy as np
 
-from .. import _config, _interop, opencl
-from .._cpu import stop_gradient as _kernels
+from .. import _config, _dispatch, _interop, opencl
 from .._validation import require_ndarray, require_writeable
 from ..core import DeviceType
 from ..devices import backend_for
@@ -19,6 +18,8 @@ from ..registry import Operator, register_cpu_operator, register_cuda_operator, 
 from ..schema import OpSchema, register_schema
 
 __all__ = ["stop_gradient"]
+
+_kernels = _dispatch.load("stop_gradient")
 
 STOP_GRADIENT_SCHEMA = register_schema(
     OpSchema(
@@ -50,14 +51,23 @@ _PARALLEL_COPY_MIN_BYTES = 1 << 22
 
 
 def copy_into(src, dst):
-    """Copy ``src`` into ``dst`` (same shape and dtype), with threads for large contiguous arrays."""
+    """Copy ``src`` into ``dst`` (same shape and dtype), with threads for large contiguous arrays.
+
+    Copies larger than the last-level cache use non-temporal stores (they
+    would evict the cache anyway, and skip reading the destination first).
+    """
     if (
         src.nbytes >= _PARALLEL_COPY_MIN_BYTES
         and src.flags.c_contiguous
         and dst.flags.c_contiguous
         and not np.may_share_memory(src, dst)
     ):
-        _kernels.copy_bytes(src.reshape(-1).view(np.uint8), dst.reshape(-1).view(np.uint8), _config.get_num_threads())
+        _kernels.copy_bytes(
+            src.reshape(-1).view(np.uint8),
+            dst.reshape(-1).view(np.uint8),
+            _config.get_num_threads(),
+            _config._last_level_cache_bytes(),
+        )
     else:
         np.copyto(dst, src)
 

@@ -376,3 +376,172 @@ def test_plain_and_checked_calls_agree(case, use_max_norm, shift):
     outcome_checked = run(checked, indices.tolist(), int(use_max_norm), np.float64(norm))  # not the plain types
     assert outcome_plain == outcome_checked
     assert_bit_identical(plain, checked)
+
+
+# --- overflow, underflow and the norm's range (issue 10, items 7 and 12) ------
+
+
+def _hypot_ref(row, use_max_norm, norm):
+    """Caffe2's rule with an exact, overflow-free row norm (math.hypot), in Python floats."""
+    import math
+
+    n = math.hypot(*row)
+    if (use_max_norm and n <= norm) or n == 0:
+        return list(row)
+    if math.isinf(n):  # the elements are finite: scale them first
+        big = max(abs(v) for v in row)
+        return [v / big * (norm / math.hypot(*(w / big for w in row))) for v in row]
+    return [v * (norm / (n + 1e-12)) for v in row]
+
+
+@pytest.mark.parametrize("use_max_norm", [True, False])
+@pytest.mark.parametrize("value", [1e200, 1.7e308, 1e-200, 1e-310, 5e-324, 1e-160, 3e154])
+def test_float64_rows_neither_overflow_nor_underflow(value, use_max_norm):
+    param = np.full((2, 4), value)
+    param[0, 1] = -value / 2
+    before = param.copy()
+    expected = _hypot_ref(param[0].tolist(), use_max_norm, 1.0)
+    caffe2op.sparse_normalize(param, [0], use_max_norm=use_max_norm, norm=1.0)
+    np.testing.assert_allclose(param[0], expected, rtol=1e-14, atol=0)
+    assert_bit_identical(param[1], before[1])
+
+
+def test_huge_row_becomes_half_everywhere():
+    param = np.full((2, 4), 1e200)  # the issue's reproduction: the row used to become zeros
+    caffe2op.sparse_normalize(param, [0])
+    np.testing.assert_allclose(param[0], 0.5, rtol=1e-15)
+
+
+def test_overflowing_row_norm_with_finite_elements_is_scaled():
+    param = np.full((1, 4), 1.5e308)  # ||row|| = 3e308 > DBL_MAX
+    caffe2op.sparse_normalize(param, [0], norm=2.0)
+    np.testing.assert_allclose(param[0], 1.0, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "dtype, norm", [(np.float32, 1e300), (np.float32, 3.5e38), (np.float16, 65520.0), (np.float16, 1e5)]
+)
+def test_norm_not_representable_in_the_table_dtype_raises(dtype, norm):
+    param = np.ones((3, 4), dtype)
+    before = param.copy()
+    with pytest.raises(
+        ValueError, match=f"SparseNormalize: norm .* cannot be represented in param's dtype {dtype.__name__}"
+    ):
+        caffe2op.sparse_normalize(param, [0], use_max_norm=False, norm=norm)
+    assert_bit_identical(param, before)
+    ws = caffe2op.Workspace()
+    ws.feed_blob("w", param)
+    ws.feed_blob("i", np.array([0, 1]))
+    with pytest.raises(ValueError, match="cannot be represented"):
+        ws.run_operator_once(caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"], norm=norm))
+    assert_bit_identical(ws.fetch_blob("w"), before)
+
+
+def test_largest_norm_of_the_dtype_is_accepted():
+    param = np.ones((2, 4), np.float16)
+    caffe2op.sparse_normalize(param, [0], use_max_norm=False, norm=65504.0)
+    assert np.isfinite(param).all() and param[0, 0] == np.float16(32752)
+
+
+def test_integer_norm_too_large_for_a_float_raises_value_error():
+    param = _table()
+    before = param.copy()
+    with pytest.raises(ValueError, match="SparseNormalize: argument 'norm' must be finite, got an int of 401 digits"):
+        caffe2op.sparse_normalize(param, [0], norm=10**400)
+    assert_bit_identical(param, before)
+
+
+# --- messages for odd index lists (issue 10, item 13) --------------------------
+
+
+def test_ragged_index_list_names_the_operator():
+    param = _table()
+    before = param.copy()
+    with pytest.raises(
+        ValueError, match="SparseNormalize: indices must be a rectangular array of integers, got a ragged"
+    ):
+        caffe2op.sparse_normalize(param, [[0], [1, 2]])
+    assert_bit_identical(param, before)
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 10**30])
+def test_index_beyond_64_bits_is_an_index_error(value):
+    param = _table()
+    before = param.copy()
+    with pytest.raises(IndexError, match=f"SparseNormalize: index {value} at position 1 of indices is out of range"):
+        caffe2op.sparse_normalize(param, [0, value])
+    assert_bit_identical(param, before)
+
+
+def test_object_array_of_small_ints_is_accepted():
+    param = _table()
+    expected = sparse_normalize_ref(param, [0, 3])
+    caffe2op.sparse_normalize(param, np.array([0, 3], dtype=object))
+    assert_allclose_dtype(param, expected)
+
+
+def test_empty_rows_of_a_huge_table_need_no_memory_for_the_table():
+    param = np.empty((2**40, 0), np.float32)  # no bitmap of 2**40 bits: de-duplication is sized by the indices
+    assert caffe2op.sparse_normalize(param, [5, 2**40 - 1, 5]) is param
+    with pytest.raises(IndexError, match="index 1099511627776 at position 0"):
+        caffe2op.sparse_normalize(param, [2**40])
+
+
+# --- de-duplication: bitmap (ascending walk) and hash set ---------------------
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n_rows, n_indices", [(10**6, 3), (10**6, 40), (5000, 20_000), (300, 100_000)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_both_deduplication_paths_match_the_reference(dtype, n_rows, n_indices, threads):
+    """Few indices into a large table take the hash set; many take the bitmap (parallel above 2**16)."""
+    rng = np.random.default_rng(n_rows + n_indices)
+    param = (rng.standard_normal((n_rows, 4)) * 2).astype(dtype)
+    indices = rng.integers(0, n_rows, n_indices)
+    indices[-1] = indices[0]  # a repeat, seen by both paths
+    expected_rows = sparse_normalize_ref(param[np.unique(indices)], np.arange(np.unique(indices).size), False, 1.0)
+    before = param.copy()
+    caffe2op.set_num_threads(threads)
+    try:
+        caffe2op.sparse_normalize(param, indices, use_max_norm=False, norm=1.0)
+    finally:
+        caffe2op.set_num_threads(None)
+    assert_allclose_dtype(param[np.unique(indices)], expected_rows)
+    untouched = np.setdiff1d(np.arange(n_rows), indices)
+    assert_bit_identical(param[untouched], before[untouched])
+
+
+@pytest.mark.parametrize("n_rows, n_indices", [(10**6, 5), (2000, 200_000)])
+def test_out_of_range_late_in_either_path_changes_nothing(n_rows, n_indices):
+    rng = np.random.default_rng(7)
+    param = rng.standard_normal((n_rows, 3)) * 5
+    indices = rng.integers(0, n_rows, n_indices)
+    indices[n_indices - 2] = n_rows
+    before = param.copy()
+    with pytest.raises(IndexError, match=f"index {n_rows} at position {n_indices - 2}"):
+        caffe2op.sparse_normalize(param, indices)
+    assert_bit_identical(param, before)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_parallel_deduplication_gives_the_serial_result(dtype):
+    """The atomic-OR bitmap marking (used for very many indices) is forced on a small case."""
+    from caffe2op.ops.sparse_normalize import cpu
+
+    rng = np.random.default_rng(11)
+    base = (rng.standard_normal((3000, 5)) * 2).astype(dtype)
+    indices = rng.integers(0, 3000, 20_000)
+    serial, threaded = base.copy(), base.copy()
+    caffe2op.set_num_threads(1)
+    caffe2op.sparse_normalize(serial, indices, use_max_norm=False)
+    default = cpu._kernels.tuning()
+    cpu._kernels.set_tuning(parallel_min_indices=1, parallel_min_work=0)
+    caffe2op.set_num_threads(2)
+    try:
+        caffe2op.sparse_normalize(threaded, indices, use_max_norm=False)
+        with pytest.raises(IndexError, match="index 3000 at position 7"):
+            caffe2op.sparse_normalize(threaded, np.r_[indices[:7], 3000, indices[7:]], use_max_norm=False)
+    finally:
+        cpu._kernels.set_tuning(**default)
+        caffe2op.set_num_threads(None)
+    assert_bit_identical(threaded, serial)

@@ -5,8 +5,7 @@ import math
 
 import numpy as np
 
-from ... import _config
-from ..._cpu import sparse_normalize as _kernels
+from ... import _config, _dispatch
 from ..._validation import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
@@ -19,10 +18,14 @@ from ..._validation import (
 from ...registry import Operator, register_cpu_operator
 from .schema import FLOAT16_SPARSE_NORMALIZE_SCHEMA, SPARSE_NORMALIZE_SCHEMA
 
+_kernels = _dispatch.load("sparse_normalize")
+
 # Storage type of each table dtype in the kernels (float16 travels as its bits).
 _STORAGE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.float16): "uint16_t"}
 _INDEX = {np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
 _HALF = (np.dtype(np.float16),)
+# The largest norm each table dtype can hold: a larger one would write inf.
+_MAX_NORM = {dtype: float(np.finfo(dtype).max) for dtype in _STORAGE}
 
 
 def _specialised(table_dtype, index_dtype):
@@ -50,7 +53,16 @@ def check_sparse_normalize_args(
     require_writeable(op, "param", param)
     schema = FLOAT16_SPARSE_NORMALIZE_SCHEMA if float16_only else SPARSE_NORMALIZE_SCHEMA
     use_max_norm = schema.arg("use_max_norm").convert(op, use_max_norm)
-    norm = schema.arg("norm").convert(op, norm)
+    try:
+        norm = schema.arg("norm").convert(op, norm)
+    except OverflowError:  # an int too large for a float
+        digits = len(str(abs(int(norm))))
+        raise ValueError(f"{op}: argument 'norm' must be finite, got an int of {digits} digits") from None
+    if norm > _MAX_NORM[param.dtype]:
+        raise ValueError(
+            f"{op}: norm {norm!r} cannot be represented in param's dtype {param.dtype} "
+            f"(largest finite value {_MAX_NORM[param.dtype]!r})"
+        )
     indices = index_vector(op, "indices", indices)
     n_rows = param.shape[0]
     if check_range and indices.size and _RANGE_CHECKS[indices.dtype](indices, n_rows, n_threads):
@@ -81,7 +93,7 @@ def _is_plain_call(param, indices, use_max_norm, norm, float16_only):
         and indices.flags.c_contiguous
         and type(use_max_norm) is bool
         and type(norm) is float
-        and 0.0 <= norm < math.inf
+        and 0.0 <= norm <= _MAX_NORM[param.dtype]
     )
 
 
@@ -90,7 +102,8 @@ def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only
 
     The kernel checks every index while it collects the distinct rows, before
     it writes any: an out-of-range index raises IndexError with the table
-    untouched.
+    untouched.  The kernel reads each index once, so another thread writing
+    ``indices`` meanwhile cannot make it write outside the table.
     """
     if not _is_plain_call(param, indices, use_max_norm, norm, float16_only):
         indices, use_max_norm, norm = check_sparse_normalize_args(
@@ -104,8 +117,8 @@ def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only
     rows = table.reshape(n_rows, math.prod(param.shape[1:]))
     if table.dtype == np.float16:
         rows = rows.view(np.uint16)
-    first_bad = _KERNELS[param.dtype, indices.dtype](rows, indices, use_max_norm, norm, _config.get_num_threads())
-    if first_bad >= 0:
+    failed = _KERNELS[param.dtype, indices.dtype](rows, indices, use_max_norm, norm, _config.get_num_threads())
+    if failed >= 0:
         raise_first_bad_index(op, "indices", indices, n_rows)
     if not contiguous:
         np.copyto(param, table)
