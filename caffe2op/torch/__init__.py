@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess witho
     ) from err
 
 from caffe2op.torch._constraint import RowNormConstraint
-from caffe2op.torch._ops import OPERATORS
+from caffe2op.torch._ops import OPERATORS  # noqa: F401  (registers torch.ops.caffe2op.*)
 from caffe2op.torch._renorm import embedding_renorm_
 
 __all__ = ["RowNormConstraint", "embedding_renorm_"]
