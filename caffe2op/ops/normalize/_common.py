@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from ..._validation import require_writeable
-from ...errors import SchemaError
+from ...errors import SchemaError, SchemaTypeError
 from .schema import _AXIS
 
 # Kernel specialisations, picked once per dtype instead of dispatched per call.
@@ -40,10 +40,12 @@ def canonical_axis(op, axis, ndim):
     Raises
     ------
     SchemaTypeError
-        If ``axis`` is not an int.
+        If ``axis`` is not an int (a bool is not an axis).
     SchemaError
         If it is out of range for rank ``ndim`` (a ValueError).
     """
+    if isinstance(axis, (bool, np.bool_)):
+        raise SchemaTypeError(f"{op}: argument 'axis' must be an int, got bool ({axis!r})")
     axis = _AXIS.convert(op, axis)
     if not -ndim <= axis < ndim:
         valid = f"valid axes are {-ndim}..{ndim - 1}" if ndim else "it has no axes"

@@ -76,12 +76,14 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
     ------
     TypeError
         If the data are not float16/32/64 (or float64 on a device without
-        fp64), the sparse format is not CSR, CSC or COO, or ``out`` has the
+        fp64), the sparse format is not CSR, CSC or COO, its index arrays
+        are not int32 or int64, or ``out`` has the
         wrong kind, format or dtype.
     ValueError
         If ``axis`` is out of range (a :class:`~caffe2op.SchemaError`),
         ``norm`` is negative or not finite, a sparse input is not 2-D or has
-        an invalid structure, ``out`` has the wrong shape or structure, is
+        an invalid structure (or another thread rewrote its index arrays
+        while the call ran), ``out`` has the wrong shape or structure, is
         read-only or lives on another device, a device array is not
         C-contiguous, or ``device`` contradicts where ``W`` lives.  Nothing is
         modified when an error is raised.
@@ -108,7 +110,10 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
     for ``0 < n < 1e-12`` in constant-norm mode, where this function
     amplifies by ``norm / 1e-12`` instead of ``norm / (n + 1e-12)``.
 
-    Norms are accumulated in float64 (float32 for float16 data).  float64
+    Norms are accumulated in float64 for every dtype, so they stay accurate
+    at any length; a float64 vector whose sum of squares would overflow or
+    underflow (values near 1e200 or 1e-200) has its norm recomputed from
+    values scaled by a power of two, so it is normalised correctly.  float64
     data are scaled in float64; float32 and float16 data are multiplied in
     float32 by the scale rounded to float32, as Caffe2 did (within one ulp of
     the exact quotient; float16 results rounded to nearest even).  Any axis of a C- or F-contiguous array is

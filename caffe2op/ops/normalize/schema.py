@@ -26,7 +26,7 @@ NORMALIZE_SCHEMA = register_schema(
         doc="Divide every vector along ``axis`` by ``max(||v||_2, 1e-12)``: each vector gets unit "
         "L2 norm and an all-zero vector stays zero.  With a 2-D weight matrix and ``axis=0`` "
         "every column is normalised.  Any axis is handled in place in memory (no transposed "
-        "copy); norms are accumulated in float64 (float32 for float16 data) and results do "
+        "copy); norms are accumulated in float64 (for every dtype, without overflow) and results do "
         "not depend on the number of threads.  In place (``X -> X``) is allowed.  Gradient: "
         "``NormalizeGradient``.  For scipy.sparse input and the max-norm / constant-norm "
         "modes use the functional form :func:`caffe2op.normalize`.  The gradient needs X, "
