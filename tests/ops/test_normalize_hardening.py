@@ -3,6 +3,7 @@
 stale canonical-format flags, norms that overflow or underflow, long float16 vectors, odd argument types."""
 
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -350,3 +351,18 @@ def test_unsupported_index_dtypes_name_the_operator(index_dtype):
     with pytest.raises(TypeError, match=r"SparseNormalize: param\.indptr and param\.indices must be int32 or int64"):
         caffe2op.sparse_normalize(w, [0])
     assert_bit_identical(w.data, before)
+
+
+@pytest.mark.parametrize("dtype, norm", [(np.float16, 70000.0), (np.float32, 1e300)])
+def test_norm_beyond_the_dtype_is_rejected(dtype, norm):
+    x = np.ones((2, 3), dtype=dtype)
+    with pytest.raises(ValueError, match=re.escape(f"Normalize: norm={norm!r} cannot be represented in {np.dtype(dtype)}")):
+        caffe2op.normalize(x, norm=norm, out=x)
+    assert_bit_identical(x, np.ones((2, 3), dtype=dtype))
+    w = sp.csr_matrix(np.ones((2, 3), dtype=np.float32))
+    w.data = w.data.astype(dtype)
+    with pytest.raises(ValueError, match="Normalize: norm="):
+        caffe2op.normalize(w, axis=0, norm=norm, out=w)
+    with pytest.raises(ValueError, match="SparseNormalize: norm="):
+        caffe2op.sparse_normalize(w, [0], norm=norm, use_max_norm=False)
+    assert_bit_identical(w.data, np.ones(6, dtype=dtype))

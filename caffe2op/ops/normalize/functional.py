@@ -5,7 +5,7 @@ import numpy as np
 
 from ... import opencl
 from ...core import DeviceType
-from ._common import scipy_sparse_of
+from ._common import check_norm_fits, scipy_sparse_of
 from .dense import normalize_dense
 from .dense_opencl import normalize_opencl
 from .schema import _NORM, _USE_MAX_NORM
@@ -81,7 +81,8 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
         wrong kind, format or dtype.
     ValueError
         If ``axis`` is out of range (a :class:`~caffe2op.SchemaError`),
-        ``norm`` is negative or not finite, a sparse input is not 2-D or has
+        ``norm`` is negative, not finite or beyond the largest value of
+        ``W``'s dtype, a sparse input is not 2-D or has
         an invalid structure (or another thread rewrote its index arrays
         while the call ran), ``out`` has the wrong shape or structure, is
         read-only or lives on another device, a device array is not
@@ -173,6 +174,8 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
         if home is not None:
             if target is not None and (on_cpu or opencl.backend_for(target).info.index != home.info.index):
                 raise ValueError(f"{op}: W lives on {home.name} but device={device!r} was asked for")
+            if getattr(W, "dtype", None) is not None and np.dtype(W.dtype).kind == "f":
+                check_norm_fits(op, norm, W.dtype)
             if isinstance(W, opencl.DeviceSparseMatrix):
                 return normalize_sparse_opencl(op, W, axis, use_max_norm, norm, out)
             return normalize_opencl(op, W, axis, use_max_norm, norm, out, backend=home)

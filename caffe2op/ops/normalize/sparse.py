@@ -8,7 +8,7 @@ from ..._cpu import normalize as _kernels
 from ..._validation import FLOAT_DTYPES, index_vector, raise_first_bad_index, require_dtype, require_writeable
 from ...core import DeviceType
 from ...schema import Argument
-from ._common import _HALF, _INDEX, _STORAGE, _same_view, _storage, canonical_axis, scipy_sparse_of
+from ._common import _HALF, _INDEX, _STORAGE, _same_view, _storage, canonical_axis, check_norm_fits, scipy_sparse_of
 from .schema import _NORM
 from .sparse_opencl import normalize_sparse_opencl
 
@@ -233,6 +233,7 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None, backen
     if backend is not None:
         opencl.dtype_defines(op, w.dtype, backend.info)  # TypeError: float64 without fp64
     axis = canonical_axis(op, axis, 2)
+    check_norm_fits(op, norm, w.dtype)
     if fmt == "coo":
         if out is not None:
             raise ValueError(
@@ -340,6 +341,7 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, device=
     require_dtype(op, "param", param, FLOAT_DTYPES)
     use_max_norm = Argument("use_max_norm", bool).convert(op, use_max_norm)
     norm = _NORM.convert(op, norm)
+    check_norm_fits(op, norm, param.dtype)
     require_writeable(op, "param.data", param.data)
     index = index_vector(op, "indices", indices)
     n_rows = param.shape[0]
