@@ -28,11 +28,25 @@ input's shape alone, so results never depend on the number of threads:
   squares of its values into its own row of partial sums, in parallel, and
   the rows are then added in chunk order.
 
-Precision: float32 and float64 accumulate in float64; float16 (stored as its
-uint16 bit pattern) accumulates in float32.  float64 data are scaled in
-float64; float32 and float16 data are multiplied in float32 by the scale
-rounded to float32 (float16 results rounded to nearest even), as Caffe2's
-float kernels computed them: within one float32 ulp of the exact quotient.
+Precision: every dtype accumulates its squares in float64 (a float16 square
+is exact in float32 and is added to a float64 sum), so a norm stays accurate
+at any length.  float64 sums that overflowed or fell into the range where
+squares lose precision (outside ``[2**-960, DBL_MAX]``) are recomputed with
+the vector scaled by a power of two (the ``nrm2`` remedy): only those rare
+vectors pay a second pass, and a vector of 1e200 or 1e-200 values gets its
+exact norm.  float32 and float16 squares cannot overflow or underflow a
+float64 sum.  float64 data are scaled in float64; float32 and float16 data
+are multiplied in float32 by the scale rounded to float32 (float16 results
+rounded to nearest even), as Caffe2's float kernels computed them: within
+one float32 ulp of the exact quotient.
+
+Index arrays belong to the caller, who may write them from another thread
+while a kernel runs.  The Python layer validates them first; the kernels
+then read each index or index pointer exactly once (``read_once``), check it
+against the bounds they were given and skip it when it is out of range,
+returning how many they skipped, so that a concurrent writer can never make
+them read or write outside their arrays (the caller turns a non-zero count
+into a ValueError).  The check costs one compare on a value already loaded.
 
 Scale of a vector with L2 norm ``n`` (``norm`` and ``use_max_norm`` as in
 SparseNormalize; Normalize is ``norm=1``, ``use_max_norm=False``):
@@ -47,7 +61,8 @@ SparseNormalize; Normalize is ``norm=1``, ``use_max_norm=False``):
 import numpy as np
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport sqrt, sqrtf
+from libc.float cimport DBL_MAX
+from libc.math cimport fabs, frexp, ldexp, sqrt
 from libc.string cimport memset
 
 from _typedefs cimport (
@@ -56,12 +71,28 @@ from _typedefs cimport (
     index_t,
     int32_t,
     int64_t,
+    uint8_t,
     uint16_t,
     uint32_t,
     uint64_t,
 )
 
+cdef extern from *:
+    """
+    /* One load of a caller-owned index, never repeated or split by the compiler. */
+    static inline int32_t c2o_normalize_read_i32(const int32_t *p) { return *(const volatile int32_t *)p; }
+    static inline int64_t c2o_normalize_read_i64(const int64_t *p) { return *(const volatile int64_t *)p; }
+    """
+    int32_t c2o_normalize_read_i32(const int32_t* p) noexcept nogil
+    int64_t c2o_normalize_read_i64(const int64_t* p) noexcept nogil
+
 cdef double EPS = 1e-12
+# float64 sums of squares below this may have lost precision to underflowed squares
+# (relative error below n * 2**-115); above DBL_MAX they overflowed.  Either way the
+# vector's norm is recomputed with its values scaled by a power of two.
+cdef double SUMSQ_TINY = ldexp(1.0, -960)
+# Marks a column without rescue in _rescue_columns (binary exponents lie in -1074..1024).
+cdef double NO_RESCUE = -1e9
 
 # Below this many elements of work a parallel region costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 15
@@ -90,9 +121,16 @@ ctypedef fused storage_t:
 
 # ---------------------------------------------------------------- scale rules
 
-cdef inline double _scale(double sumsq, bint use_max_norm, double norm, bint additive_eps) noexcept nogil:
-    """Scale of a vector whose squares sum to ``sumsq`` (1.0 means untouched)."""
-    cdef double n = sqrt(sumsq)
+cdef inline index_t _read_index(const index_t* p) noexcept nogil:
+    """``*p`` read exactly once (see the module docstring)."""
+    if index_t is int32_t:
+        return c2o_normalize_read_i32(p)
+    else:
+        return c2o_normalize_read_i64(p)
+
+
+cdef inline double _scale_of_norm(double n, bint use_max_norm, double norm, bint additive_eps) noexcept nogil:
+    """Scale of a vector whose L2 norm is ``n`` (1.0 means untouched)."""
     if use_max_norm and n <= norm:
         return 1.0
     if additive_eps:
@@ -101,45 +139,71 @@ cdef inline double _scale(double sumsq, bint use_max_norm, double norm, bint add
     return norm / (EPS if n < EPS else n)
 
 
-cdef inline float _scale_f(float sumsq, bint use_max_norm, double norm, bint additive_eps) noexcept nogil:
-    """``_scale`` in float32 arithmetic (float16 storage)."""
-    cdef float n = sqrtf(sumsq), fnorm = <float> norm, feps = <float> EPS
-    if use_max_norm and n <= fnorm:
-        return 1.0
-    if additive_eps:
-        return 1.0 if n == 0 else fnorm / (n + feps)
-    return fnorm / (feps if n < feps else n)
+cdef inline double _scale(double sumsq, bint use_max_norm, double norm, bint additive_eps) noexcept nogil:
+    """Scale of a vector whose squares sum to ``sumsq`` (1.0 means untouched)."""
+    return _scale_of_norm(sqrt(sumsq), use_max_norm, norm, additive_eps)
+
+
+cdef inline bint _needs_rescue(double sumsq) noexcept nogil:
+    """Whether a float64 sum of squares may have overflowed or lost precision (NaN: no)."""
+    return sumsq < SUMSQ_TINY or sumsq > DBL_MAX
+
+
+cdef double _scale_of_split_norm(double mantissa, int exponent, bint use_max_norm, double norm,
+                                 bint additive_eps) noexcept nogil:
+    """``_scale_of_norm`` of the norm ``mantissa * 2**exponent``, which may exceed DBL_MAX."""
+    cdef double n = ldexp(mantissa, exponent)
+    if n > DBL_MAX:
+        # Beyond every representable norm (``norm`` and eps are finite): the scale is norm / n, taken apart.
+        return ldexp(norm / mantissa, -exponent)
+    return _scale_of_norm(n, use_max_norm, norm, additive_eps)
+
+
+cdef double _rescued_scale(const double* x, Py_ssize_t n, Py_ssize_t stride, bint use_max_norm, double norm,
+                           bint additive_eps) noexcept nogil:
+    """Scale of the float64 vector ``x[0], x[stride], ...`` (``n`` values) computed without overflow or underflow.
+
+    The values are multiplied by ``2**-e``, where ``2**e`` bounds the largest
+    magnitude (an exact scaling), before they are squared.
+    """
+    cdef Py_ssize_t j
+    cdef double amax = 0, a, t, sumsq = 0
+    cdef int e
+    for j in range(n):
+        a = fabs(x[j * stride])
+        if a > amax:
+            amax = a
+    if amax == 0 or amax > DBL_MAX:
+        return _scale_of_norm(amax, use_max_norm, norm, additive_eps)  # all zero, or an infinity
+    frexp(amax, &e)
+    for j in range(n):
+        t = ldexp(x[j * stride], -e)
+        sumsq += t * t
+    return _scale_of_split_norm(sqrt(sumsq), e, use_max_norm, norm, additive_eps)
 
 
 # ------------------------------------------------------- contiguous vectors
 
 cdef inline double _sum_squares(const storage_t* x, Py_ssize_t n) noexcept nogil:
-    """Sum of squares of ``x[0:n]``: float64 accumulation (float32 for float16 storage)."""
+    """Sum of squares of ``x[0:n]`` in float64 (a float16 square is exact in float32)."""
     cdef Py_ssize_t j = 0, t
     cdef double acc[8]
-    cdef float h0 = 0, h1 = 0, h2 = 0, h3 = 0, hx
+    cdef float hx
+    # Eight independent sums, one per position modulo 8: a fixed-size inner loop the
+    # compiler turns into vector code without reassociating any single sum.
+    for t in range(8):
+        acc[t] = 0
     if storage_t is uint16_t:
-        # Four partial sums break the dependency chain of the reduction.
-        while j + 4 <= n:
-            hx = c2o_half_to_float(x[j])
-            h0 += hx * hx
-            hx = c2o_half_to_float(x[j + 1])
-            h1 += hx * hx
-            hx = c2o_half_to_float(x[j + 2])
-            h2 += hx * hx
-            hx = c2o_half_to_float(x[j + 3])
-            h3 += hx * hx
-            j += 4
+        while j + 8 <= n:
+            for t in range(8):
+                hx = c2o_half_to_float(x[j + t])
+                acc[t] += <double> (hx * hx)
+            j += 8
         while j < n:
             hx = c2o_half_to_float(x[j])
-            h0 += hx * hx
+            acc[0] += <double> (hx * hx)
             j += 1
-        return (h0 + h1) + (h2 + h3)
     else:
-        # Eight independent sums, one per position modulo 8: a fixed-size inner loop the
-        # compiler turns into vector code without reassociating any single sum.
-        for t in range(8):
-            acc[t] = 0
         while j + 8 <= n:
             for t in range(8):
                 acc[t] += <double> x[j + t] * x[j + t]
@@ -147,7 +211,7 @@ cdef inline double _sum_squares(const storage_t* x, Py_ssize_t n) noexcept nogil
         while j < n:
             acc[0] += <double> x[j] * x[j]
             j += 1
-        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
 cdef inline void _scale_into(const storage_t* x, storage_t* y, Py_ssize_t n, double scale) noexcept nogil:
@@ -173,82 +237,129 @@ cdef inline void _scale_into(const storage_t* x, storage_t* y, Py_ssize_t n, dou
 
 cdef inline double _vector_scale(const storage_t* x, Py_ssize_t n, bint use_max_norm, double norm,
                                  bint additive_eps) noexcept nogil:
-    """Scale of the contiguous vector ``x[0:n]`` (a float32 value for float16 storage)."""
-    if storage_t is uint16_t:
-        return _scale_f(<float> _sum_squares(x, n), use_max_norm, norm, additive_eps)
-    else:
-        return _scale(_sum_squares(x, n), use_max_norm, norm, additive_eps)
+    """Scale of the contiguous vector ``x[0:n]``."""
+    cdef double sumsq = _sum_squares(x, n)
+    if storage_t is double:
+        if _needs_rescue(sumsq):
+            return _rescued_scale(x, n, 1, use_max_norm, norm, additive_eps)
+    return _scale(sumsq, use_max_norm, norm, additive_eps)
 
 
 # ------------------------------------------------------------ dense columns
+
+cdef void _rescue_columns(const double* x, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t w, double* acc,
+                          double* amax, bint use_max_norm, double norm) noexcept nogil:
+    """Replace the sums ``acc[i]`` that ``_needs_rescue`` by scales computed with scaled values.
+
+    ``amax`` holds ``w`` float64 values of scratch.  Runs only for blocks with
+    such a column: one pass for the largest magnitudes, one for the scaled sums.
+    """
+    cdef Py_ssize_t i, k
+    cdef const double* xk
+    cdef double a, t
+    cdef int e
+    for i in range(w):
+        amax[i] = 0
+    for k in range(n):
+        xk = x + k * stride
+        for i in range(w):
+            a = fabs(xk[i])
+            amax[i] = a if a > amax[i] else amax[i]
+    # amax[i] becomes the exponent of the column's scaling, or NO_RESCUE for columns that keep their sum.
+    for i in range(w):
+        if _needs_rescue(acc[i]) and 0 < amax[i] <= DBL_MAX:
+            frexp(amax[i], &e)
+            amax[i] = e
+            acc[i] = 0
+        else:
+            amax[i] = NO_RESCUE
+    for k in range(n):
+        xk = x + k * stride
+        for i in range(w):
+            if amax[i] != NO_RESCUE:
+                t = ldexp(xk[i], -<int> amax[i])
+                acc[i] += t * t
+    for i in range(w):
+        if amax[i] != NO_RESCUE:
+            acc[i] = _scale_of_split_norm(sqrt(acc[i]), <int> amax[i], use_max_norm, norm, False)
+        elif _needs_rescue(acc[i]):
+            acc[i] = _scale_of_norm(sqrt(acc[i]), use_max_norm, norm, False)  # zero or infinite: exact
+        else:
+            acc[i] = _scale(acc[i], use_max_norm, norm, False)
+
 
 cdef void _normalize_columns(const storage_t* x, storage_t* y, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t w,
                              double* acc, bint use_max_norm, double norm) noexcept nogil:
     """Normalise the ``w`` columns ``x[k * stride + i]`` (``k < n``, ``i < w``) along ``k``.
 
-    ``acc`` holds ``2 * w`` float64 values: the accumulators (float32 ones for
-    float16 storage), then the float32 scales of float32 data.
+    ``acc`` holds ``2 * w`` float64 values: the accumulators, then the
+    float32 scales of float32 and float16 data (scratch for float64 rescues).
     """
-    cdef float* facc = <float*> acc
     cdef float* fscale = <float*> (acc + w)
-    cdef Py_ssize_t i, k
+    cdef Py_ssize_t i, k, rescues = 0
     cdef const storage_t* x0
     cdef const storage_t* x1
     cdef const storage_t* x2
     cdef const storage_t* x3
     cdef storage_t* yk
-    cdef float hx
-    if storage_t is uint16_t:
-        for i in range(w):
-            facc[i] = 0
-        for k in range(n):
-            x0 = x + k * stride
+    cdef float h0, h1, h2, h3
+    for i in range(w):
+        acc[i] = 0
+    # Four rows per sweep: a quarter of the accumulator traffic.  Each column is
+    # still summed in one fixed order, whatever the block width and thread count.
+    k = 0
+    while k + 4 <= n:
+        x0 = x + k * stride
+        x1 = x0 + stride
+        x2 = x1 + stride
+        x3 = x2 + stride
+        if storage_t is uint16_t:
             for i in range(w):
-                hx = c2o_half_to_float(x0[i])
-                facc[i] += hx * hx
+                h0 = c2o_half_to_float(x0[i])
+                h1 = c2o_half_to_float(x1[i])
+                h2 = c2o_half_to_float(x2[i])
+                h3 = c2o_half_to_float(x3[i])
+                acc[i] += (<double> (h0 * h0) + <double> (h1 * h1)) + (<double> (h2 * h2) + <double> (h3 * h3))
+        else:
+            for i in range(w):
+                acc[i] += ((<double> x0[i] * x0[i] + <double> x1[i] * x1[i])
+                           + (<double> x2[i] * x2[i] + <double> x3[i] * x3[i]))
+        k += 4
+    while k < n:
+        x0 = x + k * stride
+        if storage_t is uint16_t:
+            for i in range(w):
+                h0 = c2o_half_to_float(x0[i])
+                acc[i] += <double> (h0 * h0)
+        else:
+            for i in range(w):
+                acc[i] += <double> x0[i] * x0[i]
+        k += 1
+    if storage_t is double:
         for i in range(w):
-            facc[i] = _scale_f(facc[i], use_max_norm, norm, False)
+            rescues += _needs_rescue(acc[i])
+        if rescues:
+            _rescue_columns(x, n, stride, w, acc, acc + w, use_max_norm, norm)
+        else:
+            for i in range(w):
+                acc[i] = _scale(acc[i], use_max_norm, norm, False)
         for k in range(n):
             x0 = x + k * stride
             yk = y + k * stride
             for i in range(w):
-                yk[i] = c2o_float_to_half(c2o_half_to_float(x0[i]) * facc[i])
+                yk[i] = x0[i] * acc[i]
     else:
         for i in range(w):
-            acc[i] = 0
-        # Four rows per sweep: a quarter of the accumulator traffic.  Each column is
-        # still summed in one fixed order, whatever the block width and thread count.
-        k = 0
-        while k + 4 <= n:
+            fscale[i] = <float> _scale(acc[i], use_max_norm, norm, False)
+        for k in range(n):
             x0 = x + k * stride
-            x1 = x0 + stride
-            x2 = x1 + stride
-            x3 = x2 + stride
-            for i in range(w):
-                acc[i] += ((<double> x0[i] * x0[i] + <double> x1[i] * x1[i])
-                           + (<double> x2[i] * x2[i] + <double> x3[i] * x3[i]))
-            k += 4
-        while k < n:
-            x0 = x + k * stride
-            for i in range(w):
-                acc[i] += <double> x0[i] * x0[i]
-            k += 1
-        for i in range(w):
-            acc[i] = _scale(acc[i], use_max_norm, norm, False)
-        if storage_t is float:
-            for i in range(w):
-                fscale[i] = <float> acc[i]
-            for k in range(n):
-                x0 = x + k * stride
-                yk = y + k * stride
+            yk = y + k * stride
+            if storage_t is uint16_t:
+                for i in range(w):
+                    yk[i] = c2o_float_to_half(c2o_half_to_float(x0[i]) * fscale[i])
+            else:
                 for i in range(w):
                     yk[i] = x0[i] * fscale[i]
-        else:
-            for k in range(n):
-                x0 = x + k * stride
-                yk = y + k * stride
-                for i in range(w):
-                    yk[i] = x0[i] * acc[i]
 
 
 cdef Py_ssize_t _column_block_width(Py_ssize_t outer, Py_ssize_t inner, int n_threads,
@@ -309,36 +420,31 @@ cdef inline void _grad_factors(double sxx, double sxy, double* a, double* b) noe
     b[0] = sxy / (n * n * n)
 
 
-cdef inline void _grad_factors_f(float sxx, float sxy, float* a, float* b) noexcept nogil:
-    cdef float n = sqrtf(sxx), feps = <float> EPS
-    n = feps if n < feps else n
-    a[0] = 1.0 / n
-    b[0] = sxy / (n * n * n)
-
-
 cdef void _grad_vector(const storage_t* x, const storage_t* dy, storage_t* dx, Py_ssize_t n) noexcept nogil:
-    """NormalizeGradient of one contiguous vector."""
+    """NormalizeGradient of one contiguous vector (float64 sums; float16 products are exact in float32)."""
     cdef Py_ssize_t j
     cdef double sxx0 = 0, sxx1 = 0, sxy0 = 0, sxy1 = 0, a, b
-    cdef float hxx0 = 0, hxx1 = 0, hxy0 = 0, hxy1 = 0, hx, hy, ha, hb
+    cdef float hx, hy, ha, hb
     if storage_t is uint16_t:
         j = 0
         while j + 2 <= n:
             hx = c2o_half_to_float(x[j])
             hy = c2o_half_to_float(dy[j])
-            hxx0 += hx * hx
-            hxy0 += hx * hy
+            sxx0 += <double> (hx * hx)
+            sxy0 += <double> (hx * hy)
             hx = c2o_half_to_float(x[j + 1])
             hy = c2o_half_to_float(dy[j + 1])
-            hxx1 += hx * hx
-            hxy1 += hx * hy
+            sxx1 += <double> (hx * hx)
+            sxy1 += <double> (hx * hy)
             j += 2
         if j < n:
             hx = c2o_half_to_float(x[j])
             hy = c2o_half_to_float(dy[j])
-            hxx0 += hx * hx
-            hxy0 += hx * hy
-        _grad_factors_f(hxx0 + hxx1, hxy0 + hxy1, &ha, &hb)
+            sxx0 += <double> (hx * hx)
+            sxy0 += <double> (hx * hy)
+        _grad_factors(sxx0 + sxx1, sxy0 + sxy1, &a, &b)
+        ha = <float> a
+        hb = <float> b
         for j in range(n):
             dx[j] = c2o_float_to_half(c2o_half_to_float(dy[j]) * ha - c2o_half_to_float(x[j]) * hb)
     else:
@@ -362,39 +468,32 @@ cdef void _grad_columns(const storage_t* x, const storage_t* dy, storage_t* dx, 
     """NormalizeGradient of ``w`` strided columns (see ``_normalize_columns``); ``acc`` holds ``2 * w``."""
     cdef double* axx = acc
     cdef double* axy = acc + w
-    cdef float* fxx = <float*> acc
-    cdef float* fxy = (<float*> acc) + w
     cdef Py_ssize_t i, k, off
     cdef float hx
-    if storage_t is uint16_t:
-        for i in range(w):
-            fxx[i] = 0
-            fxy[i] = 0
-        for k in range(n):
-            off = k * stride
+    for i in range(w):
+        axx[i] = 0
+        axy[i] = 0
+    for k in range(n):
+        off = k * stride
+        if storage_t is uint16_t:
             for i in range(w):
                 hx = c2o_half_to_float(x[off + i])
-                fxx[i] += hx * hx
-                fxy[i] += hx * c2o_half_to_float(dy[off + i])
-        for i in range(w):
-            _grad_factors_f(fxx[i], fxy[i], &fxx[i], &fxy[i])
+                axx[i] += <double> (hx * hx)
+                axy[i] += <double> (hx * c2o_half_to_float(dy[off + i]))
+        else:
+            for i in range(w):
+                axx[i] += <double> x[off + i] * x[off + i]
+                axy[i] += <double> x[off + i] * dy[off + i]
+    for i in range(w):
+        _grad_factors(axx[i], axy[i], &axx[i], &axy[i])
+    if storage_t is uint16_t:
         for k in range(n):
             off = k * stride
             for i in range(w):
                 dx[off + i] = c2o_float_to_half(
-                    c2o_half_to_float(dy[off + i]) * fxx[i] - c2o_half_to_float(x[off + i]) * fxy[i]
+                    c2o_half_to_float(dy[off + i]) * <float> axx[i] - c2o_half_to_float(x[off + i]) * <float> axy[i]
                 )
     else:
-        for i in range(w):
-            axx[i] = 0
-            axy[i] = 0
-        for k in range(n):
-            off = k * stride
-            for i in range(w):
-                axx[i] += <double> x[off + i] * x[off + i]
-                axy[i] += <double> x[off + i] * dy[off + i]
-        for i in range(w):
-            _grad_factors(axx[i], axy[i], &axx[i], &axy[i])
         for k in range(n):
             off = k * stride
             for i in range(w):
@@ -439,16 +538,20 @@ def normalize_gradient_dense(const storage_t[:, :, ::1] x, const storage_t[:, :,
 def check_compressed(const index_t[::1] indptr, const index_t[::1] indices, Py_ssize_t n_minor):
     """Check a compressed sparse structure before the kernels trust it.
 
-    Returns ``(-1, 0)`` when ``indptr`` starts at 0, never decreases and ends
-    within ``indices``, and every stored index lies in ``[0, n_minor)``;
-    else ``(0, position)`` for the first bad ``indptr`` entry or
-    ``(1, position)`` for the first bad index.
+    Returns ``(status, position, nnz, canonical)``.  ``status`` is -1 when
+    ``indptr`` starts at 0, never decreases and ends at ``nnz <=
+    len(indices)``, and every stored index lies in ``[0, n_minor)``; else 0
+    with the first bad ``indptr`` entry at ``position``, or 1 with the first
+    bad index there.  ``canonical`` says whether every segment's indices
+    strictly increase (sorted, no duplicate entries), found from the indices
+    themselves, never from scipy's cached ``has_canonical_format`` flag.
     """
-    cdef Py_ssize_t i, n_major = indptr.shape[0] - 1, nnz, bad = 0
+    cdef Py_ssize_t i, k, n_major = indptr.shape[0] - 1, nnz, bad = 0, start, end
+    cdef Py_ssize_t falls = 0, boundary_falls = 0
     cdef uint32_t limit32 = <uint32_t> (n_minor if n_minor < (<Py_ssize_t> 1 << 31) else (<Py_ssize_t> 1 << 31))
     cdef uint64_t limit64 = <uint64_t> n_minor
     if n_major < 0 or indptr[0] != 0:
-        return 0, 0
+        return 0, 0, 0, False
     # Count first (branch-free loops the compiler vectorises), locate only on failure.
     with nogil:
         for i in range(n_major):
@@ -456,23 +559,33 @@ def check_compressed(const index_t[::1] indptr, const index_t[::1] indices, Py_s
     if bad:
         for i in range(n_major):
             if indptr[i + 1] < indptr[i]:
-                return 0, i + 1
-    nnz = indptr[n_major]
+                return 0, i + 1, 0, False
+    nnz = _read_index(&indptr[n_major])
     if nnz > indices.shape[0]:
-        return 0, n_major
+        return 0, n_major, 0, False
     with nogil:
         # Negative indices become huge unsigned values: one comparison checks both bounds.
         if index_t is int32_t:
-            for i in range(nnz):
-                bad += (<uint32_t> indices[i]) >= limit32
+            for k in range(nnz):
+                bad += (<uint32_t> indices[k]) >= limit32
         else:
-            for i in range(nnz):
-                bad += (<uint64_t> indices[i]) >= limit64
+            for k in range(nnz):
+                bad += (<uint64_t> indices[k]) >= limit64
+        # Canonical when no index is <= its predecessor within a segment: count every
+        # such fall, then those across a segment boundary, which are allowed.
+        for k in range(1, nnz):
+            falls += indices[k] <= indices[k - 1]
+        if falls:
+            for i in range(n_major):
+                start = _read_index(&indptr[i])
+                end = _read_index(&indptr[i + 1])
+                if 0 < start < end <= nnz:
+                    boundary_falls += indices[start] <= indices[start - 1]
     if bad:
-        for i in range(nnz):
-            if indices[i] < 0 or indices[i] >= n_minor:
-                return 1, i
-    return -1, 0
+        for k in range(nnz):
+            if indices[k] < 0 or indices[k] >= n_minor:
+                return 1, k, nnz, False
+    return -1, 0, nnz, falls == boundary_falls
 
 
 cdef void _segment(const storage_t* x, storage_t* y, Py_ssize_t n, double* scale, int mode,
@@ -499,28 +612,45 @@ def segment_normalize(const index_t[::1] indptr, const storage_t[::1] src, stora
     processed segment to ``scales[p]`` and nothing else; SEGMENT_NORMALIZE
     computes each scale and writes ``dst`` (``scales`` is unused);
     SEGMENT_APPLY writes ``dst`` with the scales given.  ``dst`` may be ``src``.
+
+    Returns the number of segments skipped because their bounds, read once
+    here, no longer lie within ``src`` (their ``indptr`` entries were changed
+    after validation).
     """
-    cdef Py_ssize_t count = indptr.shape[0] - 1 if all_segments else segments.shape[0]
-    cdef Py_ssize_t p, seg, begin, end
+    cdef Py_ssize_t n_major = indptr.shape[0] - 1, nnz = src.shape[0]
+    cdef Py_ssize_t count = n_major if all_segments else segments.shape[0]
+    cdef Py_ssize_t p, seg, begin, end, skipped = 0
     cdef const storage_t* xp
     cdef storage_t* yp
-    cdef double* sp = &scales[0] if scales.shape[0] > 0 else NULL
+    cdef double* sp
     cdef double unused = 0
     cdef bint threads
-    if count <= 0 or src.shape[0] == 0:
+    if dst.shape[0] != nnz or (mode != _NORMALIZE and scales.shape[0] < count):
+        raise ValueError("segment_normalize: dst must have the length of src, and scales one value per segment")
+    if count <= 0 or nnz == 0:
         if mode == _SCALES and count > 0:
             for p in range(count):
                 scales[p] = 1.0
-        return
+        return 0
     xp = &src[0]
     yp = &dst[0]
-    threads = count > 1 and (indptr[indptr.shape[0] - 1] > PARALLEL_MIN_WORK or count > PARALLEL_MIN_WORK)
+    sp = &scales[0] if scales.shape[0] > 0 else &unused
+    threads = count > 1 and (nnz > PARALLEL_MIN_WORK or count > PARALLEL_MIN_WORK)
     for p in prange(count, nogil=True, schedule="static", num_threads=n_threads, use_threads_if=threads):
         seg = p if all_segments else segments[p]
-        begin = indptr[seg]
-        end = indptr[seg + 1]
+        if seg < 0 or seg >= n_major:
+            skipped += 1
+            continue
+        begin = _read_index(&indptr[seg])
+        end = _read_index(&indptr[seg + 1])
+        if begin < 0 or end < begin or end > nnz:
+            skipped += 1
+            if mode == _SCALES:
+                sp[p] = 1.0
+            continue
         _segment(xp + begin, yp + begin, end - begin, (sp + p) if mode != _NORMALIZE else &unused, mode,
                  use_max_norm, norm, additive_eps)
+    return skipped
 
 
 def cross_partial_sums(const index_t[::1] indices, const storage_t[::1] data, double[:, ::1] partial,
@@ -529,15 +659,19 @@ def cross_partial_sums(const index_t[::1] indices, const storage_t[::1] data, do
 
     Chunk ``c`` of ``C = partial.shape[0]`` covers ``[c * nnz // C, (c + 1) * nnz // C)``
     with ``nnz = data.shape[0]``; it zeroes its row, then adds in storage
-    order.  float16 sums are rounded to float32 at every step (float32
-    accumulation held in a float64 buffer).
+    order, in float64 for every dtype.  Returns the number of stored values
+    skipped because their index, read once here, lies outside
+    ``[0, partial.shape[1])`` (changed after validation).
     """
     cdef Py_ssize_t n_chunks = partial.shape[0], n_minor = partial.shape[1], nnz = data.shape[0]
-    cdef Py_ssize_t c, k, begin, end
+    cdef Py_ssize_t c, k, begin, end, skipped = 0
+    cdef index_t j
     cdef double* row
     cdef float hx
+    if indices.shape[0] < nnz:
+        raise ValueError("cross_partial_sums: fewer indices than stored values")
     if n_chunks == 0 or n_minor == 0:
-        return
+        return 0
     for c in prange(n_chunks, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_chunks > 1):
         row = &partial[c, 0]
@@ -545,48 +679,109 @@ def cross_partial_sums(const index_t[::1] indices, const storage_t[::1] data, do
         begin = c * nnz // n_chunks
         end = (c + 1) * nnz // n_chunks
         for k in range(begin, end):
+            j = _read_index(&indices[k])
+            if <uint64_t> j >= <uint64_t> n_minor:
+                skipped += 1
+                continue
             if storage_t is uint16_t:
                 hx = c2o_half_to_float(data[k])
-                row[indices[k]] = <float> (<float> row[indices[k]] + hx * hx)
+                row[j] += <double> (hx * hx)
             else:
-                row[indices[k]] += <double> data[k] * data[k]
+                row[j] += <double> data[k] * data[k]
+    return skipped
 
 
-def cross_scales(double[:, ::1] partial, bint half, bint use_max_norm, double norm, bint additive_eps,
+def cross_scales(double[:, ::1] partial, uint8_t[::1] rescue, bint use_max_norm, double norm, bint additive_eps,
                  int n_threads):
-    """Add the partial sums in chunk order and replace ``partial[0]`` by the scales of the vectors."""
+    """Add the partial sums in chunk order and replace ``partial[0]`` by the scales of the vectors.
+
+    With a non-empty ``rescue`` (float64 data; one flag per vector), a sum
+    that may have overflowed or underflowed is left in ``partial[0]``, its
+    flag set, for :func:`cross_rescue`.  Returns the number of such sums.
+    """
     cdef Py_ssize_t n_chunks = partial.shape[0], n_minor = partial.shape[1]
-    cdef Py_ssize_t j, c
+    cdef Py_ssize_t j, c, flagged = 0
     cdef double s
-    cdef float hs
+    cdef bint may_rescue = rescue.shape[0] >= n_minor
     if n_chunks == 0 or n_minor == 0:
-        return
+        return 0
     for j in prange(n_minor, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_minor * n_chunks > PARALLEL_MIN_WORK):
-        if half:
-            hs = <float> partial[0, j]
-            for c in range(1, n_chunks):
-                hs = hs + <float> partial[c, j]
-            partial[0, j] = _scale_f(hs, use_max_norm, norm, additive_eps)
+        s = partial[0, j]
+        for c in range(1, n_chunks):
+            s = s + partial[c, j]
+        if may_rescue and _needs_rescue(s):
+            rescue[j] = 1
+            partial[0, j] = s
+            flagged += 1
         else:
-            s = partial[0, j]
-            for c in range(1, n_chunks):
-                s = s + partial[c, j]
             partial[0, j] = _scale(s, use_max_norm, norm, additive_eps)
+    return flagged
+
+
+def cross_rescue(const index_t[::1] indices, const double[::1] data, double[::1] scales, uint8_t[::1] rescue,
+                 bint use_max_norm, double norm, bint additive_eps):
+    """Scales of the float64 vectors flagged by :func:`cross_scales`, from power-of-two scaled values.
+
+    Serial: two passes over the stored values (largest magnitudes, then
+    scaled sums), run only when some vector needs them.
+    """
+    cdef Py_ssize_t nnz = data.shape[0], n_minor = scales.shape[0], k
+    cdef index_t j
+    cdef double t
+    cdef int e
+    amax_array = np.zeros(n_minor, dtype=np.float64)
+    cdef double[::1] amax = amax_array
+    if indices.shape[0] < nnz or rescue.shape[0] < n_minor:
+        raise ValueError("cross_rescue: fewer indices than stored values, or fewer flags than vectors")
+    with nogil:
+        for k in range(nnz):
+            j = _read_index(&indices[k])
+            if <uint64_t> j < <uint64_t> n_minor and rescue[j] and fabs(data[k]) > amax[j]:
+                amax[j] = fabs(data[k])
+        for j in range(n_minor):
+            if not rescue[j]:
+                continue
+            if 0 < amax[j] <= DBL_MAX:
+                frexp(amax[j], &e)
+                amax[j] = e
+                scales[j] = 0
+            else:  # all zero or infinite: the plain norm is exact
+                rescue[j] = 0
+                scales[j] = _scale_of_norm(sqrt(scales[j]), use_max_norm, norm, additive_eps)
+        for k in range(nnz):
+            j = _read_index(&indices[k])
+            if <uint64_t> j < <uint64_t> n_minor and rescue[j]:
+                t = ldexp(data[k], -<int> amax[j])
+                scales[j] += t * t
+        for j in range(n_minor):
+            if rescue[j]:
+                scales[j] = _scale_of_split_norm(sqrt(scales[j]), <int> amax[j], use_max_norm, norm, additive_eps)
 
 
 def cross_apply(const index_t[::1] indices, const storage_t[::1] src, storage_t[::1] dst,
                 const double[::1] scales, int n_threads):
-    """``dst[k] = src[k] * scales[indices[k]]`` for every stored value (``dst`` may be ``src``)."""
-    cdef Py_ssize_t nnz = src.shape[0], k
+    """``dst[k] = src[k] * scales[indices[k]]`` for every stored value (``dst`` may be ``src``).
+
+    Returns the number of values skipped because their index, read once
+    here, lies outside ``scales`` (changed after validation).
+    """
+    cdef Py_ssize_t nnz = src.shape[0], n_minor = scales.shape[0], k, skipped = 0
+    cdef index_t j
     cdef double s
     cdef bint inplace
+    if dst.shape[0] != nnz or indices.shape[0] < nnz:
+        raise ValueError("cross_apply: dst must have the length of src, and indices at least as many values")
     if nnz == 0:
-        return
+        return 0
     inplace = <const void*> &src[0] == <const void*> &dst[0]
     for k in prange(nnz, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=nnz > PARALLEL_MIN_WORK):
-        s = scales[indices[k]]
+        j = _read_index(&indices[k])
+        if <uint64_t> j >= <uint64_t> n_minor:
+            skipped += 1
+            continue
+        s = scales[j]
         if inplace and s == 1.0:
             continue
         if storage_t is uint16_t:
@@ -595,11 +790,17 @@ def cross_apply(const index_t[::1] indices, const storage_t[::1] src, storage_t[
             dst[k] = src[k] * <float> s
         else:
             dst[k] = src[k] * s
+    return skipped
 
 
 def distinct(const index_t[::1] indices, Py_ssize_t n_rows):
-    """The distinct values of ``indices`` (all in ``[0, n_rows)``), int64, in first-occurrence order."""
-    cdef Py_ssize_t i, count = 0, k = indices.shape[0]
+    """The distinct values of ``indices`` in ``[0, n_rows)``, int64, in first-occurrence order.
+
+    Returns ``(rows, skipped)``: ``skipped`` counts the indices outside
+    ``[0, n_rows)``, which are left out.  The caller validated them, but
+    they are the caller's and may have changed since; each is read once.
+    """
+    cdef Py_ssize_t i, count = 0, k = indices.shape[0], skipped = 0
     cdef int64_t row
     cdef uint64_t bit
     result = np.empty(k, dtype=np.int64)
@@ -608,10 +809,13 @@ def distinct(const index_t[::1] indices, Py_ssize_t n_rows):
     cdef uint64_t[::1] seen = seen_array
     with nogil:
         for i in range(k):
-            row = indices[i]
+            row = _read_index(&indices[i])
+            if <uint64_t> row >= <uint64_t> n_rows:
+                skipped += 1
+                continue
             bit = (<uint64_t> 1) << (row & 63)
             if not (seen[row >> 6] & bit):
                 seen[row >> 6] |= bit
                 out[count] = row
                 count += 1
-    return result[:count]
+    return result[:count], skipped

@@ -24,7 +24,7 @@ gradient (``gradient_not_implemented_yet``).
 
 Differences from Caffe2: float16 and float64 arrays are accepted (Caffe2
 registered float only); norms of float32 data are accumulated in float64
-(Caffe2 summed in float; float16 sums in float32); float32 data are
+(Caffe2 summed in float), float16 norms too; float32 data are
 multiplied by the float32 reciprocal of the norm (Caffe2 divided by it),
 which can differ from the quotient by one ulp.  scipy is never imported
 here: a sparse input is recognised through ``sys.modules``, so

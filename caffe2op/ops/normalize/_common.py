@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from ..._validation import require_writeable
-from ...errors import SchemaError
+from ...errors import SchemaError, SchemaTypeError
 from .schema import _AXIS
 
 # Kernel specialisations, picked once per dtype instead of dispatched per call.
@@ -40,15 +40,27 @@ def canonical_axis(op, axis, ndim):
     Raises
     ------
     SchemaTypeError
-        If ``axis`` is not an int.
+        If ``axis`` is not an int (a bool is not an axis).
     SchemaError
         If it is out of range for rank ``ndim`` (a ValueError).
     """
+    if isinstance(axis, (bool, np.bool_)):
+        raise SchemaTypeError(f"{op}: argument 'axis' must be an int, got bool ({axis!r})")
     axis = _AXIS.convert(op, axis)
     if not -ndim <= axis < ndim:
         valid = f"valid axes are {-ndim}..{ndim - 1}" if ndim else "it has no axes"
         raise SchemaError(f"{op}: axis {axis} is out of range for an input of rank {ndim} ({valid})")
     return axis % ndim
+
+
+def check_norm_fits(op, norm, dtype):
+    """Raise ValueError if the target ``norm`` exceeds the largest finite value of ``dtype``.
+
+    A vector scaled to such a norm would be written as infinities.
+    """
+    largest = float(np.finfo(dtype).max)
+    if norm > largest:
+        raise ValueError(f"{op}: norm={norm!r} cannot be represented in {np.dtype(dtype)} (largest {largest:g})")
 
 
 def _storage(array):

@@ -6,7 +6,7 @@ import numpy as np
 from ... import _interop, opencl
 from ...core import DeviceType
 from ...errors import SchemaTypeError
-from ._common import scipy_sparse_of
+from ._common import check_norm_fits, scipy_sparse_of
 from .dense import normalize_dense
 from .dense_opencl import normalize_opencl
 from .schema import _NORM, _USE_MAX_NORM
@@ -86,13 +86,15 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
         If the data are not float16/32/64, integer or bool (device data: not
         float16/32/64, or float64 on a device without fp64), integer or bool
         data are to be normalised in place, the sparse format is not CSR, CSC
-        or COO, ``out`` has the wrong kind, format or dtype, or ``norm`` is
-        not a number (scikit-learn's ``"l1"``, ``"l2"`` and ``"max"`` get an
-        explanation).
+        or COO, its index arrays are not int32 or int64, ``out`` has the
+        wrong kind, format or dtype, or ``norm`` is not a number
+        (scikit-learn's ``"l1"``, ``"l2"`` and ``"max"`` get an explanation).
     ValueError
         If ``axis`` is out of range (a :class:`~caffe2op.SchemaError`),
-        ``norm`` is negative or not finite, a sparse input is not 2-D or has
-        an invalid structure, ``out`` has the wrong shape or structure, is
+        ``norm`` is negative, not finite or beyond the largest value of
+        ``W``'s dtype, a sparse input is not 2-D or has
+        an invalid structure (or another thread rewrote its index arrays
+        while the call ran), ``out`` has the wrong shape or structure, is
         read-only or lives on another device, a device array is not
         C-contiguous, or ``device`` contradicts where ``W`` lives.  Nothing is
         modified when an error is raised.
@@ -119,7 +121,10 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
     for ``0 < n < 1e-12`` in constant-norm mode, where this function
     amplifies by ``norm / 1e-12`` instead of ``norm / (n + 1e-12)``.
 
-    Norms are accumulated in float64 (float32 for float16 data).  float64
+    Norms are accumulated in float64 for every dtype, so they stay accurate
+    at any length; a float64 vector whose sum of squares would overflow or
+    underflow (values near 1e200 or 1e-200) has its norm recomputed from
+    values scaled by a power of two, so it is normalised correctly.  float64
     data are scaled in float64; float32 and float16 data are multiplied in
     float32 by the scale rounded to float32, as Caffe2 did (within one ulp of
     the exact quotient; float16 results rounded to nearest even).  Any axis of a C- or F-contiguous array is
@@ -189,6 +194,8 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
         if home is not None:
             if target is not None and (on_cpu or opencl.backend_for(target).info.index != home.info.index):
                 raise ValueError(f"{op}: W lives on {home.name} but device={device!r} was asked for")
+            if getattr(W, "dtype", None) is not None and np.dtype(W.dtype).kind == "f":
+                check_norm_fits(op, norm, W.dtype)
             if isinstance(W, opencl.DeviceSparseMatrix):
                 return normalize_sparse_opencl(op, W, axis, use_max_norm, norm, out)
             return normalize_opencl(op, W, axis, use_max_norm, norm, out, backend=home, name="W")

@@ -25,7 +25,7 @@ NORMALIZE_SCHEMA = register_schema(
         doc="Divide every vector along ``axis`` by ``max(||v||_2, 1e-12)``: each vector gets unit "
         "L2 norm and an all-zero vector stays zero.  With a 2-D weight matrix and ``axis=0`` "
         "every column is normalised.  Any axis is handled without a transposed copy; norms "
-        "are accumulated in float64 (float32 for float16 data) and results do not depend on "
+        "are accumulated in float64 (for every dtype, without overflow) and results do not depend on "
         "the number of threads.  As in Caffe2 (no ``AllowInplace`` in its schema) the output "
         "must be another blob than the input; to normalise a blob in place use the functional "
         "form ``caffe2op.normalize(w, out=w)``.  Gradient: ``NormalizeGradient``, which needs "

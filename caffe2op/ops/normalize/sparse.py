@@ -8,7 +8,7 @@ from ..._cpu import normalize as _kernels
 from ..._validation import FLOAT_DTYPES, index_vector, raise_first_bad_index, require_dtype, require_writeable
 from ...core import DeviceType
 from ...schema import Argument
-from ._common import _HALF, _INDEX, _STORAGE, _same_view, _storage, canonical_axis, scipy_sparse_of
+from ._common import _HALF, _INDEX, _STORAGE, _same_view, _storage, canonical_axis, check_norm_fits, scipy_sparse_of
 from .schema import _NORM
 from .sparse_opencl import normalize_sparse_opencl
 
@@ -23,6 +23,7 @@ _CROSS_SUMS = _by_index_and_storage(_kernels.cross_partial_sums)
 _CROSS_APPLY = _by_index_and_storage(_kernels.cross_apply)
 _CHECK_COMPRESSED = {i: _kernels.check_compressed.__signatures__[s] for i, s in _INDEX.items()}
 _DISTINCT = {i: _kernels.distinct.__signatures__[s] for i, s in _INDEX.items()}
+_CROSS_RESCUE = {i: _kernels.cross_rescue.__signatures__[s] for i, s in _INDEX.items()}
 
 # Cross-direction sums: at most _MAX_CHUNKS chunks of stored values, each with at least
 # _CHUNK_MIN_NNZ of them, and at most a quarter as many partial sums (chunks x vectors) as
@@ -38,31 +39,21 @@ _NO_SCALES = np.empty(0, dtype=np.float64)
 def _index_arrays(indptr, indices):
     """``indptr`` and ``indices`` as int32/int64 arrays of one dtype (the kernels take one index type)."""
     common = np.promote_types(indptr.dtype, indices.dtype)
-    if common not in _INDEX:
-        common = np.dtype(np.int64)
     return np.ascontiguousarray(indptr, dtype=common), np.ascontiguousarray(indices, dtype=common)
 
 
-def _checked_structure(op, name, matrix):
-    """``(indptr, indices, nnz)`` of a CSR/CSC matrix, checked so that the kernels can trust them.
+def _structure_changed(op, name):
+    """The error for an index structure that another thread rewrote while a call ran."""
+    return ValueError(
+        f"{op}: {name}.indptr or {name}.indices changed while the call ran (another thread wrote them after "
+        "they were checked); out-of-range entries were skipped and the result is undefined"
+    )
 
-    Raises
-    ------
-    ValueError
-        If ``indptr`` has the wrong length, does not start at 0, decreases or
-        runs past ``indices``/``data``, or a stored index is out of range.
-    """
-    major, minor = (0, 1) if matrix.format == "csr" else (1, 0)
-    n_major, n_minor = matrix.shape[major], matrix.shape[minor]
-    if matrix.indptr.ndim != 1 or matrix.indptr.shape[0] != n_major + 1:
-        raise ValueError(
-            f"{op}: {name}.indptr must have {n_major + 1} entries for a {matrix.format.upper()} matrix of shape "
-            f"{matrix.shape}, got shape {matrix.indptr.shape}"
-        )
-    if matrix.indptr.dtype.kind not in "iu" or matrix.indices.dtype.kind not in "iu":
-        raise TypeError(f"{op}: {name}.indptr and {name}.indices must be integers")
-    indptr, indices = _index_arrays(matrix.indptr, matrix.indices)
-    what, position = _CHECK_COMPRESSED[indptr.dtype](indptr, indices, n_minor)
+
+def _check_structure_arrays(op, name, fmt, shape, indptr, indices):
+    """Check converted ``indptr``/``indices`` with ``check_compressed``; return ``(nnz, canonical)``."""
+    n_minor = shape[1] if fmt == "csr" else shape[0]
+    what, position, nnz, canonical = _CHECK_COMPRESSED[indptr.dtype](indptr, indices, n_minor)
     if what == 0:
         raise ValueError(
             f"{op}: {name}.indptr is not a valid index pointer (it must start at 0, never decrease and end "
@@ -71,22 +62,66 @@ def _checked_structure(op, name, matrix):
     if what == 1:
         raise ValueError(
             f"{op}: {name}.indices[{position}] = {int(indices[position])} is out of range for "
-            f"{n_minor} {'columns' if matrix.format == 'csr' else 'rows'}"
+            f"{n_minor} {'columns' if fmt == 'csr' else 'rows'}"
         )
-    nnz = int(indptr[-1])
+    return nnz, canonical
+
+
+def _checked_structure(op, name, matrix):
+    """``(indptr, indices, nnz, canonical)`` of a CSR/CSC matrix, checked so that the kernels can trust them.
+
+    ``canonical`` says whether every row (CSR) or column (CSC) has strictly
+    increasing indices, so no duplicate entries: it is read from the indices,
+    never from scipy's ``has_canonical_format`` flag, which a caller may have
+    left stale.
+
+    Raises
+    ------
+    TypeError
+        If the index arrays are not int32 or int64.
+    ValueError
+        If ``indptr`` has the wrong length, does not start at 0, decreases or
+        runs past ``indices``/``data``, or a stored index is out of range.
+    """
+    major = 0 if matrix.format == "csr" else 1
+    n_major = matrix.shape[major]
+    if matrix.indptr.ndim != 1 or matrix.indptr.shape[0] != n_major + 1:
+        raise ValueError(
+            f"{op}: {name}.indptr must have {n_major + 1} entries for a {matrix.format.upper()} matrix of shape "
+            f"{matrix.shape}, got shape {matrix.indptr.shape}"
+        )
+    if matrix.indptr.dtype not in _INDEX or matrix.indices.dtype not in _INDEX:
+        raise TypeError(
+            f"{op}: {name}.indptr and {name}.indices must be int32 or int64 (scipy.sparse index dtypes), got "
+            f"{matrix.indptr.dtype} and {matrix.indices.dtype}; convert them with .astype(np.int64)"
+        )
+    indptr, indices = _index_arrays(matrix.indptr, matrix.indices)
+    nnz, canonical = _check_structure_arrays(op, name, matrix.format, matrix.shape, indptr, indices)
     if matrix.data.ndim != 1 or matrix.data.shape[0] < nnz:
         raise ValueError(f"{op}: {name}.data must be 1-D with at least {nnz} values, got shape {matrix.data.shape}")
-    return indptr, indices[:nnz], nnz
+    return indptr, indices[:nnz], nnz, canonical
 
 
-def _canonical_copy(matrix):
-    """A copy of ``matrix`` with duplicate entries summed (scipy sums float16 in float32, rounded back)."""
-    half = matrix.dtype == _HALF
-    canon = matrix.astype(np.float32) if half else matrix.copy()
+def _canonical_data(op, name, w, indptr, indices, nnz):
+    """``(indptr, indices, data)`` of ``w`` with duplicate entries summed, from private copies.
+
+    The structure is copied and checked again before scipy reads it (scipy's
+    ``sum_duplicates`` trusts it), so a concurrent writer cannot make scipy
+    read out of bounds.  scipy sums float16 data in float32 here, rounded back.
+    """
+    sparse = scipy_sparse_of(w)
+    half = w.dtype == _HALF
+    own_indptr, own_indices = indptr.copy(), indices[:nnz].copy()
+    data = w.data[:nnz].astype(np.float32 if half else w.dtype)  # a copy
+    if _check_structure_arrays(op, name, w.format, w.shape, own_indptr, own_indices)[0] != nnz:
+        raise _structure_changed(op, name)
+    build = sparse.csr_matrix if w.format == "csr" else sparse.csc_matrix
+    canon = build((data, own_indices, own_indptr), shape=w.shape, copy=False)
     canon.sum_duplicates()
     if half:
         canon.data = canon.data.astype(np.float16)
-    return canon
+    c_indptr, c_indices, c_nnz, _ = _checked_structure(op, name, canon)
+    return c_indptr, c_indices, np.ascontiguousarray(canon.data[:c_nnz])
 
 
 def _n_chunks(nnz, n_minor):
@@ -94,49 +129,55 @@ def _n_chunks(nnz, n_minor):
     return max(1, min(_MAX_CHUNKS, nnz // _CHUNK_MIN_NNZ, nnz // (_VALUES_PER_PARTIAL_SUM * max(n_minor, 1))))
 
 
-def _segments(mode, indptr, src, dst, rule, rows=None, scales=_NO_SCALES):
+def _segments(op, mode, indptr, src, dst, rule, rows=None, scales=_NO_SCALES):
     """Run the segment kernel (``segment_normalize`` in ``pyx/normalize.pyx``) on every segment or on ``rows``.
 
     ``rule`` is ``(use_max_norm, norm, additive_eps)``.
     """
     every = rows is None
-    _SEGMENT[indptr.dtype, src.dtype](
+    skipped = _SEGMENT[indptr.dtype, src.dtype](
         indptr, _storage(src), _storage(dst), _NO_SEGMENTS if every else rows, every, scales, mode, *rule,
         _config.get_num_threads(),
     )  # fmt: skip
+    if skipped:
+        raise _structure_changed(op, "W")
 
 
-def _canonical_data(op, w):
-    """``(indptr, indices, data)`` of ``w`` with duplicate entries summed (a checked copy)."""
-    canon = _canonical_copy(w)
-    indptr, indices, nnz = _checked_structure(op, "W", canon)
-    return indptr, indices, np.ascontiguousarray(canon.data[:nnz])
-
-
-def _normalize_segments(op, w, indptr, src, dst, rule, rows=None):
+def _normalize_segments(op, name, w, structure, src, dst, rule, rows=None):
     """Normalise the stored segments of CSR/CSC ``w`` (every one, or the distinct ``rows``) from src into dst.
 
-    With duplicate entries a segment's norm is that of its summed entries,
-    and its scale is applied to every stored part, so the structure is kept.
+    ``structure`` is ``_checked_structure``'s result.  With duplicate
+    entries a segment's norm is that of its summed entries, and its scale is
+    applied to every stored part, so the structure is kept.
     """
-    if w.has_canonical_format:
-        _segments(_kernels.SEGMENT_NORMALIZE, indptr, src, dst, rule, rows)
+    indptr, indices, nnz, canonical = structure
+    if canonical:
+        _segments(op, _kernels.SEGMENT_NORMALIZE, indptr, src, dst, rule, rows)
         return
-    c_indptr, _, c_data = _canonical_data(op, w)
+    c_indptr, _, c_data = _canonical_data(op, name, w, indptr, indices, nnz)
     scales = np.empty(indptr.shape[0] - 1 if rows is None else rows.shape[0], dtype=np.float64)
-    _segments(_kernels.SEGMENT_SCALES, c_indptr, c_data, c_data, rule, rows, scales)
-    _segments(_kernels.SEGMENT_APPLY, indptr, src, dst, rule, rows, scales)
+    _segments(op, _kernels.SEGMENT_SCALES, c_indptr, c_data, c_data, rule, rows, scales)
+    _segments(op, _kernels.SEGMENT_APPLY, indptr, src, dst, rule, rows, scales)
 
 
-def _normalize_cross(op, w, indices, src, dst, rule):
+def _normalize_cross(op, name, w, structure, src, dst, rule):
     """Normalise the vectors across the compressed direction of CSR/CSC ``w`` (CSR columns, CSC rows)."""
+    indptr, indices, nnz, canonical = structure
     n_threads = _config.get_num_threads()
     n_minor = w.shape[1] if w.format == "csr" else w.shape[0]
-    sum_indices, sum_data = (indices, src) if w.has_canonical_format else _canonical_data(op, w)[1:]
+    if canonical:
+        sum_indices, sum_data = indices, src
+    else:
+        sum_indices, sum_data = _canonical_data(op, name, w, indptr, indices, nnz)[1:]
     partial = np.empty((_n_chunks(sum_data.shape[0], n_minor), n_minor), dtype=np.float64)
-    _CROSS_SUMS[sum_indices.dtype, sum_data.dtype](sum_indices, _storage(sum_data), partial, n_threads)
-    _kernels.cross_scales(partial, sum_data.dtype == _HALF, *rule, n_threads)
-    _CROSS_APPLY[indices.dtype, src.dtype](indices, _storage(src), _storage(dst), partial[0], n_threads)
+    skipped = _CROSS_SUMS[sum_indices.dtype, sum_data.dtype](sum_indices, _storage(sum_data), partial, n_threads)
+    # Only float64 sums can overflow or underflow (see pyx/normalize.pyx).
+    rescue = np.zeros(n_minor if sum_data.dtype == np.float64 else 0, dtype=np.uint8)
+    if _kernels.cross_scales(partial, rescue, *rule, n_threads):
+        _CROSS_RESCUE[sum_indices.dtype](sum_indices, sum_data, partial[0], rescue, *rule)
+    skipped += _CROSS_APPLY[indices.dtype, src.dtype](indices, _storage(src), _storage(dst), partial[0], n_threads)
+    if skipped:
+        raise _structure_changed(op, name)
 
 
 def _check_out_sparse(op, w, out):
@@ -192,6 +233,7 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None, backen
     if backend is not None:
         opencl.dtype_defines(op, w.dtype, backend.info)  # TypeError: float64 without fp64
     axis = canonical_axis(op, axis, 2)
+    check_norm_fits(op, norm, w.dtype)
     if fmt == "coo":
         if out is not None:
             raise ValueError(
@@ -204,7 +246,8 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None, backen
         compressed.sum_duplicates()
         normalize_sparse(op, compressed, axis, use_max_norm, norm, out=compressed, backend=backend)
         return compressed.tocoo()
-    indptr, indices, nnz = _checked_structure(op, "W", w)
+    structure = _checked_structure(op, "W", w)
+    nnz = structure[2]
     if out is not None and out is not w:
         _check_out_sparse(op, w, out)
     elif out is w:
@@ -228,9 +271,9 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None, backen
     work_dst = dst if direct_dst else np.empty(dst.shape, dst.dtype)
     rule = (use_max_norm, norm, False)
     if (w.format == "csr") == (axis == 1):
-        _normalize_segments(op, w, indptr, work_src, work_dst, rule)
+        _normalize_segments(op, "W", w, structure, work_src, work_dst, rule)
     else:
-        _normalize_cross(op, w, indices, work_src, work_dst, rule)
+        _normalize_cross(op, "W", w, structure, work_src, work_dst, rule)
     if not direct_dst:
         np.copyto(dst, work_dst)
     return result
@@ -268,10 +311,11 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, device=
     Raises
     ------
     TypeError
-        If ``param`` is not CSR or not float, or the indices are not integers.
+        If ``param`` is not CSR or not float, its index arrays are not int32
+        or int64, or the indices are not integers.
     ValueError
         If ``param`` is not 2-D, its data is read-only or its structure is
-        invalid, ``norm`` is negative or not finite, or ``device`` is not the
+        invalid (or another thread rewrote an index array during the call), ``norm`` is negative or not finite, or ``device`` is not the
         CPU.
     IndexError
         If an index is negative or ``>= param.shape[0]``; ``param`` is left
@@ -297,18 +341,23 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, device=
     require_dtype(op, "param", param, FLOAT_DTYPES)
     use_max_norm = Argument("use_max_norm", bool).convert(op, use_max_norm)
     norm = _NORM.convert(op, norm)
+    check_norm_fits(op, norm, param.dtype)
     require_writeable(op, "param.data", param.data)
     index = index_vector(op, "indices", indices)
     n_rows = param.shape[0]
     if index.size and (index.min() < 0 or index.max() >= n_rows):
         raise_first_bad_index(op, "indices", index, n_rows)
-    indptr, _, nnz = _checked_structure(op, "param", param)
+    structure = _checked_structure(op, "param", param)
+    nnz = structure[2]
     if index.size == 0 or nnz == 0:
         return param
-    rows = _DISTINCT[index.dtype](index, n_rows)
+    # The kernel re-checks every index it reads: the caller may rewrite them from another thread.
+    rows, skipped = _DISTINCT[index.dtype](index, n_rows)
+    if skipped:
+        raise ValueError(f"{op}: indices changed while the call ran (another thread wrote them after they were checked)")
     data = param.data
     work = data[:nnz] if data.flags.c_contiguous else np.ascontiguousarray(data[:nnz])
-    _normalize_segments(op, param, indptr, work, work, (use_max_norm, norm, True), rows)
+    _normalize_segments(op, "param", param, structure, work, work, (use_max_norm, norm, True), rows)
     if work is not data and not np.shares_memory(work, data):
         data[:nnz] = work
     return param
