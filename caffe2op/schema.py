@@ -73,9 +73,13 @@ def _convert_scalar(value, arg_type):
     if arg_type is float:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float's range: a value error, not a kind error
+            return math.inf if value > 0 else -math.inf
     if arg_type is int:
-        if isinstance(value, numbers.Integral):
+        # True is an Integral too, but axis=True is a mistake, not axis 1.
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
             return int(value)
         raise TypeError
     if arg_type is bool:

@@ -243,3 +243,16 @@ def test_counts_that_disagree_with_the_names_are_refused(counts, names, match):
 def test_variadic_schema_may_name_only_its_first_inputs():
     schema = caffe2op.OpSchema("CountsVariadic", num_inputs=(2, None), inputs=[("data_0", "")])
     assert caffe2op.register_schema(schema) is schema
+
+
+def test_a_bool_is_not_an_int_argument():
+    # axis=True used to run along axis 1 (True is an Integral); issue 10 item 14.
+    with pytest.raises(caffe2op.SchemaTypeError, match=r"Normalize: argument 'axis' must be an int, got bool \(True\)"):
+        caffe2op.create_operator("Normalize", "x", "y", axis=True)
+
+
+@pytest.mark.parametrize("norm", [10**400, -(10**400)])
+def test_an_int_beyond_float_range_is_a_value_error(norm):
+    # float(10**400) raises OverflowError, outside the promised error families (issue 10 item 12).
+    with pytest.raises(caffe2op.SchemaError, match="SparseNormalize: argument 'norm' must be finite"):
+        caffe2op.create_operator("SparseNormalize", ["w", "i"], ["w"], norm=norm)
