@@ -189,3 +189,90 @@ def test_bad_limits_are_rejected(monkeypatch):
     with pytest.raises(ValueError, match="'gpu' or 'cpu'"):
         _parse_limits("shape=fast")
     assert _parse_limits(" work_group=64, fp64=0 ,shape=gpu") == {"work_group": 64, "fp64": 0, "shape": "gpu"}
+
+
+@pytest.mark.opencl
+def test_rows_exactly_at_norm_are_kept_under_every_limit(opencl_device, limits):
+    """A [3, 4, 0, ...] row is bit-identical after max-norm mode with norm 5, with float or double sums."""
+    for dtype in (np.float16, np.float32):
+        for width in (2, 7, 64):
+            table = _table(dtype, 40, width, 11)
+            before = table.copy()
+            caffe2op.sparse_normalize(table, [2, 2, 5], use_max_norm=True, norm=5.0, device=f"opencl:{opencl_device.device_id}")
+            assert table[2].tobytes() == before[2].tobytes(), (np.dtype(dtype), width, limits)
+
+
+def test_fp64_probe_never_raises():
+    """Older drivers reject CL_DEVICE_DOUBLE_FP_CONFIG without the extension: the probe says 'no fp64'."""
+    from caffe2op.opencl.devices import _device_fp64
+
+    class FakeError(Exception):
+        pass
+
+    class FakeCL:
+        Error = FakeError
+
+    class Device:
+        @property
+        def double_fp_config(self):
+            raise FakeError("CL_INVALID_VALUE")
+
+    assert _device_fp64(FakeCL, Device(), ["cl_khr_fp16"]) is False
+    assert _device_fp64(FakeCL, Device(), ["cl_khr_fp64"]) is True
+
+
+@pytest.mark.opencl
+def test_kernel_folder_with_a_space(opencl_device, tmp_path, monkeypatch):
+    """Programs build from a kernel folder whose path holds a space (PoCL rejects such a -I path)."""
+    import shutil
+
+    from caffe2op import opencl
+    from caffe2op.opencl import programs
+
+    folder = tmp_path / "kernels with space"
+    shutil.copytree(opencl.kernel_dir(), folder)
+    monkeypatch.setattr(programs, "kernel_dir", lambda: folder)
+    programs._program_source.cache_clear()
+    programs._source_hash.cache_clear()
+    try:
+        backend = backend_for(opencl_device)
+        program = programs.get_program(backend.context, "sum.cl", {"REAL": "float", "C2O_SPACE_TEST": 1})
+        assert programs.get_kernel(program, "caffe2op_sum_fwd").function_name == "caffe2op_sum_fwd"
+    finally:
+        programs._program_source.cache_clear()
+        programs._source_hash.cache_clear()
+
+
+def test_source_hash_follows_every_kernel_file(tmp_path, monkeypatch):
+    """Changing any header changes the build options, so no driver cache can return a stale binary."""
+    import shutil
+
+    from caffe2op import opencl
+    from caffe2op.opencl import programs
+
+    folder = tmp_path / "kernels"
+    shutil.copytree(opencl.kernel_dir(), folder)
+    monkeypatch.setattr(programs, "kernel_dir", lambda: folder)
+    programs._program_source.cache_clear()
+    programs._source_hash.cache_clear()
+    try:
+        before = programs.build_options({"REAL": "float"})
+        with open(folder / "caffe2op_common.h", "a") as header:
+            header.write("\n/* touched */\n")
+        programs._program_source.cache_clear()
+        programs._source_hash.cache_clear()
+        assert programs.build_options({"REAL": "float"}) != before
+        assert "/* touched */" in programs.program_source("sum.cl")
+    finally:
+        programs._program_source.cache_clear()
+        programs._source_hash.cache_clear()
+
+
+@pytest.mark.opencl
+@pytest.mark.parametrize("n", [1, 7, 257, 1009, 65537])
+def test_elementwise_size_is_a_multiple_of_256(opencl_device, n):
+    """A prime element count no longer forces one-item work-groups on the driver."""
+    from caffe2op import opencl
+
+    (size,) = opencl.elementwise_size(backend_for(opencl_device).queue, n)
+    assert size % 256 == 0 and size >= min(n, 256)
