@@ -34,12 +34,26 @@ def main(argv=None):
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m caffe2op", description="caffe2op command line")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("config", help="print the version, build, threads and OpenCL devices")
+    parser = argparse.ArgumentParser(
+        prog="python -m caffe2op",
+        description="caffe2op: Caffe2's SparseNormalize, Normalize, StopGradient and ZeroGradient operators "
+        "on CPUs and OpenCL devices. Run a command with --help for its options.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    config_help = "print the version, build, threads and OpenCL devices"
+    commands.add_parser(
+        "config",
+        help=config_help,
+        description=f"{config_help[0].upper()}{config_help[1:]}: what caffe2op was built with (Cython kernels, "
+        "OpenMP), how many threads its CPU kernels use, and every OpenCL device with the DeviceOption that "
+        "selects it. The same report is caffe2op.show_config() in Python.",
+    )
     commands.add_parser("demo", help="train a small embedding model end to end (demo --help)")
     commands.add_parser("bench", help="benchmarks against NumPy, torch and scikit-learn (bench --help)")
-    parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:  # no command: say what there is
+        parser.print_help()
+        return 0
     from . import show_config
 
     show_config()

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Build and runtime configuration: thread count of the CPU kernels, and ``show_config``."""
 
+import contextlib
 import functools
 import numbers
 import os
 import platform
 import sys
+import threading
 
 import numpy as np
 
@@ -15,6 +17,8 @@ from ._version import __version__
 __all__ = ["get_num_threads", "set_num_threads", "show_config"]
 
 _num_threads = None
+# Per-thread override of the count (thread_limit): Dask runs many kernels at once in one process.
+_this_thread = threading.local()
 _OPENMP = _runtime.openmp_enabled()
 
 
@@ -88,7 +92,25 @@ def get_num_threads():
     """
     if not _OPENMP:
         return 1
+    limit = getattr(_this_thread, "n", None)
+    if limit is not None:
+        return limit
     return _num_threads if _num_threads is not None else _default_num_threads()
+
+
+@contextlib.contextmanager
+def thread_limit(n):
+    """Within the block, kernels called from *this* thread use ``n`` threads (an int >= 1, not checked).
+
+    Other threads keep :func:`get_num_threads`'s value: caffe2op.dask runs one
+    kernel per Dask worker thread, several at once in a process.
+    """
+    previous = getattr(_this_thread, "n", None)
+    _this_thread.n = n
+    try:
+        yield
+    finally:
+        _this_thread.n = previous
 
 
 def _opencl_summary():

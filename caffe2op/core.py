@@ -13,6 +13,9 @@ import numbers
 
 import numpy as np
 
+from . import _tables, schema
+from .errors import UnknownOperatorError, unknown_operator_message
+
 __all__ = [
     "DataType",
     "DeviceOption",
@@ -193,6 +196,8 @@ _DATATYPE_TO_NUMPY = {
 def _blob_names(value, what, op_type):
     """Normalise a blob name or a sequence of them to a list of str."""
     if isinstance(value, str):
+        if not value:
+            raise ValueError(f"{op_type}: {what} must be a non-empty blob name, got ''")
         return [value]
     if value is None:
         return []
@@ -202,9 +207,13 @@ def _blob_names(value, what, op_type):
         raise TypeError(
             f"{op_type}: {what} must be a blob name or a list of blob names, got {type(value).__name__}"
         ) from None
+    if isinstance(value, dict):  # its keys would be taken silently
+        raise TypeError(f"{op_type}: {what} must be a blob name or a list of blob names, got a dict ({value!r})")
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"{op_type}: {what} must be blob names (str), got {type(name).__name__} ({name!r})")
+        if not name:
+            raise ValueError(f"{op_type}: {what} must be non-empty blob names, got {names!r}")
     return [str(name) for name in names]
 
 
@@ -273,6 +282,13 @@ class OperatorDef:
         self.inputs = _blob_names(self.inputs, "inputs", self.type)
         self.outputs = _blob_names(self.outputs, "outputs", self.type)
         self.args = {} if self.args is None else {str(k): _plain_arg(v) for k, v in dict(self.args).items()}
+        if not isinstance(self.name, str):
+            raise TypeError(f"{self.type}: name must be a str, got {type(self.name).__name__} ({self.name!r})")
+        if not isinstance(self.engine, str):
+            raise TypeError(
+                f"{self.type}: engine must be a str (engine names, comma separated), got "
+                f"{type(self.engine).__name__} ({self.engine!r})"
+            )
         if self.device_option is not None and not isinstance(self.device_option, DeviceOption):
             raise TypeError(
                 f"{self.type}: device_option must be a DeviceOption or None, got {type(self.device_option).__name__}"
@@ -391,7 +407,10 @@ def create_operator(op_type, inputs, outputs, *, name="", device_option=None, en
     UnknownOperatorError
         If ``op_type`` has no schema, implementation or gradient anywhere.
     TypeError
-        If blob names are not strings.
+        If blob names are not strings (or are given as a dict), or ``name``
+        or ``engine`` is not a str.
+    ValueError
+        If a blob name is empty.
 
     Examples
     --------
@@ -400,8 +419,6 @@ def create_operator(op_type, inputs, outputs, *, name="", device_option=None, en
     >>> op.type, op.inputs, op.outputs, op.args
     ('SparseNormalize', ['w', 'idx'], ['w'], {'norm': 2.0})
     """
-    from . import registry, schema
-
     if device_option is None:
         device_option = current_device_scope()
     op_def = OperatorDef(
@@ -416,8 +433,8 @@ def create_operator(op_type, inputs, outputs, *, name="", device_option=None, en
     op_schema = schema.get_schema(op_type, default=None)
     if op_schema is not None:
         op_schema.verify(op_def)
-    elif not registry.is_known_operator_type(op_type):
-        from .errors import UnknownOperatorError, unknown_operator_message
-
-        raise UnknownOperatorError(unknown_operator_message(op_type, registry.known_operator_types()))
+    else:
+        known = _tables.known_operator_types()
+        if op_type not in known:
+            raise UnknownOperatorError(unknown_operator_message(op_type, known))
     return op_def

@@ -85,7 +85,7 @@ class MissingBlobError(_ReadableKeyError):
     """A blob an operator or a fetch needs is not in the workspace.
 
     A :class:`KeyError` whose message names the blob and, for an operator
-    input, the operator.
+    input, the operator, and suggests the closest existing blob names.
 
     Parameters
     ----------
@@ -100,8 +100,39 @@ class MissingBlobError(_ReadableKeyError):
     ...     ws.run_operator_once(caffe2op.create_operator("StopGradient", "x", "y"))
     ... except caffe2op.MissingBlobError as err:
     ...     print(err)
-    StopGradient: input 0 'x' does not exist in the workspace
+    StopGradient: input 0 'x' does not exist in the workspace.
+    >>> ws.feed_blob("hidden", [1.0])
+    >>> try:
+    ...     ws.fetch_blob("hiden")
+    ... except caffe2op.MissingBlobError as err:
+    ...     print(err)
+    fetch_blob: blob 'hiden' does not exist in the workspace. Did you mean: hidden?
     """
+
+
+def _did_you_mean(name, known):
+    close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
+    return " Did you mean: " + ", ".join(close) + "?" if close else ""
+
+
+def missing_blob_message(prefix, name, known):
+    """Return the "does not exist, did you mean" message for blob ``name``.
+
+    Parameters
+    ----------
+    prefix : str
+        Who asked (``"fetch_blob: blob"``, ``"Sum: input 1"``).
+    name : str
+        The missing blob.
+    known : iterable of str
+        The blobs that exist.
+
+    Returns
+    -------
+    str
+        The message.
+    """
+    return f"{prefix} {name!r} does not exist in the workspace.{_did_you_mean(name, known)}"
 
 
 def unknown_operator_message(op_type, known):
@@ -119,8 +150,4 @@ def unknown_operator_message(op_type, known):
     str
         The message.
     """
-    message = f"{op_type!r} is not a registered operator type."
-    close = difflib.get_close_matches(op_type, sorted(set(known)), n=3, cutoff=0.6)
-    if close:
-        message += " Did you mean: " + ", ".join(close) + "?"
-    return message
+    return f"{op_type!r} is not a registered operator type.{_did_you_mean(op_type, known)}"

@@ -5,11 +5,13 @@ Caffe2 kept two registries of gradient makers, a C++ one (classes deriving
 from ``GradientMakerBase``) and a Python one (functions
 ``f(op, g_output) -> (grad_ops, g_input)``).  Here both styles register into
 one registry with :func:`register_gradient`, and :func:`get_gradient_defs`
-calls the maker and post-processes its operators as Caffe2's C++
-``GetGradientForOp`` did: the forward operator's device option, engine and
-arguments are copied onto every gradient operator, every gradient operator
-is flagged ``is_gradient_op``, and ``g_input`` must have one entry per
-forward input.
+first checks the forward operator against its schema (Caffe2's
+``VerifyOp``), then calls the maker.  The operators of a maker class are
+post-processed as Caffe2's C++ ``GetGradientForOp`` did: the forward
+operator's device option, engine and arguments are copied onto them and
+they are flagged ``is_gradient_op``.  The operators of a gradient function
+are returned as the function made them, as Caffe2's Python registry did.
+``g_input`` must have one entry per forward input.
 
 Gradients are named by strings (dense gradients, ``X_grad``) or by
 :class:`GradientSlice` pairs (sparse gradients, ``X_grad_indices`` and
@@ -30,15 +32,17 @@ Errors
 * ``IndexError``: ``I``/``O``/``GI``/``GO``... with an index out of range.
 * ``TypeError``: a maker returned something that is not operator
   definitions and gradient names.
+* :class:`~caffe2op.SchemaError`: the forward operator breaks its schema.
 """
 
 import collections
 import dataclasses
 import difflib
 
+from . import _tables
 from .core import OperatorDef
-from .errors import _ReadableKeyError
-from .registry import add_known_types_provider
+from .errors import SchemaError, _ReadableKeyError
+from .schema import get_schema
 
 __all__ = [
     "GradientMakerBase",
@@ -766,7 +770,7 @@ class _FunctionMaker(GradientMakerBase):
         return ops, g_input
 
 
-_GRADIENT_MAKERS = {}
+_GRADIENT_MAKERS = _tables.Table("gradient maker", bumps_generation=False)
 
 
 def _check_op_type(where, op_type):
@@ -784,7 +788,10 @@ def register_gradient(op_type):
     ``GradientRegistry.RegisterGradient``), where ``grad_ops`` is a list of
     :class:`~caffe2op.OperatorDef` (or one, or None) and ``g_input`` has one
     gradient (None, a name or a :class:`GradientSlice`) per forward input.
-    A later registration for the same type replaces the earlier one.
+    As in Caffe2, a class's operators get the forward operator's arguments,
+    device and engine and are flagged ``is_gradient_op``; a function's are
+    used as it made them.  A later registration for the same type replaces
+    the earlier one.
 
     Parameters
     ----------
@@ -816,10 +823,10 @@ def register_gradient(op_type):
 
     def decorate(maker):
         if isinstance(maker, type) and issubclass(maker, GradientMakerBase):
-            _GRADIENT_MAKERS[op_type] = maker
+            _GRADIENT_MAKERS.set(op_type, maker)
         elif callable(maker) and not isinstance(maker, type):
-            _GRADIENT_MAKERS[op_type] = type(
-                f"FunctionMaker[{op_type}]", (_FunctionMaker,), {"function": staticmethod(maker)}
+            _GRADIENT_MAKERS.set(
+                op_type, type(f"FunctionMaker[{op_type}]", (_FunctionMaker,), {"function": staticmethod(maker)})
             )
         else:
             raise TypeError(
@@ -857,7 +864,7 @@ def no_gradient(op_type):
     ([], [None])
     """
     _check_op_type("no_gradient", op_type)
-    _GRADIENT_MAKERS[op_type] = NoGradient
+    _GRADIENT_MAKERS.set(op_type, NoGradient)
     return NoGradient
 
 
@@ -893,7 +900,7 @@ def should_not_do_gradient(op_type):
     One should not call gradient for operator SparseNormalize.
     """
     _check_op_type("should_not_do_gradient", op_type)
-    _GRADIENT_MAKERS[op_type] = ThrowInTheTowelIfGradientIsCalled
+    _GRADIENT_MAKERS.set(op_type, ThrowInTheTowelIfGradientIsCalled)
     return ThrowInTheTowelIfGradientIsCalled
 
 
@@ -929,7 +936,7 @@ def gradient_not_implemented_yet(op_type):
     Operator DocLater should have a gradient but is not implemented yet.
     """
     _check_op_type("gradient_not_implemented_yet", op_type)
-    _GRADIENT_MAKERS[op_type] = GradientNotImplementedYet
+    _GRADIENT_MAKERS.set(op_type, GradientNotImplementedYet)
     return GradientNotImplementedYet
 
 
@@ -947,7 +954,7 @@ def registered_gradients():
     >>> {"Sum", "StopGradient", "ZeroGradient"} <= set(caffe2op.registered_gradients())
     True
     """
-    return sorted(_GRADIENT_MAKERS)
+    return sorted(_GRADIENT_MAKERS.snapshot())
 
 
 def gradient_maker_for(op_type):
@@ -1023,14 +1030,31 @@ def describe_gradient(op_type):
     return "\n".join(lines)
 
 
+def _verify_forward_op(op_def):
+    """Check the forward operator against its schema, as Caffe2's ``GradientMakerBase::VerifyOp`` did."""
+    schema = get_schema(op_def.type, None)
+    if schema is None:
+        return
+    try:
+        schema.verify(op_def)
+    except SchemaError as err:
+        raise type(err)(
+            f"{op_def.type}: the forward operator does not pass its schema, so it has no gradient "
+            f"(Caffe2's GradientMakerBase::VerifyOp): {err}. Operator: {op_def.describe()}"
+        ) from err
+
+
 def get_gradient_defs(op_def, g_output):
     """The gradient operators of one forward operator, and the gradients of its inputs.
 
-    Calls the maker registered for ``op_def.type``, then, as Caffe2's C++
-    ``GetGradientForOp``: copies the forward operator's ``device_option``
-    (when set), ``engine`` (when set) and arguments onto every gradient
-    operator (an argument the gradient operator sets itself keeps its own
-    value), flags them ``is_gradient_op``, and checks that there is one
+    Checks ``op_def`` against its schema (Caffe2's ``VerifyOp``) and calls
+    the maker registered for ``op_def.type``.  For a maker class, as
+    Caffe2's C++ ``GetGradientForOp``: copies the forward operator's
+    ``device_option`` (when set), ``engine`` (when set) and arguments onto
+    every gradient operator (an argument the gradient operator sets itself
+    keeps its own value) and flags them ``is_gradient_op``.  The operators
+    of a gradient function are kept as the function made them, as in
+    Caffe2's Python ``GradientRegistry``.  Either way there must be one
     input gradient per forward input.  The returned operators are new
     objects: the maker's own are never modified.
 
@@ -1063,8 +1087,11 @@ def get_gradient_defs(op_def, g_output):
         output gradient, mixes dense and sparse for an input, or returns a
         ``g_input`` of the wrong length.
     TypeError
-        If ``op_def`` is not an OperatorDef, or the maker returns something
-        other than operator definitions and gradients.
+        If ``op_def`` is not an OperatorDef, ``g_output`` is not a list, or
+        the maker returns something other than operator definitions and a
+        list of gradients.
+    SchemaError
+        If ``op_def`` breaks its operator's schema.
 
     Examples
     --------
@@ -1076,6 +1103,11 @@ def get_gradient_defs(op_def, g_output):
     """
     if not isinstance(op_def, OperatorDef):
         raise TypeError(f"get_gradient_defs: expected an OperatorDef, got {type(op_def).__name__}")
+    if isinstance(g_output, (str, bytes, dict)) or not hasattr(g_output, "__iter__"):
+        raise TypeError(
+            f"{op_def.type}: g_output must be a list with one gradient (a blob name, a GradientSlice or None) "
+            f"per output, got {type(g_output).__name__} ({g_output!r})"
+        )
     maker_cls = _GRADIENT_MAKERS.get(op_def.type)
     if maker_cls is None:
         message = (
@@ -1083,12 +1115,16 @@ def get_gradient_defs(op_def, g_output):
             f"Register one with caffe2op.register_gradient({op_def.type!r}), or declare it with "
             f"caffe2op.no_gradient({op_def.type!r}) if gradients should stop there."
         )
-        close = difflib.get_close_matches(op_def.type, sorted(_GRADIENT_MAKERS), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(op_def.type, sorted(_GRADIENT_MAKERS.snapshot()), n=3, cutoff=0.6)
         if close:
             message += " Did you mean: " + ", ".join(close) + "?"
         raise GradientNotRegisteredError(message)
+    _verify_forward_op(op_def)
     maker = maker_cls(op_def, g_output)
     ops, g_input = maker.get()
+    # Caffe2 returns the operators of a Python gradient function as the function made them; only
+    # its C++ makers (our GradientMakerBase classes) copy the forward operator's settings.
+    is_function = issubclass(maker_cls, _FunctionMaker)
     if isinstance(ops, OperatorDef):
         ops = [ops]
     try:
@@ -1105,15 +1141,23 @@ def get_gradient_defs(op_def, g_output):
                 f"expected OperatorDef"
             )
         # A fresh object: the backward pass renames outputs in place.
+        is_gradient_op = op.is_gradient_op
         op = dataclasses.replace(op, inputs=list(op.inputs), outputs=list(op.outputs), args=dict(op.args))
-        if maker_cls.copy_device_option and op_def.device_option is not None:
-            op.device_option = op_def.device_option
-        if maker_cls.copy_engine and op_def.engine:
-            op.engine = op_def.engine
-        if maker_cls.copy_arguments and op_def.args:
-            op.args = {**op_def.args, **op.args}
-        op.is_gradient_op = True
+        op.is_gradient_op = is_gradient_op
+        if not is_function:
+            if maker_cls.copy_device_option and op_def.device_option is not None:
+                op.device_option = op_def.device_option
+            if maker_cls.copy_engine and op_def.engine:
+                op.engine = op_def.engine
+            if maker_cls.copy_arguments and op_def.args:
+                op.args = {**op_def.args, **op.args}
+            op.is_gradient_op = True
         grad_ops.append(op)
+    if isinstance(g_input, (str, bytes, dict)):
+        raise TypeError(
+            f"{op_def.type}: the gradient maker must return g_input as a list with one gradient per input, "
+            f"got {type(g_input).__name__} ({g_input!r})"
+        )
     try:
         g_input = list(g_input)
     except TypeError:
@@ -1131,4 +1175,4 @@ def get_gradient_defs(op_def, g_output):
     return grad_ops, g_input
 
 
-add_known_types_provider(registered_gradients)
+_tables.add_known_types_provider(registered_gradients)

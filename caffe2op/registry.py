@@ -9,6 +9,8 @@ default engine ``""``, as Caffe2's ``CreateOperator`` did.
 
 import abc
 
+from . import _tables
+from ._tables import add_known_types_provider, known_operator_types
 from .core import DeviceType
 from .errors import UnknownOperatorError, unknown_operator_message
 
@@ -21,24 +23,7 @@ __all__ = [
 ]
 
 # (device type) -> {(op_type, engine): class}
-_REGISTRIES = {device_type: {} for device_type in DeviceType}
-
-# Callables returning operator types known elsewhere (schemas, gradient makers).
-_KNOWN_TYPE_PROVIDERS = []
-
-# Bumped by every registration of an implementation or a schema: workspaces drop what they
-# prepared before (a new engine or schema must take effect, as in Caffe2's CreateOperator).
-_GENERATION = [0]
-
-
-def registry_generation():
-    """A number that changes whenever an implementation or a schema is registered."""
-    return _GENERATION[0]
-
-
-def bump_registry_generation():
-    """Record that a registry changed."""
-    _GENERATION[0] += 1
+_REGISTRIES = {device_type: _tables.Table(f"{device_type.name} implementation") for device_type in DeviceType}
 
 
 class Operator(abc.ABC):
@@ -376,23 +361,31 @@ class Operator(abc.ABC):
         """
 
 
-def _register(device_type, op_type, cls, engine):
+def _register(device_type, op_type, cls, engine, overwrite):
     if not isinstance(op_type, str) or not op_type:
         raise TypeError(f"operator type must be a non-empty str, got {op_type!r}")
     if not isinstance(engine, str):
         raise TypeError(f"engine must be a str, got {type(engine).__name__}")
+    where = f"register_{device_type.name.lower()}_operator"
 
     def decorate(klass):
         if not (isinstance(klass, type) and issubclass(klass, Operator)):
             raise TypeError(f"{op_type}: an operator implementation must subclass caffe2op.Operator, got {klass!r}")
-        _REGISTRIES[device_type][(op_type, engine)] = klass
-        bump_registry_generation()
+        table = _REGISTRIES[device_type]
+        # Caffe2 refuses a second registration of one key; the same class again is harmless.
+        if not overwrite and table.get((op_type, engine)) not in (None, klass):
+            engine_text = f" (engine {engine!r})" if engine else ""
+            raise ValueError(
+                f"{where}: {op_type!r}{engine_text} already has a {device_type.name} implementation "
+                f"({table.get((op_type, engine)).__qualname__}); pass overwrite=True to replace it"
+            )
+        table.set((op_type, engine), klass, where=where)
         return klass
 
     return decorate if cls is None else decorate(cls)
 
 
-def register_cpu_operator(op_type, cls=None, *, engine=""):
+def register_cpu_operator(op_type, cls=None, *, engine="", overwrite=False):
     """Register a CPU implementation of ``op_type`` (usable as a class decorator).
 
     Parameters
@@ -403,6 +396,9 @@ def register_cpu_operator(op_type, cls=None, *, engine=""):
         The :class:`Operator` subclass.  Omit it to use the call as a decorator.
     engine : str, default ""
         Engine name; operators select it with ``engine=`` in their definition.
+    overwrite : bool, default False
+        Replace an implementation already registered for ``(op_type, engine)``
+        instead of raising (registering the same class again is always allowed).
 
     Returns
     -------
@@ -413,6 +409,9 @@ def register_cpu_operator(op_type, cls=None, *, engine=""):
     ------
     TypeError
         If ``cls`` does not subclass :class:`Operator`.
+    ValueError
+        If another class is already registered for ``(op_type, engine)`` on
+        this device type and ``overwrite`` is False (Caffe2 refuses duplicates).
 
     Examples
     --------
@@ -424,10 +423,10 @@ def register_cpu_operator(op_type, cls=None, *, engine=""):
     >>> "DocNoop" in caffe2op.registered_operators(caffe2op.DeviceType.CPU)
     True
     """
-    return _register(DeviceType.CPU, op_type, cls, engine)
+    return _register(DeviceType.CPU, op_type, cls, engine, overwrite)
 
 
-def register_opencl_operator(op_type, cls=None, *, engine=""):
+def register_opencl_operator(op_type, cls=None, *, engine="", overwrite=False):
     """Register an OpenCL implementation of ``op_type`` (usable as a class decorator).
 
     Parameters
@@ -438,6 +437,9 @@ def register_opencl_operator(op_type, cls=None, *, engine=""):
         The :class:`Operator` subclass.  Omit it to use the call as a decorator.
     engine : str, default ""
         Engine name.
+    overwrite : bool, default False
+        Replace an implementation already registered for ``(op_type, engine)``
+        instead of raising.
 
     Returns
     -------
@@ -448,6 +450,9 @@ def register_opencl_operator(op_type, cls=None, *, engine=""):
     ------
     TypeError
         If ``cls`` does not subclass :class:`Operator`.
+    ValueError
+        If another class is already registered for ``(op_type, engine)`` on
+        this device type and ``overwrite`` is False (Caffe2 refuses duplicates).
 
     Examples
     --------
@@ -464,10 +469,10 @@ def register_opencl_operator(op_type, cls=None, *, engine=""):
     >>> "DocDeviceNoop" in caffe2op.registered_operators(caffe2op.DeviceType.CPU)
     False
     """
-    return _register(DeviceType.OPENCL, op_type, cls, engine)
+    return _register(DeviceType.OPENCL, op_type, cls, engine, overwrite)
 
 
-def register_cuda_operator(op_type, cls=None, *, engine=""):
+def register_cuda_operator(op_type, cls=None, *, engine="", overwrite=False):
     """Register an implementation of ``op_type`` for ``DeviceType.CUDA`` devices.
 
     CUDA devices are the NVIDIA devices of an OpenCL platform, so these
@@ -481,6 +486,9 @@ def register_cuda_operator(op_type, cls=None, *, engine=""):
         The :class:`Operator` subclass.  Omit it to use the call as a decorator.
     engine : str, default ""
         Engine name.
+    overwrite : bool, default False
+        Replace an implementation already registered for ``(op_type, engine)``
+        instead of raising.
 
     Returns
     -------
@@ -491,6 +499,9 @@ def register_cuda_operator(op_type, cls=None, *, engine=""):
     ------
     TypeError
         If ``cls`` does not subclass :class:`Operator`.
+    ValueError
+        If another class is already registered for ``(op_type, engine)`` on
+        this device type and ``overwrite`` is False (Caffe2 refuses duplicates).
 
     Examples
     --------
@@ -505,7 +516,7 @@ def register_cuda_operator(op_type, cls=None, *, engine=""):
     >>> caffe2op.register_cuda_operator("DocCopy", DocCopyOpenCL) is DocCopyOpenCL
     True
     """
-    return _register(DeviceType.CUDA, op_type, cls, engine)
+    return _register(DeviceType.CUDA, op_type, cls, engine, overwrite)
 
 
 def registered_operators(device_type=None):
@@ -537,30 +548,17 @@ def registered_operators(device_type=None):
     else:
         try:
             registries = [_REGISTRIES[DeviceType(device_type)]]
-        except ValueError:
+        except (ValueError, TypeError):
             raise ValueError(f"registered_operators: unknown device type {device_type!r}") from None
-    return sorted({op_type for registry in registries for op_type, _ in registry})
+    return sorted({op_type for registry in registries for op_type, _ in registry.snapshot()})
 
 
 def devices_implementing(op_type):
     """Device types that have an implementation of ``op_type`` (sorted by name)."""
     return sorted(
-        (d for d, registry in _REGISTRIES.items() if any(t == op_type for t, _ in registry)),
+        (d for d, registry in _REGISTRIES.items() if any(t == op_type for t, _ in registry.snapshot())),
         key=lambda d: d.name,
     )
-
-
-def add_known_types_provider(provider):
-    """Let another registry (schemas, gradients) declare operator types as known."""
-    _KNOWN_TYPE_PROVIDERS.append(provider)
-
-
-def known_operator_types():
-    """Every operator type known to any registry (implementations, schemas, gradients)."""
-    known = set(registered_operators())
-    for provider in _KNOWN_TYPE_PROVIDERS:
-        known.update(provider())
-    return known
 
 
 def is_known_operator_type(op_type):
@@ -588,7 +586,7 @@ def lookup_operator_class(op_def):
         no implementation on the requested device (listing those it has).
     """
     device_type = op_def.device.device_type
-    registry = _REGISTRIES[device_type]
+    registry = _REGISTRIES[device_type].snapshot()
     for engine in [e.strip() for e in op_def.engine.split(",") if e.strip()] + [""]:
         cls = registry.get((op_def.type, engine))
         if cls is not None:
@@ -610,10 +608,4 @@ def lookup_operator_class(op_def):
     raise UnknownOperatorError(unknown_operator_message(op_def.type, known_operator_types()))
 
 
-def _schema_types():
-    from .schema import registered_schemas
-
-    return registered_schemas()
-
-
-add_known_types_provider(_schema_types)
+add_known_types_provider(registered_operators)

@@ -17,6 +17,7 @@ import types
 
 import numpy as np
 
+from . import _tables
 from .errors import SchemaError, SchemaTypeError, UnknownOperatorError, unknown_operator_message
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 _REQUIRED = object()
-_SCHEMAS = {}
+_SCHEMAS = _tables.Table("schema")
 
 
 def non_negative_finite(value):
@@ -208,11 +209,13 @@ class OpSchema:
     ----------
     op_type : str
         Operator type the schema describes.
-    num_inputs : int or (int, int or None), default 1
+    num_inputs : int or (int, int or None), optional
         Exact count or ``(min, max)`` range of inputs; ``max=None`` means
-        unbounded (Caffe2's ``NumInputs(1, INT_MAX)``).
-    num_outputs : int or (int, int or None), default 1
-        Same for outputs.
+        unbounded (Caffe2's ``NumInputs(1, INT_MAX)``).  Defaults to the
+        number of named ``inputs`` (1 when none are named).
+    num_outputs : int or (int, int or None), optional
+        Same for outputs (defaults to the number of named ``outputs``, 1
+        when none are named).
     inputs : sequence of (str, str), optional
         ``(name, doc)`` of each input, in order.
     outputs : sequence of (str, str), optional
@@ -260,8 +263,8 @@ class OpSchema:
         self,
         op_type,
         *,
-        num_inputs=1,
-        num_outputs=1,
+        num_inputs=None,
+        num_outputs=None,
         inputs=(),
         outputs=(),
         args=(),
@@ -278,10 +281,12 @@ class OpSchema:
         if not isinstance(op_type, str) or not op_type:
             raise TypeError(f"OpSchema: op_type must be a non-empty str, got {op_type!r}")
         self.op_type = op_type
-        self.min_input, self.max_input = _count_range(num_inputs)
-        self.min_output, self.max_output = _count_range(num_outputs)
         self.inputs = tuple((str(n), str(d)) for n, d in inputs)
         self.outputs = tuple((str(n), str(d)) for n, d in outputs)
+        # Counts not given are those of the named inputs and outputs (1 when none are named).
+        self._counts_given = (num_inputs is not None, num_outputs is not None)
+        self.min_input, self.max_input = _count_range(len(self.inputs) or 1 if num_inputs is None else num_inputs)
+        self.min_output, self.max_output = _count_range(len(self.outputs) or 1 if num_outputs is None else num_outputs)
         self.args = tuple(args)
         for a in self.args:
             if not isinstance(a, Argument):
@@ -383,6 +388,22 @@ class OpSchema:
         False
         """
         return self._inplace_enforced(input_index, output_index)
+
+    def _count_disagreement(self):
+        """Where given counts and named inputs/outputs disagree, say how; else None."""
+        for what, names, low, high in (
+            ("inputs", self.inputs, self.min_input, self.max_input),
+            ("outputs", self.outputs, self.min_output, self.max_output),
+        ):
+            # A variadic schema may name only its first inputs; it must not name more than it takes.
+            if names and not (len(names) <= high and (len(names) >= low or high == math.inf)):
+                rule = "num_inputs" if what == "inputs" else "num_outputs"
+                span = str(low) if low == high else f"{low}..{'inf' if high == math.inf else high}"
+                return (
+                    f"{self.op_type}: {len(names)} named {what} ({', '.join(n for n, _ in names)}) but "
+                    f"{rule}={span}; make them agree (or omit {rule}: it defaults to the named count)"
+                )
+        return None
 
     def _count_problem(self, what, count, low, high):
         if low <= count <= high:
@@ -535,14 +556,10 @@ def register_schema(schema, *, overwrite=False):
     """
     if not isinstance(schema, OpSchema):
         raise TypeError(f"register_schema: expected an OpSchema, got {type(schema).__name__}")
-    if schema.op_type in _SCHEMAS and not overwrite:
-        raise ValueError(
-            f"register_schema: {schema.op_type!r} already has a schema (pass overwrite=True to replace it)"
-        )
-    _SCHEMAS[schema.op_type] = schema
-    from .registry import bump_registry_generation
-
-    bump_registry_generation()
+    problem = schema._count_disagreement()
+    if problem:
+        raise ValueError(f"register_schema: {problem}")
+    _SCHEMAS.set(schema.op_type, schema, overwrite=overwrite, where="register_schema")
     return schema
 
 
@@ -566,6 +583,8 @@ def get_schema(op_type, default=_REQUIRED):
     UnknownOperatorError
         If the type has no schema and no ``default`` was given; the message
         suggests close names.
+    TypeError
+        If ``op_type`` is not a str.
 
     Examples
     --------
@@ -573,20 +592,18 @@ def get_schema(op_type, default=_REQUIRED):
     >>> caffe2op.get_schema("ZeroGradient")
     OpSchema('ZeroGradient', inputs=1, outputs=0, args=[])
     """
-    schema = _SCHEMAS.get(op_type)
+    schema = _SCHEMAS.get(op_type) if isinstance(op_type, str) else None
     if schema is not None:
         return schema
+    if not isinstance(op_type, str):
+        raise TypeError(
+            f"get_schema: op_type must be an operator type name (str), got {type(op_type).__name__} ({op_type!r})"
+        )
     if default is not _REQUIRED:
         return default
-    if op_type in _known_types_without_schema():
+    if op_type in _tables.known_operator_types():
         raise UnknownOperatorError(f"{op_type!r} has no registered schema")
-    raise UnknownOperatorError(unknown_operator_message(op_type, _SCHEMAS))
-
-
-def _known_types_without_schema():
-    from .registry import known_operator_types
-
-    return set(known_operator_types()) - set(_SCHEMAS)
+    raise UnknownOperatorError(unknown_operator_message(op_type, _SCHEMAS.snapshot()))
 
 
 def registered_schemas():
@@ -603,4 +620,7 @@ def registered_schemas():
     >>> "SparseNormalize" in caffe2op.registered_schemas()
     True
     """
-    return sorted(_SCHEMAS)
+    return sorted(_SCHEMAS.snapshot())
+
+
+_tables.add_known_types_provider(lambda: _SCHEMAS.snapshot().keys())

@@ -5,10 +5,12 @@ import copy
 
 import numpy as np
 
-from .core import current_device_scope
+from ._tables import registry_generation
+from .backward import AUTOGEN_GRAD_SUFFIX
+from .core import DeviceOption, OperatorDef, current_device_scope
 from .devices import backend_for, backend_of_value
-from .errors import MissingBlobError
-from .registry import lookup_operator_class, registry_generation
+from .errors import MissingBlobError, missing_blob_message
+from .registry import lookup_operator_class
 from .schema import get_schema
 
 __all__ = ["Workspace"]
@@ -27,12 +29,31 @@ def _add_note(err, note):
         err.add_note(note)
 
 
+def _explain_seed(err, op_def, blobs):
+    """Say so when a dtype error involves a float32 gradient seed made by add_gradient_operators."""
+    if not isinstance(err, TypeError):
+        return
+    for name in op_def.inputs:
+        seed = blobs.get(name)
+        if name.endswith(AUTOGEN_GRAD_SUFFIX) and getattr(seed, "dtype", None) == np.float32:
+            y = name[: -len(AUTOGEN_GRAD_SUFFIX)]
+            _add_note(
+                err,
+                f"{name!r} is the gradient seed that add_gradient_operators generated for {y!r}: a float32 "
+                f"ConstantFill, as in Caffe2, whatever the dtype of {y!r}. Ask for another dtype with "
+                f"net.add_gradient_operators([{y!r}], seed_dtype=np.float64), or give your own gradient "
+                f"blob: net.add_gradient_operators({{{y!r}: 'my_{y}_grad'}}).",
+            )
+            return
+
+
 class Workspace:
     """Named blobs (arrays on a device) and the operators that read and write them.
 
     Like Caffe2's workspace: :meth:`feed_blob` copies data in, operators
     update blobs in place or replace them, and :meth:`fetch_blob` copies a
-    blob out as a NumPy array.
+    blob out as a NumPy array (or, with ``copy=False``, returns a read-only
+    view of a CPU blob).
 
     Examples
     --------
@@ -63,15 +84,18 @@ class Workspace:
             Blob name; an existing blob of that name is replaced.
         value : array_like or pyopencl.array.Array
             The data (copied).
-        device_option : DeviceOption, optional
-            Where the blob lives.  Defaults to the current
+        device_option : DeviceOption or str, optional
+            Where the blob lives: a DeviceOption or a device name of the
+            functional API (``"cpu"``, ``"opencl"``, ``"opencl:N"``,
+            ``"cuda"``, ``"cuda:N"``).  Defaults to the current
             :func:`~caffe2op.device_scope`, else the device ``value`` already
             lives on (the CPU for host data).
 
         Raises
         ------
         TypeError
-            If ``name`` is not a str or ``value`` is not numeric data.
+            If ``name`` is not a str, ``value`` is not numeric data, or
+            ``device_option`` is neither a DeviceOption nor a device name.
         RuntimeError
             If ``device_option`` names an OpenCL/CUDA device that is not available.
 
@@ -89,6 +113,18 @@ class Workspace:
         dtype('int64')
         """
         _check_blob_name(name, "feed_blob")
+        if isinstance(device_option, str):
+            from . import opencl  # the device-name vocabulary of the functional API
+
+            try:
+                device_option = opencl.resolve_device(device_option)
+            except ValueError as err:
+                raise TypeError(f"feed_blob: blob {name!r}: {err}") from None
+        elif device_option is not None and not isinstance(device_option, DeviceOption):
+            raise TypeError(
+                f"feed_blob: blob {name!r}: device_option must be a DeviceOption, a device name such as "
+                f"'cpu', 'opencl' or 'opencl:1', or None, got {type(device_option).__name__} ({device_option!r})"
+            )
         if device_option is None:
             device_option = current_device_scope()
         source = backend_of_value(value)
@@ -107,23 +143,48 @@ class Workspace:
         else:
             self._blobs[name] = target.copy(value)
 
-    def fetch_blob(self, name):
-        """A NumPy copy of blob ``name`` (device blobs are copied to the host).
+    def fetch_blob(self, name, copy=True):
+        """Blob ``name`` as a NumPy array: a copy, or a read-only view of a CPU blob.
 
         Parameters
         ----------
         name : str
             Blob name.
+        copy : bool, default True
+            True returns a copy (device blobs are copied to the host): changing
+            it does not change the blob, and later changes to the blob do not
+            show in it.  False returns a read-only view of a CPU blob, without
+            copying its data (for a large table).
 
         Returns
         -------
         numpy.ndarray
-            The data; changing it does not change the blob.
+            The data.  A view (``copy=False``) follows these rules:
+
+            * it is read-only (``flags.writeable`` is False): write to the blob
+              through operators or :meth:`feed_blob`, not through the view;
+            * it shares the blob's memory, so it shows the blob's later
+              in-place updates (an operator that writes into the blob, such as
+              SparseNormalize with its output the same as its input, or any
+              operator output of the same shape and dtype as the stored array);
+            * it keeps that memory alive and never dangles: when a new array
+              is stored under the name (:meth:`feed_blob` again, an operator
+              output of another shape or dtype), or the blob is removed
+              (:meth:`remove_blob`) or the workspace deleted, the view keeps
+              showing the old data, unchanged;
+            * take a copy (``copy=True``, or ``view.copy()``) of anything you
+              want to keep while operators keep updating the blob.
 
         Raises
         ------
         MissingBlobError
             If there is no such blob.
+        TypeError
+            If ``copy`` is not a bool.
+        ValueError
+            If ``copy`` is False and the blob lives on an OpenCL or CUDA
+            device: its data are not in host memory, so there is nothing to
+            view (fetch it with ``copy=True``).
 
         Examples
         --------
@@ -132,9 +193,33 @@ class Workspace:
         >>> ws.feed_blob("x", np.arange(3.0))
         >>> ws.fetch_blob("x")
         array([0., 1., 2.])
+
+        A view shows in-place updates of the blob, and cannot be written:
+
+        >>> ws.feed_blob("w", np.array([[3.0, 4.0], [6.0, 8.0]]))
+        >>> view = ws.fetch_blob("w", copy=False)
+        >>> view.flags.writeable
+        False
+        >>> ws.feed_blob("idx", np.array([1]))
+        >>> ws.run_operator_once(caffe2op.create_operator("SparseNormalize", ["w", "idx"], "w"))
+        >>> view
+        array([[3. , 4. ],
+               [0.6, 0.8]])
         """
+        if not isinstance(copy, (bool, np.bool_)):
+            raise TypeError(f"fetch_blob: copy must be a bool, got {type(copy).__name__}")
         value = self._get(name, "fetch_blob")
-        return backend_of_value(value).to_host(value)
+        backend = backend_of_value(value)
+        if copy:
+            return backend.to_host(value)
+        if not isinstance(value, np.ndarray):
+            raise ValueError(
+                f"fetch_blob: blob {name!r} lives on {backend.name}, not in host memory: there is no view of it "
+                f"to return with copy=False; fetch a copy with copy=True"
+            )
+        view = value.view()
+        view.flags.writeable = False
+        return view
 
     def has_blob(self, name):
         """Whether blob ``name`` exists.
@@ -262,10 +347,16 @@ class Workspace:
         >>> ws.fetch_blob("y")
         array([1., 2.])
         """
+        if not isinstance(op_def, OperatorDef):
+            raise TypeError(
+                f"run_operator_once: expected an OperatorDef (see caffe2op.create_operator), got "
+                f"{type(op_def).__name__} ({op_def!r})"
+            )
         try:
             self._create_operator(op_def).run_on_device()
         except Exception as err:
             _add_note(err, f"while running operator {op_def.describe()}")
+            _explain_seed(err, op_def, self._blobs)
             raise
 
     def run_net(self, net):
@@ -295,11 +386,20 @@ class Workspace:
         >>> ws.fetch_blob("s")
         array([2., 2.], dtype=float32)
         """
-        for position, op_def in enumerate(net.ops):
+        ops = getattr(net, "ops", None)
+        if not isinstance(ops, list) or not isinstance(getattr(net, "name", None), str):
+            raise TypeError(f"run_net: expected a Net, got {type(net).__name__} ({net!r})")
+        for position, op_def in enumerate(ops):
+            if not isinstance(op_def, OperatorDef):
+                raise TypeError(
+                    f"run_net: operator {position} of net {net.name!r} is a {type(op_def).__name__}, "
+                    f"not an OperatorDef ({op_def!r})"
+                )
             try:
                 self._create_operator(op_def).run_on_device()
             except Exception as err:
                 _add_note(err, f"while running operator {position} of net {net.name!r}: {op_def.describe()}")
+                _explain_seed(err, op_def, self._blobs)
                 raise
 
     # --- used by Operator -------------------------------------------------
@@ -343,13 +443,15 @@ class Workspace:
         try:
             return self._blobs[name]
         except KeyError:
-            raise MissingBlobError(f"{what}: blob {name!r} does not exist in the workspace") from None
+            raise MissingBlobError(missing_blob_message(f"{what}: blob", name, list(self._blobs))) from None
 
     def _lookup_input(self, op_def, index, name):
         try:
             return self._blobs[name]
         except KeyError:
-            raise MissingBlobError(f"{op_def.type}: input {index} {name!r} does not exist in the workspace") from None
+            raise MissingBlobError(
+                missing_blob_message(f"{op_def.type}: input {index}", name, list(self._blobs))
+            ) from None
 
     def _raise_wrong_device(self, op_def, index, value, backend):
         source = backend_of_value(value)

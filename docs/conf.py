@@ -6,10 +6,15 @@ Build with ``make -C docs html`` (or ``bash .ci/docs``, which also installs the
 reads the inventories shipped in ``_intersphinx/``; set
 ``CAFFE2OP_DOCS_ONLINE_INVENTORIES=1`` to try the projects' live inventories
 first (the local ones stay as fallbacks).  Formulas are typeset by MathJax in
-the reader's browser; set ``CAFFE2OP_DOCS_MATHJAX`` to a URL or local path of
-``tex-mml-chtml.js`` to use another copy (for reading offline).
+the reader's browser.  Where Debian's ``libjs-mathjax`` is installed
+(``/usr/share/javascript/mathjax``), the part of it the pages need (MathJax 2
+with SVG output, about 2.5 MB) is copied into ``_build/html/_static/mathjax``
+and used, so that formulas render without network; elsewhere the pages load
+MathJax 3 from its CDN.  ``CAFFE2OP_DOCS_MATHJAX`` overrides the choice: a URL
+or path of a MathJax script (``tex-mml-chtml.js``), or ``cdn`` for the CDN.
 """
 
+import importlib.util
 import os
 import pathlib
 import sys
@@ -53,6 +58,8 @@ pygments_dark_style = "monokai"
 # -- autodoc / autosummary / numpydoc ----------------------------------------
 
 autosummary_generate = True
+# caffe2op.dask needs the optional extra "dask": without it, its API page is built against mocks.
+autodoc_mock_imports = [name for name in ("dask", "distributed", "zarr") if importlib.util.find_spec(name) is None]
 autosummary_imported_members = True
 autosummary_ignore_module_all = False  # a public module's page lists its __all__ (templates/autosummary/module.rst)
 # Names a module page links to the top-level pages instead of documenting them twice.
@@ -62,7 +69,7 @@ autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True}
 autodoc_inherit_docstrings = True
 
-numpydoc_show_class_members = False  # the class template lists members itself
+numpydoc_show_class_members = False  # conf.py's _add_method_summary writes the summary table instead
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
 numpydoc_xref_param_type = True
@@ -131,8 +138,107 @@ intersphinx_timeout = 10
 
 # -- math, diagrams, Markdown -----------------------------------------------
 
-if os.environ.get("CAFFE2OP_DOCS_MATHJAX"):
-    mathjax_path = os.environ["CAFFE2OP_DOCS_MATHJAX"]
+# Debian's MathJax 2 (libjs-mathjax): only what TeX input with SVG output loads is copied into the build.
+DEBIAN_MATHJAX = pathlib.Path(os.environ.get("CAFFE2OP_DOCS_DEBIAN_MATHJAX", "/usr/share/javascript/mathjax"))
+_MATHJAX_PARTS = [
+    "MathJax.js",
+    "config/TeX-AMS_SVG-full.js",
+    "config/local",
+    "extensions",
+    "jax/element",
+    "jax/input/TeX",
+    "jax/output/SVG/jax.js",
+    "jax/output/SVG/config.js",
+    "jax/output/SVG/autoload",
+    "jax/output/SVG/fonts/TeX",
+]
+_mathjax_choice = os.environ.get("CAFFE2OP_DOCS_MATHJAX", "")
+USE_DEBIAN_MATHJAX = not _mathjax_choice and (DEBIAN_MATHJAX / "config" / "TeX-AMS_SVG-full.js").is_file()
+if _mathjax_choice and _mathjax_choice != "cdn":
+    mathjax_path = _mathjax_choice
+elif USE_DEBIAN_MATHJAX:
+    mathjax_path = "mathjax/MathJax.js?config=TeX-AMS_SVG-full"  # relative to _static
+    mathjax2_config = {"showMathMenu": False}
+
+
+def _copy_debian_mathjax(app, exception):
+    """Copy the local MathJax into the HTML output (after a successful HTML build)."""
+    if exception is not None or not USE_DEBIAN_MATHJAX or app.builder.format != "html":
+        return
+    import shutil
+
+    target = pathlib.Path(app.outdir) / "_static" / "mathjax"
+    for part in _MATHJAX_PARTS:
+        source, destination = DEBIAN_MATHJAX / part, target / part
+        if source.is_dir():
+            shutil.copytree(source, destination, dirs_exist_ok=True)
+        elif source.is_file() and not destination.exists():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+
+
+def _link_images_to_full_size(app, doctree):
+    """Mark every unscaled image as scaled to the column, so that the HTML links it to its full size.
+
+    Sphinx's ``html_scaled_image_link`` wraps scaled images in a link to the
+    original file: the benchmark plot, shrunk to the text column, opens at full
+    size when clicked.
+    """
+    from docutils import nodes
+
+    for image in doctree.findall(nodes.image):
+        if not any(key in image for key in ("width", "height", "scale")) and not isinstance(
+            image.parent, nodes.reference
+        ):
+            image["width"] = "100%"
+
+
+def _own_methods(cls):
+    """Public methods defined by ``cls`` itself (not inherited), in source order."""
+    import inspect
+
+    return [
+        name
+        for name, value in vars(cls).items()
+        if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod)))
+    ]
+
+
+def _add_method_summary(app, what, name, obj, options, lines):
+    """Give a class page a summary table of its own methods, after its description and parameters.
+
+    The table goes before the Examples (numpydoc has rendered the sections by
+    now: this hook runs after it); every method is documented in full below
+    the class, where the table's entries link.
+    """
+    if what not in ("class", "exception") or not isinstance(obj, type):
+        return
+    methods = _own_methods(obj)
+    if not methods:
+        return
+    # Names relative to the page's current module (caffe2op or caffe2op.opencl), as autosummary wants them.
+    table = [".. rubric:: Methods", "", ".. autosummary::", ""] + [f"   ~{obj.__qualname__}.{m}" for m in methods]
+    table.append("")
+    position = next((i for i, line in enumerate(lines) if line.strip() == ".. rubric:: Examples"), len(lines))
+    lines[position:position] = table
+
+
+def _skip_builtin_type_defaults(app, what, name, obj, skip, options):
+    """Skip a class attribute whose value is a builtin type (a dataclass field default such as
+    ``Argument.type = object``): autodoc would show it as "alias of object"; the field is a parameter."""
+    if what in ("class", "exception") and isinstance(obj, type) and obj.__module__ == "builtins":
+        return True
+    return None
+
+
+def setup(app):
+    """Hooks of this configuration (Sphinx calls it like an extension's)."""
+    app.connect("autodoc-skip-member", _skip_builtin_type_defaults)
+    app.connect("build-finished", _copy_debian_mathjax)
+    app.connect("doctree-read", _link_images_to_full_size)
+    app.connect("autodoc-process-docstring", _add_method_summary, priority=600)  # after numpydoc's (500)
+
+
 graphviz_output_format = "svg"
 graphviz_dot_args = ["-Gfontname=DejaVu Sans", "-Nfontname=DejaVu Sans", "-Efontname=DejaVu Sans"]
 myst_enable_extensions = ["colon_fence"]

@@ -32,21 +32,32 @@ def grads(op_def):
     return [name + "_grad" for name in op_def.inputs]
 
 
+# Gradient functions' operators are used as they are made (Caffe2's Python registry), so these copy
+# the forward device option themselves, as the functions of Caffe2's core_gradients_test.py do.
+
+
 @register_gradient("BwDirect")
 def _direct(op_def, g_output):
     if any(g is None for g in g_output):
         raise ValueError(f"BwDirect needs every output gradient, got {g_output}")
-    return [op("BwDirectGradient", list(g_output), grads(op_def))], grads(op_def)
+    device = op_def.device_option
+    return [op("BwDirectGradient", list(g_output), grads(op_def), device_option=device)], grads(op_def)
 
 
 @register_gradient("BwUseOutput")
 def _use_output(op_def, g_output):
-    return [op("BwUseOutputGradient", op_def.outputs + list(g_output), grads(op_def))], grads(op_def)
+    device = op_def.device_option
+    return [op("BwUseOutputGradient", op_def.outputs + list(g_output), grads(op_def), device_option=device)], grads(
+        op_def
+    )
 
 
 @register_gradient("BwUseInput")
 def _use_input(op_def, g_output):
-    return [op("BwUseInputGradient", op_def.inputs + list(g_output), grads(op_def))], grads(op_def)
+    device = op_def.device_option
+    return [op("BwUseInputGradient", op_def.inputs + list(g_output), grads(op_def), device_option=device)], grads(
+        op_def
+    )
 
 
 @register_gradient("BwNoGrad")
@@ -110,7 +121,8 @@ def test_direct_chain(device):
             op("BwDirectGradient", "hidden_grad", "in_grad", device_option=device),
         ],
     )
-    assert all(g.is_gradient_op for g in grad_ops)
+    # Made by a gradient function: not flagged, as in Caffe2's Python registry.
+    assert not any(g.is_gradient_op for g in grad_ops)
     assert grad_map == {"out": "out_grad", "hidden": "hidden_grad", "in": "in_grad"}
 
 
@@ -125,7 +137,7 @@ def test_list_of_ys_autogenerates_a_constant_fill_first():
             op("BwDirectGradient", "hidden_grad", "in_grad"),
         ],
     )
-    assert [g.is_gradient_op for g in grad_ops] == [False, True, True]
+    assert [g.is_gradient_op for g in grad_ops] == [False, False, False]
     assert grad_map["out"] == "out_autogen_grad"
 
 
@@ -727,6 +739,28 @@ def test_gradients_on_different_devices_raise():
         op("BwDirect", ["h1", "h2"], "out"),
     ]
     with pytest.raises(RuntimeError, match=r"'in'.*same device option \(OPENCL:0, CPU:0\)"):
+        get_backward_pass(ops, {"out": "out_grad"})
+
+
+def test_cpu_options_with_different_ids_are_the_same_device():
+    """Caffe2 ``core.py`` ``device_option_equal``: any two CPU options are equal; the Sum is made."""
+    ops = [
+        op("BwDirect", "in", "h1", device_option=DeviceOption(DeviceType.CPU, 1)),
+        op("BwDirect", "in", "h2", device_option=DeviceOption(DeviceType.CPU, 0)),
+        op("BwDirect", ["h1", "h2"], "out"),
+    ]
+    grad_ops, grad_map = get_backward_pass(ops, {"out": "out_grad"})
+    assert grad_ops[-1].type == "Sum" and grad_map["in"] == "in_grad"
+
+
+def test_same_id_on_different_device_types_raises():
+    """Caffe2 compares only device_id between non-CPU options; a Sum cannot read two devices, so we raise."""
+    ops = [
+        op("BwDirect", "in", "h1", device_option=DeviceOption(DeviceType.OPENCL, 1)),
+        op("BwDirect", "in", "h2", device_option=DeviceOption(DeviceType.CUDA, 1)),
+        op("BwDirect", ["h1", "h2"], "out"),
+    ]
+    with pytest.raises(RuntimeError, match=r"same device option \(CUDA:1, OPENCL:1\)"):
         get_backward_pass(ops, {"out": "out_grad"})
 
 

@@ -504,9 +504,9 @@ def test_normalize_backward_pass_random_shapes(data):
 
 
 def test_normalize_in_place_cannot_be_differentiated():
-    """The gradient reads X, which an in-place Normalize overwrote: an error, not a gradient of the output."""
+    """An in-place Normalize fails its schema (no AllowInplace, as in Caffe2), which VerifyOp reports."""
     ops = [op("Normalize", "x", "x"), op("NmSumAll", "x", "loss")]
-    with pytest.raises(RuntimeError, match=r"Normalize: the gradient needs input .x. at the version before"):
+    with pytest.raises(caffe2op.SchemaError, match=r"Normalize: the forward operator does not pass its schema"):
         caffe2op.get_backward_pass(ops, ["loss"])
 
 

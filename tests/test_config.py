@@ -71,3 +71,25 @@ def test_float16_conversions_are_bit_exact():
     nan_bits = np.empty(1, np.uint16)
     _runtime.float_to_half(np.array([np.nan], np.float32), nan_bits)
     assert np.isnan(nan_bits.view(np.float16)[0])
+
+
+def test_thread_limit_is_per_thread():
+    """``_config.thread_limit`` (caffe2op.dask's one kernel thread per Dask thread) changes this thread only."""
+    import threading
+
+    from caffe2op import _config
+
+    caffe2op.set_num_threads(2)
+    seen = {}
+    with _config.thread_limit(1):
+        other = threading.Thread(target=lambda: seen.setdefault("other", caffe2op.get_num_threads()))
+        other.start()
+        other.join()
+        with _config.thread_limit(3):
+            seen["nested"] = caffe2op.get_num_threads()
+        seen["inside"] = caffe2op.get_num_threads()
+    seen["after"] = caffe2op.get_num_threads()
+    expected = {"other": 2, "nested": 3, "inside": 1, "after": 2}
+    if not _config._OPENMP:  # a serial build runs every kernel on 1 thread
+        expected = dict.fromkeys(expected, 1)
+    assert seen == expected

@@ -210,6 +210,32 @@ def test_cli_runs_the_demo(capsys):
     assert "on CPU" in out and "loss fell" in out and "frozen tower: tower_w bit-identical" in out
 
 
+def test_progress_in_a_log_is_one_line_per_epoch(capsys):
+    """stderr is not a terminal here (pytest captures it): no progress bar redraws, one line per epoch."""
+    run_demo("cpu", epochs=2, progress=True, out=None, **SMALL)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], err
+    assert all("32 batches, mean loss" in line for line in lines)
+
+
+def test_no_command_prints_the_help(capsys):
+    assert cli_main([]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("usage: python -m caffe2op") and captured.err == ""
+    for command in ("config", "demo", "bench"):
+        assert f"    {command} " in captured.out
+
+
+def test_config_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["config", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "OpenCL device" in out and "caffe2op.show_config()" in out
+
+
 def test_module_main_accepts_the_same_options(capsys):
     assert embedding_demo.main(["--device", "cpu", "--epochs", "1", "--quiet"]) == 0
     assert "trained in" in capsys.readouterr().out
@@ -218,7 +244,35 @@ def test_module_main_accepts_the_same_options(capsys):
 @pytest.mark.parametrize("device", ["tpu", "cpu:x", "opencl:-1"])
 def test_malformed_device_is_a_clear_error(device, capsys):
     assert cli_main(["demo", "--device", device, "--epochs", "1", "--quiet"]) == 2
-    assert "--device must be cpu, opencl or cuda" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--device {device!r}" in err and "'cpu', 'opencl'" in err and "device names" in err
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("cpu", "CPU:0"),
+        ("CPU", "CPU:0"),
+        ("cuda", "CUDA:0"),
+        ("gpu", "CUDA:0"),
+        ("cuda:1", "CUDA:1"),
+        ("opencl:1", "OPENCL:1"),
+    ],
+)
+def test_device_names_are_the_functional_apis(name, expected, monkeypatch):
+    """--device reads the names with the functional API's parser: what device= accepts, --device accepts."""
+
+    def text(option):
+        return f"{option.device_type.name}:{option.device_id}"
+
+    assert text(caffe2op.opencl.resolve_device(name)) == expected
+    two_nvidia = [_fake_nvidia(), _fake_nvidia().__class__(**{**_fake_nvidia().__dict__, "index": 1, "cuda_index": 1})]
+    monkeypatch.setattr(embedding_demo, "opencl_devices", lambda: two_nvidia)
+    monkeypatch.setattr(embedding_demo, "backend_for", lambda option: None)
+    monkeypatch.setattr(embedding_demo, "registered_operators", lambda device_type: embedding_demo._NET_OPERATOR_TYPES)
+    option, device_name, why = resolve_device(name)
+    assert text(option) == expected and device_name.split(" ")[0] in (expected, "CPU")
+    assert why == f"asked for with --device {name}"
 
 
 def test_unavailable_device_is_a_clear_error(monkeypatch, capsys):
@@ -253,7 +307,9 @@ def test_default_device_falls_back_to_the_cpu_when_a_device_cannot_start(monkeyp
         raise RuntimeError("driver exploded")
 
     monkeypatch.setattr(embedding_demo, "backend_for", broken)
-    assert resolve_device(None) == (caffe2op.DeviceOption(), "CPU")
+    option, device_name, why = resolve_device(None)
+    assert (option, device_name) == (caffe2op.DeviceOption(), "CPU")
+    assert why.startswith("the default: cuda:0 could not be used") and "driver exploded" in why
     with pytest.raises(RuntimeError, match="--device cuda cannot be used: driver exploded"):
         resolve_device("cuda")
 
@@ -268,7 +324,19 @@ def test_default_device_ignores_cpu_opencl_implementations(monkeypatch):
         raise AssertionError("the default must not try PoCL")
 
     monkeypatch.setattr(embedding_demo, "backend_for", must_not_be_called)
-    assert resolve_device(None)[1] == "CPU"
+    _, device_name, why = resolve_device(None)
+    assert device_name == "CPU" and "OPENCL:0" in why and "PoCL" in why and "no faster" in why
+
+
+def test_default_device_without_opencl_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(embedding_demo, "opencl_devices", lambda: [])
+    assert resolve_device(None) == (
+        caffe2op.DeviceOption(),
+        "CPU",
+        "the default: no OpenCL device was found (python -m caffe2op config says why)",
+    )
+    run_demo(epochs=1, progress=False, **SMALL)
+    assert "  device: the default: no OpenCL device was found" in capsys.readouterr().out
 
 
 def test_default_device_is_the_gpu_even_behind_pocl(monkeypatch):
@@ -286,8 +354,9 @@ def test_default_device_is_the_gpu_even_behind_pocl(monkeypatch):
         return None
 
     monkeypatch.setattr(embedding_demo, "backend_for", record)
-    option, _ = resolve_device(None)
+    option, _, why = resolve_device(None)
     assert option == caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 1) and tried == [option]
+    assert why.startswith("the default: the first OpenCL device that is not PoCL")
 
 
 def test_demo_rejects_bad_sizes():

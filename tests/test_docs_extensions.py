@@ -91,7 +91,8 @@ def test_real_gradient_sections():
     assert "Gradient\n--------\n\nNo gradient (``NO_GRADIENT``" in caffe2op_operators.operator_page("StopGradient")
     assert ":class:`~caffe2op.GetZeroGradientOpGradient`" in caffe2op_operators.operator_page("ZeroGradient")
     assert "``SHOULD_NOT_DO_GRADIENT``" in caffe2op_operators.operator_page("Float16SparseNormalize")
-    assert "``GRADIENT_NOT_IMPLEMENTED_YET``" in caffe2op_operators.operator_page("Concat")
+    assert "``GRADIENT_NOT_IMPLEMENTED_YET``" in caffe2op_operators.operator_page("NormalizeGradient")
+    assert "Gradient maker: ``GetConcatGradient`` (a class)." in caffe2op_operators.operator_page("Concat")
 
 
 def test_device_only_operators_are_created_with_a_device_option():
@@ -106,3 +107,19 @@ def test_functional_forms_are_functions_and_counts_read_well():
     page = caffe2op_operators.operator_page("ZeroGradient")
     assert "Functional form (NumPy arrays, no workspace): :func:`caffe2op.zero_gradient`." in page
     assert "Takes exactly 1 input and produces no outputs." in page
+
+
+@pytest.mark.parametrize(
+    "op_type, form",
+    [
+        ("SparseNormalize", "sparse_normalize"),
+        ("Float16SparseNormalize", "sparse_normalize"),
+        ("Normalize", "normalize"),
+        ("StopGradient", "stop_gradient"),
+        ("ZeroGradient", "zero_gradient"),
+    ],
+)
+def test_functional_form_is_found_for_operators_in_a_package(op_type, form):
+    """An operator implemented in a submodule of a package under caffe2op.ops still links its functional form."""
+    assert caffe2op_operators.functional_forms(op_type) == [form]
+    assert caffe2op_operators.functional_forms("Sum") == []

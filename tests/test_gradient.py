@@ -197,14 +197,12 @@ def test_get_gradient_defs_without_device_or_engine_leaves_them_unset():
 )
 def test_every_forward_argument_reaches_every_gradient_operator(args, device):
     @register_gradient("GtTwoOps")
-    def two_ops(op_def, g_output):
-        return (
-            [
-                OperatorDef(type="GtA", inputs=[g_output[0]], outputs=["tmp"]),
-                OperatorDef(type="GtB", inputs=["tmp"], outputs=[op_def.inputs[0] + "_grad"]),
-            ],
-            [op_def.inputs[0] + "_grad"],
-        )
+    class TwoOps(GradientMakerBase):
+        def get_gradient_defs(self):
+            return [
+                OperatorDef(type="GtA", inputs=[self.GO(0)], outputs=["tmp"]),
+                OperatorDef(type="GtB", inputs=["tmp"], outputs=[self.GI(0)]),
+            ]
 
     fwd = OperatorDef(type="GtTwoOps", inputs=["x"], outputs=["y"], args=args, device_option=device)
     ops, _ = get_gradient_defs(fwd, ["y_grad"])
@@ -213,6 +211,52 @@ def test_every_forward_argument_reaches_every_gradient_operator(args, device):
         assert op.args == args
         assert op.device_option == device
         assert op.is_gradient_op
+
+
+@given(
+    args=st.dictionaries(st.text("abcdefgh", min_size=1, max_size=6), st.integers(-5, 5), max_size=5),
+    device=st.sampled_from([None, OPENCL_1]),
+)
+def test_gradient_function_operators_are_returned_untouched(args, device):
+    """Caffe2 ``core.py`` ``GradientRegistry.GetGradientForOp``: a Python gradient function's
+    operators are used as it made them (only C++ makers copy the forward settings)."""
+
+    @register_gradient("GtFunctionOps")
+    def function_ops(op_def, g_output):
+        return [OperatorDef(type="GtA", inputs=[g_output[0]], outputs=["x_grad"], engine="OWN")], ["x_grad"]
+
+    fwd = OperatorDef(type="GtFunctionOps", inputs=["x"], outputs=["y"], args=args, device_option=device, engine="E")
+    [op], _ = get_gradient_defs(fwd, ["y_grad"])
+    assert op == OperatorDef(type="GtA", inputs=["y_grad"], outputs=["x_grad"], engine="OWN")
+    assert op.args == {} and op.device_option is None and op.is_gradient_op is False
+
+
+def test_gradient_maker_must_return_g_input_as_a_list():
+    """issue 10 item 14: ``g_input="xy"`` was read as two gradients."""
+
+    @register_gradient("GtStringGInput")
+    def string_g_input(op_def, g_output):
+        return [], "xy"
+
+    fwd = OperatorDef(type="GtStringGInput", inputs=["a", "b"], outputs=["y"])
+    with pytest.raises(TypeError, match=r"GtStringGInput: .*g_input as a list.*'xy'"):
+        get_gradient_defs(fwd, ["y_grad"])
+
+
+def test_g_output_must_be_a_list():
+    """issue 10 item 13: ``get_gradient_defs(op, None)`` said "'NoneType' object is not iterable"."""
+    fwd = OperatorDef(type="GtTwoOps", inputs=["x"], outputs=["y"])
+    with pytest.raises(TypeError, match=r"GtTwoOps: g_output must be a list .*None"):
+        get_gradient_defs(fwd, None)
+
+
+def test_forward_operator_is_verified_against_its_schema():
+    """Caffe2 ``operator_gradient.h``: ``GradientMakerBase::Get`` calls ``VerifyOp`` on the forward operator."""
+    bad = OperatorDef(type="Sum", inputs=[], outputs=["s"])
+    with pytest.raises(caffe2op.SchemaError, match=r"Sum: the forward operator does not pass its schema.*VerifyOp"):
+        get_gradient_defs(bad, ["s_grad"])
+    with pytest.raises(caffe2op.SchemaError, match="VerifyOp"):
+        caffe2op.get_backward_pass([bad], ["s"])
 
 
 def test_gradient_operators_are_fresh_objects():
@@ -253,7 +297,7 @@ def test_function_maker_may_return_one_operator_or_none():
         return None, [g_output[0]]
 
     [op], g_input = get_gradient_defs(OperatorDef(type="GtOneOp", inputs="x", outputs="y"), ["y_grad"])
-    assert op.type == "GtOneOpGradient" and op.is_gradient_op and g_input == ["x_grad"]
+    assert op.type == "GtOneOpGradient" and not op.is_gradient_op and g_input == ["x_grad"]
     assert get_gradient_defs(OperatorDef(type="GtNoOps", inputs="x", outputs="y"), ["g"]) == ([], ["g"])
 
 

@@ -213,3 +213,33 @@ def test_schema_constructor_checks():
         OpSchema("BadArgs", args=["norm"])
     assert "BadArgs" not in caffe2op.registered_schemas()
     assert repr(caffe2op.get_schema("Sum")) == "OpSchema('Sum', inputs=1..inf, outputs=1, args=[])"
+
+
+def test_counts_are_inferred_from_named_inputs_and_outputs():
+    """issue 11: a schema naming two inputs kept num_inputs=1 and failed only at add_gradient_operators."""
+    schema = caffe2op.OpSchema(
+        "CountsSquareGradient", inputs=[("X", "input"), ("dY", "gradient")], outputs=[("dX", "gradient")]
+    )
+    assert schema.input_range == (2, 2) and schema.output_range == (1, 1)
+    assert caffe2op.OpSchema("CountsNothingNamed").input_range == (1, 1)
+    caffe2op.register_schema(schema)
+    caffe2op.create_operator("CountsSquareGradient", ["x", "dy"], "dx")
+
+
+@pytest.mark.parametrize(
+    "counts, names, match",
+    [
+        (dict(num_inputs=1), dict(inputs=[("X", ""), ("dY", "")]), r"2 named inputs \(X, dY\) but num_inputs=1"),
+        (dict(num_inputs=3), dict(inputs=[("X", "")]), r"1 named inputs \(X\) but num_inputs=3"),
+        (dict(num_outputs=(0, 1)), dict(outputs=[("A", ""), ("B", "")]), r"2 named outputs .* num_outputs=0..1"),
+    ],
+)
+def test_counts_that_disagree_with_the_names_are_refused(counts, names, match):
+    with pytest.raises(ValueError, match=rf"register_schema: CountsBad: {match}"):
+        caffe2op.register_schema(caffe2op.OpSchema("CountsBad", **counts, **names))
+    assert caffe2op.get_schema("CountsBad", None) is None
+
+
+def test_variadic_schema_may_name_only_its_first_inputs():
+    schema = caffe2op.OpSchema("CountsVariadic", num_inputs=(2, None), inputs=[("data_0", "")])
+    assert caffe2op.register_schema(schema) is schema

@@ -20,6 +20,74 @@ def test_feed_copies_and_fetch_copies():
     assert ws.blob_device("x") == caffe2op.DeviceOption()
 
 
+# --- fetch_blob(name, copy=False): a read-only view with lifetime rules ------------------------------
+
+
+def test_fetch_view_is_read_only_and_shares_the_blobs_memory():
+    ws = caffe2op.Workspace()
+    ws.feed_blob("x", np.arange(6.0).reshape(2, 3))
+    view = ws.fetch_blob("x", copy=False)
+    assert not view.flags.writeable
+    assert np.shares_memory(view, ws._blobs["x"]) and view is not ws._blobs["x"]
+    assert view.dtype == np.float64 and view.shape == (2, 3)
+    with pytest.raises(ValueError, match="read-only"):
+        view[0, 0] = 100.0
+    assert ws._blobs["x"].flags.writeable  # the blob itself stays writable for operators
+    np.testing.assert_array_equal(ws.fetch_blob("x"), np.arange(6.0).reshape(2, 3))
+    scalar = caffe2op.Workspace()
+    scalar.feed_blob("s", 2.5)
+    assert scalar.fetch_blob("s", copy=False).shape == () and float(scalar.fetch_blob("s", copy=False)) == 2.5
+
+
+def test_fetch_view_shows_later_in_place_updates():
+    ws = caffe2op.Workspace()
+    table = np.array([[3.0, 4.0], [6.0, 8.0], [0.3, 0.4]], dtype=np.float32)
+    ws.feed_blob("w", table)
+    ws.feed_blob("idx", np.array([0, 1]))
+    view = ws.fetch_blob("w", copy=False)
+    copied = ws.fetch_blob("w")
+    ws.run_operator_once(caffe2op.create_operator("SparseNormalize", ["w", "idx"], "w", norm=1.0))
+    expected = np.array([[0.6, 0.8], [0.6, 0.8], [0.3, 0.4]], dtype=np.float32)
+    np.testing.assert_allclose(view, expected, rtol=1e-6)
+    np.testing.assert_array_equal(copied, table)  # a copy does not follow the blob
+    # An operator output of the same shape and dtype is written into the stored array: the view follows it.
+    ws.feed_blob("src", np.full((3, 2), 7.0, np.float32))
+    ws.run_operator_once(caffe2op.create_operator("StopGradient", "src", "w"))
+    np.testing.assert_array_equal(view, np.full((3, 2), 7.0, np.float32))
+
+
+def test_fetch_view_keeps_the_old_data_when_a_new_array_takes_the_name():
+    ws = caffe2op.Workspace()
+    ws.feed_blob("x", np.arange(4.0))
+    view = ws.fetch_blob("x", copy=False)
+    ws.feed_blob("x", np.full(4, -1.0))  # feeding again stores a new array under the name
+    np.testing.assert_array_equal(view, np.arange(4.0))
+    np.testing.assert_array_equal(ws.fetch_blob("x"), np.full(4, -1.0))
+    # An operator output of another shape replaces the stored array: the view keeps the old one.
+    ws.feed_blob("long", np.ones(6))
+    view = ws.fetch_blob("x", copy=False)
+    ws.run_operator_once(caffe2op.create_operator("StopGradient", "long", "x"))
+    np.testing.assert_array_equal(view, np.full(4, -1.0))
+    assert ws.fetch_blob("x").shape == (6,)
+    # Removing the blob or dropping the workspace leaves the view valid: it holds a reference to the memory.
+    view = ws.fetch_blob("x", copy=False)
+    ws.remove_blob("x")
+    del ws
+    np.testing.assert_array_equal(view, np.ones(6))
+
+
+def test_fetch_view_rejects_a_bad_copy_argument_and_missing_blobs():
+    ws = caffe2op.Workspace()
+    ws.feed_blob("x", np.zeros(2))
+    with pytest.raises(TypeError, match="fetch_blob: copy must be a bool, got str"):
+        ws.fetch_blob("x", copy="no")
+    with pytest.raises(TypeError, match="got NoneType"):
+        ws.fetch_blob("x", copy=None)
+    with pytest.raises(caffe2op.MissingBlobError, match="fetch_blob: blob 'y' does not exist"):
+        ws.fetch_blob("y", copy=False)
+    assert ws.fetch_blob("x", copy=np.bool_(False)).flags.writeable is False
+
+
 def test_feed_makes_c_contiguous_arrays_from_array_likes():
     ws = caffe2op.Workspace()
     ws.feed_blob("t", np.arange(12.0).reshape(3, 4).T)
@@ -61,7 +129,7 @@ def test_missing_input_names_blob_and_operator():
     op = caffe2op.create_operator("SparseNormalize", ["w", "idx"], ["w"])
     with pytest.raises(caffe2op.MissingBlobError) as err:
         ws.run_operator_once(op)
-    assert str(err.value) == "SparseNormalize: input 1 'idx' does not exist in the workspace"
+    assert str(err.value) == "SparseNormalize: input 1 'idx' does not exist in the workspace."
     assert err.value.__notes__ == ["while running operator SparseNormalize(w, idx) -> (w)"]
     # ZeroGradient reads nothing, but its input must exist, as in Caffe2.
     with pytest.raises(caffe2op.MissingBlobError, match="ZeroGradient: input 0 'q'"):

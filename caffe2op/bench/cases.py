@@ -529,3 +529,8 @@ def normalize_cases(quick):
 
 
 CASE_BUILDERS += [backward_cases, opencl_cases, normalize_cases]
+
+# caffe2op.dask (its own module; it yields nothing without the extra "dask").
+from .dask_cases import dask_cases  # noqa: E402
+
+CASE_BUILDERS.append(dask_cases)

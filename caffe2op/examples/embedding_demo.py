@@ -32,7 +32,7 @@ Everything runs through caffe2op:
   touched: max-norm regularisation, as Caffe2's ``MaxNorm`` regularizer
   did, so every embedding row stays within ``norm``.
 
-Run it with ``python -m caffe2op demo [--device cpu|opencl|cuda] [--epochs N] [--seed S]``,
+Run it with ``python -m caffe2op demo [--device NAME] [--epochs N] [--seed S]``,
 or call :func:`run_demo`.
 
 Examples
@@ -47,7 +47,6 @@ Examples
 
 import argparse
 import dataclasses
-import re
 import sys
 import time
 
@@ -62,6 +61,7 @@ from .. import (
     OpSchema,
     Workspace,
     device_scope,
+    opencl,
     opencl_devices,
     register_cpu_operator,
     register_cuda_operator,
@@ -368,8 +368,6 @@ should_not_do_gradient("SparseSGD")
 
 # --- devices --------------------------------------------------------------------------------------
 
-_DEVICE_PATTERN = re.compile(r"^(cpu|opencl|cuda)(?::(\d+))?$")
-
 
 def _platform_is_cpu_only(info):
     # PoCL runs OpenCL on the host CPU: no faster than the CPU kernels for this demo.
@@ -377,26 +375,29 @@ def _platform_is_cpu_only(info):
 
 
 def resolve_device(name=None):
-    """The :class:`~caffe2op.DeviceOption` for ``--device``, checked to be usable.
+    """The :class:`~caffe2op.DeviceOption` for ``--device``, checked to be usable, and why it was chosen.
 
     Parameters
     ----------
     name : str or None
-        ``"cpu"``, ``"opencl"``, ``"cuda"``, optionally with ``":<id>"``; None
-        picks the best available: the first NVIDIA device (``cuda:N``), else
-        the first OpenCL device that is not a CPU implementation such as PoCL
-        (``opencl:N``), else the CPU.
-        A default device whose layer fails to start falls back to the CPU.
+        A device name of the functional API's ``device=`` argument, read by the
+        same parser (:func:`caffe2op.opencl.resolve_device`; see
+        :ref:`device-names`): ``"cpu"``, ``"opencl"``, ``"opencl:N"``,
+        ``"cuda"``, ``"cuda:N"``, ``"gpu"``, ``"gpu:N"``.  None picks the best
+        available: the first NVIDIA device (``cuda:N``), else the first
+        OpenCL device that is not a CPU implementation such as PoCL
+        (``opencl:N``), else the CPU.  A default device whose layer fails to
+        start falls back to the CPU.
 
     Returns
     -------
-    tuple of (DeviceOption, str)
-        The device and a readable description.
+    tuple of (DeviceOption, str, str)
+        The device, its readable name, and why it was chosen.
 
     Raises
     ------
     ValueError
-        If ``name`` is not one of the forms above.
+        If ``name`` is not a device name.
     RuntimeError
         If the device asked for is not available (the message lists what is).
 
@@ -404,35 +405,27 @@ def resolve_device(name=None):
     --------
     >>> from caffe2op.examples.embedding_demo import resolve_device
     >>> resolve_device("cpu")
-    (DeviceOption(device_type=<DeviceType.CPU: 0>, device_id=0), 'CPU')
+    (DeviceOption(device_type=<DeviceType.CPU: 0>, device_id=0), 'CPU', 'asked for with --device cpu')
     """
     infos = opencl_devices()
     if name is None:
-        # The first NVIDIA device, else the first OpenCL device that is not PoCL, by its own index.
-        choices = [f"cuda:{d.cuda_index}" for d in infos if d.cuda_index is not None][:1]
-        choices += [f"opencl:{d.index}" for d in infos if not _platform_is_cpu_only(d)][:1]
-        for choice in choices:
-            try:
-                return resolve_device(choice)
-            except RuntimeError:
-                continue
-        return resolve_device("cpu")
-    match = _DEVICE_PATTERN.match(name.strip().lower()) if isinstance(name, str) else None
-    if match is None:
-        raise ValueError(f"demo: --device must be cpu, opencl or cuda (optionally ':<id>'), got {name!r}")
-    kind, index = match.group(1), int(match.group(2) or 0)
-    if kind == "cpu":
-        return DeviceOption(DeviceType.CPU, 0), "CPU"
+        return _default_device(infos)
+    try:
+        option = opencl.resolve_device(name)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"demo: --device {name!r}: {err} (see the device names in the install guide)") from err
+    except RuntimeError as err:  # "opencl" without any OpenCL device
+        raise RuntimeError(f"demo: --device {name} is not available: {err}; use --device cpu") from err
+    why = f"asked for with --device {name}"
+    if option.device_type == DeviceType.CPU:
+        return option, "CPU", why
     listing = "; ".join(f"OPENCL:{d.index} {d.name} ({d.platform})" for d in infos) or "none"
-    if kind == "opencl":
-        candidates = infos
-        option = DeviceOption(DeviceType.OPENCL, index)
-    else:
-        candidates = [d for d in infos if d.cuda_index is not None]
-        option = DeviceOption(DeviceType.CUDA, index)
+    kind = option.device_type.name
+    candidates = infos if option.device_type == DeviceType.OPENCL else [d for d in infos if d.cuda_index is not None]
+    index = option.device_id
     if index >= len(candidates):
         raise RuntimeError(
-            f"demo: --device {name} is not available: {len(candidates)} {kind.upper()} device(s) found "
+            f"demo: --device {name} is not available: {len(candidates)} {kind} device(s) found "
             f"(OpenCL devices: {listing}); use --device cpu"
         )
     try:
@@ -442,10 +435,34 @@ def resolve_device(name=None):
     missing = [t for t in _NET_OPERATOR_TYPES if t not in registered_operators(option.device_type)]
     if missing:
         raise RuntimeError(
-            f"demo: --device {name}: no {option.device_type.name} implementation of {', '.join(missing)} "
-            f"in this build; use --device cpu"
+            f"demo: --device {name}: no {kind} implementation of {', '.join(missing)} in this build; use --device cpu"
         )
-    return option, f"{option.device_type.name}:{index} ({candidates[index].name})"
+    return option, f"{kind}:{index} ({candidates[index].name})", why
+
+
+def _default_device(infos):
+    """The device the demo picks without ``--device``, and why (see :func:`resolve_device`)."""
+    # The first NVIDIA device, else the first OpenCL device that is not PoCL, by its own index.
+    choices = [(f"cuda:{d.cuda_index}", "the first NVIDIA device") for d in infos if d.cuda_index is not None][:1]
+    choices += [
+        (f"opencl:{d.index}", "the first OpenCL device that is not PoCL") for d in infos if not _platform_is_cpu_only(d)
+    ][:1]
+    failures = []
+    for choice, reason in choices:
+        try:
+            option, device_name, _ = resolve_device(choice)
+        except RuntimeError as err:
+            failures.append(f"{choice} could not be used ({str(err).removeprefix('demo: ')})")
+            continue
+        return option, device_name, f"the default: {reason} (--device cpu runs on the CPU)"
+    if failures:
+        why = "; ".join(failures)
+    elif infos:
+        pocl = ", ".join(f"OPENCL:{d.index}" for d in infos)
+        why = f"the OpenCL devices ({pocl}) are PoCL on this CPU, no faster than the CPU kernels"
+    else:
+        why = "no OpenCL device was found (python -m caffe2op config says why)"
+    return DeviceOption(DeviceType.CPU, 0), "CPU", f"the default: {why}"
 
 
 # Every operator type the training net runs, built-in ones included.
@@ -656,8 +673,9 @@ def run_demo(
     Parameters
     ----------
     device : str or None, default None
-        ``"cpu"``, ``"opencl"``, ``"cuda"`` (optionally ``":<id>"``), or None
-        for the best available (see :func:`resolve_device`).
+        A device name, as the functional API's ``device=`` (``"cpu"``,
+        ``"opencl"``, ``"opencl:N"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"``), or
+        None for the best available (see :func:`resolve_device`).
     epochs : int, default 5
         Passes over the training triples.
     seed : int, default 0
@@ -671,7 +689,8 @@ def run_demo(
         rescaled float32 row lands on ``norm`` up to rounding, about 1e-7
         relative).
     progress : bool, default True
-        Show a tqdm progress bar per epoch (on stderr).
+        Report progress on stderr: a tqdm progress bar per epoch when stderr
+        is a terminal, else one line per epoch (for logs).
     out : file or None, optional
         Where to print the nets and the report (default: ``sys.stdout`` at
         the time of the call); None prints nothing.
@@ -708,7 +727,7 @@ def run_demo(
             raise ValueError(f"demo: {what} must be a positive int, got {value!r}")
     if out is _STDOUT:
         out = sys.stdout
-    option, device_name = resolve_device(device)
+    option, device_name, why = resolve_device(device)
     rng = np.random.default_rng(seed)
     features, tower, users, positives, negatives = make_data(rng, n_users, n_items, dim, n_features, n_examples)
     user_emb = rng.normal(scale=0.05, size=(n_users, dim)).astype(np.float32)
@@ -717,6 +736,7 @@ def run_demo(
     with device_scope(option):
         net, forward_net, backward_net, update_net, grad_map = build_training_net(lr, norm)
     _write(out, f"caffe2op demo: ranking embeddings trained with a generated backward net, on {device_name}")
+    _write(out, f"  device: {why}")
     _write(
         out,
         f"  {n_users} users, {n_items} items, dim {dim}, {n_examples} training triples, batch {batch_size}, "
@@ -742,6 +762,7 @@ def run_demo(
         ws.feed_blob("user_features", features[u], option)
 
     n_batches = -(-n_examples // batch_size)
+    terminal = sys.stderr.isatty() if hasattr(sys.stderr, "isatty") else False
     start = time.perf_counter()
     # The untrained model's loss: the forward operators alone, over every triple.
     initial_loss = 0.0
@@ -754,12 +775,13 @@ def run_demo(
     for epoch in range(epochs):
         order = rng.permutation(n_examples)
         total_loss = total_right = 0.0
+        epoch_start = time.perf_counter()
         bar = tqdm(
             range(n_batches),
             desc=f"epoch {epoch + 1}/{epochs}",
             unit="batch",
             file=sys.stderr,
-            disable=not progress,
+            disable=not (progress and terminal),
             leave=True,
         )
         for b in bar:
@@ -773,6 +795,13 @@ def run_demo(
         bar.close()
         losses.append(total_loss / n_examples)
         accuracies.append(total_right / n_examples)
+        if progress and not terminal:  # a log gets one line per epoch, not the bar's redraws
+            print(
+                f"epoch {epoch + 1}/{epochs}: {n_batches} batches, mean loss {losses[-1]:.4f}, "
+                f"{time.perf_counter() - epoch_start:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     seconds = time.perf_counter() - start
 
     tables = {name: ws.fetch_blob(name) for name in ("user_emb", "item_emb")}
@@ -851,11 +880,16 @@ def add_arguments(parser):
     parser.add_argument(
         "--device",
         default=None,
-        help="cpu, opencl or cuda, optionally with :<id> (default: the best available, else the CPU)",
+        metavar="NAME",
+        help="where the nets run: cpu, opencl, opencl:N, cuda, cuda:N or gpu (= cuda), the device names "
+        "of the functional API's device= argument. Default: the first NVIDIA device, else the first "
+        "OpenCL device that is not PoCL, else the CPU; the demo prints its choice and why",
     )
     parser.add_argument("--epochs", type=int, default=5, help="passes over the training data (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress report (a bar per epoch on a terminal, else a line)"
+    )
 
 
 def run_from_args(args):

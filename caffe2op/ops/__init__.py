@@ -5,4 +5,15 @@ Importing this package registers every built-in schema and implementation.
 The functional forms are exported by the top-level :mod:`caffe2op` package.
 """
 
-from . import concat, constant_fill, copy, normalize, sparse_normalize, stop_gradient, sum, zero_gradient  # noqa: F401
+from . import (  # noqa: F401
+    concat,
+    constant_fill,
+    copy,
+    copy_on_device_like,
+    normalize,
+    sparse_normalize,
+    split,
+    stop_gradient,
+    sum,
+    zero_gradient,
+)

@@ -8,11 +8,15 @@ is the inputs one after another along ``axis`` (default 1).  With
 ``axis`` instead.  An optional second output ``split_info`` receives the
 int32 sizes of the inputs along the axis.
 
-Gradient: Caffe2 split the output gradient back with its ``Split``
-operator.  caffe2op has no ``Split`` yet, so Concat is registered
-``gradient_not_implemented_yet``: a backward pass through a Concat raises
-``NotImplementedError`` rather than silently giving its inputs no gradient.
-The Concats the backward pass itself emits are never differentiated.
+``axis`` is read only when it is given (``add_axis`` with it); otherwise the
+axis comes from ``order`` (``NCHW`` -> 1, ``NHWC`` -> the last) and
+``add_axis`` is 0, as in Caffe2.  Concat has exactly two outputs, as in
+Caffe2: the result and ``split_info``, which its gradient needs.
+
+Gradient (Caffe2's ``GetConcatGradient``): ``Split([GO(0), O(1)]) -> GI(i)``,
+the output gradient cut back into the inputs' shapes with the sizes the
+forward pass recorded.  The backward pass accumulates sparse gradients with
+Concat; those Concats are never differentiated.
 """
 
 import math
@@ -21,9 +25,10 @@ import numpy as np
 
 from .. import opencl
 from .._validation import require_ndarray
-from ..gradient import gradient_not_implemented_yet
+from ..gradient import GradientMakerBase, register_gradient
 from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import Argument, OpSchema, register_schema
+from .split import axis_from_args, axis_or_order, order_argument
 
 __all__ = []
 
@@ -31,11 +36,11 @@ CONCAT_SCHEMA = register_schema(
     OpSchema(
         "Concat",
         num_inputs=(1, None),
-        num_outputs=(1, 2),
+        num_outputs=2,
         inputs=[("data_0", "First input."), ("data_1 ...", "More inputs: same rank, dtype and non-axis sizes.")],
         outputs=[
             ("concat_result", "The inputs joined along axis."),
-            ("split_info", "Optional: int32 sizes of the inputs along axis (1 each with add_axis)."),
+            ("split_info", "int32 sizes of the inputs along axis (1 each with add_axis)."),
         ],
         args=[
             Argument("axis", int, default=1, doc="Axis to join along (negative counts from the end); default 1."),
@@ -43,14 +48,16 @@ CONCAT_SCHEMA = register_schema(
                 "add_axis",
                 bool,
                 default=False,
-                doc="Stack the inputs (of identical shapes) along a new axis ``axis`` instead.",
+                doc="With axis: stack the inputs (of identical shapes) along a new axis ``axis`` instead.",
             ),
+            order_argument(),
         ],
-        doc="Concatenate blobs along ``axis`` (Caffe2's default axis is 1; the backward pass uses "
-        "``axis=0`` to join the indices and the values of sparse gradients).  The optional second "
-        "output gets the int32 sizes of the inputs along the axis.  Inputs must share rank and dtype "
-        "(``TypeError`` otherwise) and the sizes of all other axes (``ValueError``).  Gradient: not "
-        "implemented yet (Caffe2 used Split).",
+        validate=lambda op_def, args: axis_or_order(op_def, args),
+        doc="Concatenate blobs along ``axis`` (when not given, the axis comes from ``order``: 1 for "
+        "``NCHW``; the backward pass uses ``axis=0`` to join the indices and the values of sparse "
+        "gradients).  The second output gets the int32 sizes of the inputs along the axis.  Inputs "
+        "must share rank and dtype (``TypeError`` otherwise) and the sizes of all other axes "
+        "(``ValueError``).  Gradient: a Split of the output's gradient by those sizes.",
         formula=r"Y = [X_0, X_1, \ldots]_{\text{axis}}",
         example="""\
 >>> import numpy as np, caffe2op
@@ -120,15 +127,14 @@ class ConcatCPU(Operator):
 
     def run_on_device(self):
         inputs = [require_ndarray(self.type, f"input {k}", x) for k, x in enumerate(self.inputs)]
-        add_axis = self.arg("add_axis")
+        axis, add_axis = axis_from_args(self.op_def, self.args, inputs[0].ndim)
         axis, out_shape, sizes = concat_layout(
-            self.type, [x.shape for x in inputs], [x.dtype for x in inputs], self.arg("axis"), add_axis
+            self.type, [x.shape for x in inputs], [x.dtype for x in inputs], axis, add_axis
         )
         # Compute before writing any output: nothing is half-written on failure.
         joined = np.stack(inputs, axis=axis) if add_axis else np.concatenate(inputs, axis=axis)
         np.copyto(self.output(0, out_shape, inputs[0].dtype), joined)
-        if self.num_outputs > 1:
-            np.copyto(self.output(1, (len(sizes),), np.dtype(np.int32)), np.asarray(sizes, dtype=np.int32))
+        np.copyto(self.output(1, (len(sizes),), np.dtype(np.int32)), np.asarray(sizes, dtype=np.int32))
 
 
 @register_opencl_operator("Concat")
@@ -144,9 +150,9 @@ class ConcatOpenCL(Operator):
 
     def run_on_device(self):
         inputs = self.inputs
-        add_axis = self.arg("add_axis")
+        axis, add_axis = axis_from_args(self.op_def, self.args, len(inputs[0].shape))
         axis, out_shape, sizes = concat_layout(
-            self.type, [x.shape for x in inputs], [x.dtype for x in inputs], self.arg("axis"), add_axis
+            self.type, [x.shape for x in inputs], [x.dtype for x in inputs], axis, add_axis
         )
         for k, x in enumerate(inputs):
             if not x.flags.c_contiguous:
@@ -165,8 +171,7 @@ class ConcatOpenCL(Operator):
             if width and outer:
                 copy_columns(queue, x, out, outer, width, column, row_bytes)
             column += width
-        if self.num_outputs > 1:
-            self.set_output(1, self.backend.from_host(np.asarray(sizes, dtype=np.int32)))
+        self.set_output(1, self.backend.from_host(np.asarray(sizes, dtype=np.int32)))
 
 
 def copy_columns(queue, src, dst, rows, width, column, dst_row_bytes):
@@ -187,4 +192,12 @@ def copy_columns(queue, src, dst, rows, width, column, dst_row_bytes):
     return event
 
 
-gradient_not_implemented_yet("Concat")
+@register_gradient("Concat")
+class GetConcatGradient(GradientMakerBase):
+    """The gradient of Concat: ``Split([GO(0), O(1)]) -> GI(i)``, by the recorded sizes (Caffe2's)."""
+
+    def get_gradient_defs(self):
+        if self.g_output[0] is None:
+            return []
+        grads = [self.GI(i) for i in range(len(self.def_.inputs))]
+        return self.single_gradient_def("Split", "", [self.GO(0), self.O(1)], grads)

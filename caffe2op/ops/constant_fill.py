@@ -6,6 +6,14 @@ shape plus ``extra_shape`` (or, with ``input_as_shape``, the shape *stored* in
 the 1-D integer input); without one, it takes ``shape``.  The dtype comes from
 ``dtype``; without it, from the type of ``value`` (float -> float32, int or
 bool -> int64); with neither it is float32.  It is never taken from the input.
+A second input ``V`` (one element of the output's dtype) replaces ``value``,
+as Caffe2's ``FillWithType`` does.
+
+Argument types as Caffe2 reads them (``proto_utils.cc``): an integer or bool
+``dtype`` needs an integer ``value`` (Caffe2 raises for ``dtype=INT32,
+value=1.5``, and so do we).  A float ``dtype`` given an integer ``value`` is
+accepted here and converted exactly (Caffe2 raises there, because its Python
+stores ``1`` in the argument's integer field): a deliberate leniency.
 """
 
 import numbers
@@ -81,7 +89,7 @@ CONSTANT_FILL_SCHEMA = register_schema(
         num_outputs=1,
         inputs=[
             ("input", "Optional: gives the output shape (its shape, or its values with input_as_shape)."),
-            ("unused", "Accepted for compatibility with Caffe2's filler schema; ignored."),
+            ("V", "Optional: one element of the output's dtype, the fill value (replaces value)."),
         ],
         outputs=[("output", "The filled blob.")],
         args=[
@@ -114,7 +122,9 @@ CONSTANT_FILL_SCHEMA = register_schema(
         doc="Fill a blob with ``value``.  The shape comes from the input (its shape plus "
         "``extra_shape``, or its values with ``input_as_shape``) or from ``shape``; the dtype "
         "from ``dtype`` or from the type of ``value`` — never from the input, so "
-        "ZeroGradient's gradient is float32 even for a float16 blob.  No gradient.",
+        "ZeroGradient's gradient is float32 even for a float16 blob.  A second input ``V`` "
+        "(exactly one element, of the output's dtype) gives the fill value instead of ``value``, "
+        "as in Caffe2.  An integer or bool ``dtype`` needs an integer ``value``.  No gradient.",
         formula=r"Y_{i} = \text{value}",
         example="""\
 >>> import numpy as np, caffe2op
@@ -129,11 +139,12 @@ array([[1., 1., 1.],
 )
 
 
-def resolve_fill(op, args, op_def, first_input):
+def resolve_fill(op, args, op_def, first_input, value_input=None):
     """Return (shape, dtype, value) of a ConstantFill with resolved ``args``.
 
     ``first_input`` is the host array of input 0 for ``input_as_shape`` (None
     otherwise); its shape is read from the blob itself otherwise.
+    ``value_input`` is the host array of the second input ``V``, or None.
     """
     value = args["value"]
     if op_def.args.get("dtype") is not None:
@@ -158,9 +169,22 @@ def resolve_fill(op, args, op_def, first_input):
         shape = tuple(int(d) for d in dims) + tuple(args["extra_shape"])
     else:
         shape = tuple(first_input.shape) + tuple(args["extra_shape"])
+    if value_input is not None:
+        v = np.asarray(value_input)
+        if v.size != 1:
+            raise ValueError(f"{op}: the value input V must have exactly 1 element, got shape {v.shape}")
+        if v.dtype != dtype:
+            raise TypeError(
+                f"{op}: the value input V must have the output's dtype {dtype} (Caffe2 reads it as that "
+                f"type), got {v.dtype}"
+            )
+        return shape, dtype, v.reshape(()).copy()
+    given = "value" in op_def.args
+    if given and dtype.kind in "iub" and not isinstance(value, (bool, np.bool_, numbers.Integral)):
+        # Caffe2 reads an integer dtype's value from the argument's integer field and raises otherwise.
+        raise TypeError(f"{op}: dtype {dtype} needs an integer value, got {type(value).__name__} ({value!r})")
     if dtype.kind in "iu" and not (np.isfinite(value) and np.iinfo(dtype).min <= int(value) <= np.iinfo(dtype).max):
         raise ValueError(f"{op}: value {value!r} does not fit dtype {dtype}")
-    # Caffe2 cast with static_cast: floats into integer dtypes truncate toward zero.
     with np.errstate(over="ignore"):
         typed_value = np.bool_(value) if dtype.kind == "b" else np.array(value).astype(dtype, casting="unsafe")
     return shape, dtype, typed_value
@@ -172,7 +196,8 @@ class ConstantFillCPU(Operator):
 
     def run_on_device(self):
         first = self.input(0) if self.num_inputs else None
-        shape, dtype, value = resolve_fill(self.type, self.args, self.op_def, first)
+        value_input = self.input(1) if self.num_inputs > 1 else None
+        shape, dtype, value = resolve_fill(self.type, self.args, self.op_def, first, value_input)
         current = self.workspace._blobs.get(self.output_name(0))
         reusable = isinstance(current, np.ndarray) and current.shape == shape and current.dtype == dtype
         if not reusable and value == 0:
@@ -218,6 +243,7 @@ class ConstantFillOpenCL(Operator):
         first = self.input(0) if self.num_inputs else None
         if first is not None and self.args["input_as_shape"]:
             first = self.backend.to_host(first)
-        shape, dtype, value = resolve_fill(self.type, self.args, self.op_def, first)
+        value_input = self.backend.to_host(self.input(1)) if self.num_inputs > 1 else None
+        shape, dtype, value = resolve_fill(self.type, self.args, self.op_def, first, value_input)
         self.backend.check_allocation(self.type, shape, dtype)
         fill_device_array(self.backend.queue, self.output(0, shape, dtype), value)

@@ -90,7 +90,7 @@ COPY_SCHEMA = _schema(
     "Copy",
     "Copy a blob on the operator's device (CPU or OpenCL/CUDA) to a new blob of the same device.  "
     "Unlike StopGradient it is not a gradient barrier in Caffe2's sense: its gradient is a "
-    "``Copy`` of the output's gradient.",
+    "``CopyOnDeviceLike`` of the output's gradient onto the input's device, as in Caffe2.",
     "A blob on the operator's device.",
     "A copy on the same device.",
     example="""\
@@ -197,4 +197,16 @@ def _copy_gradient(backward_type):
 
 register_gradient("CopyCPUToGPU")(_copy_gradient("CopyGPUToCPU"))
 register_gradient("CopyGPUToCPU")(_copy_gradient("CopyCPUToGPU"))
-register_gradient("Copy")(_copy_gradient("Copy"))
+
+
+@register_gradient("Copy")
+class GetCopyGradient(GradientMakerBase):
+    """The output's gradient goes back with ``CopyOnDeviceLike([GO(0), I(0)])``, onto the input's device (Caffe2's)."""
+
+    def get_gradient_defs(self):
+        if isinstance(self.g_output[0], GradientSlice):
+            return [
+                self.single_gradient_def("CopyOnDeviceLike", "", [self.GO_I(0), self.I(0)], [self.GI_I(0)])[0],
+                self.single_gradient_def("CopyOnDeviceLike", "", [self.GO_V(0), self.I(0)], [self.GI_V(0)])[0],
+            ]
+        return self.single_gradient_def("CopyOnDeviceLike", "", [self.GO(0), self.I(0)], [self.GI(0)])

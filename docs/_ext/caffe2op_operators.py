@@ -200,19 +200,30 @@ def creation_example(op_type, schema):
 
 
 def functional_forms(op_type):
-    """Public functions (not classes, such as a gradient maker) defined next to the operator's CPU implementation."""
+    """Public functions (not classes, such as a gradient maker) exported next to the operator's CPU implementation.
+
+    That is the implementation's module, or, for an operator whose module is
+    part of a package under ``caffe2op.ops`` (``caffe2op.ops.normalize.operators``),
+    that package.
+    """
     try:
         cls = _registry.lookup_operator_class(caffe2op.OperatorDef(type=op_type))
     except KeyError:
         return []
-    module = importlib.import_module(cls.__module__)
-    return [
-        name
-        for name in getattr(module, "__all__", ())
-        if name in caffe2op.__all__
-        and getattr(caffe2op, name) is getattr(module, name, None)
-        and not isinstance(getattr(module, name), type)
-    ]
+    parts = cls.__module__.split(".")
+    depth = 3 if parts[:2] == ["caffe2op", "ops"] else len(parts)  # caffe2op.ops.<operator package>
+    names = []
+    for end in range(len(parts), min(depth, len(parts)) - 1, -1):
+        module = importlib.import_module(".".join(parts[:end]))
+        names += [
+            name
+            for name in getattr(module, "__all__", ())
+            if name in caffe2op.__all__
+            and name not in names
+            and getattr(caffe2op, name) is getattr(module, name, None)
+            and not isinstance(getattr(module, name), type)
+        ]
+    return names
 
 
 def _heading(text, char):

@@ -139,6 +139,15 @@ def test_feed_and_fetch(opencl_device):
     assert isinstance(ws._blobs["h"], np.ndarray)
 
 
+def test_fetch_view_of_a_device_blob_is_refused(opencl_device):
+    """A device blob is not in host memory: copy=False says so, and copy=True still fetches it."""
+    ws = caffe2op.Workspace()
+    ws.feed_blob("x", np.arange(3.0, dtype=np.float32), opencl_device)
+    with pytest.raises(ValueError, match=r"fetch_blob: blob 'x' lives on OPENCL:\d.*copy=True"):
+        ws.fetch_blob("x", copy=False)
+    assert_bit_identical(ws.fetch_blob("x", copy=True), np.arange(3.0, dtype=np.float32))
+
+
 @pytest.mark.parametrize("filename", KERNEL_FILES)
 def test_each_kernel_file_compiles_on_its_own(opencl_device, filename):
     """Every .cl file builds with its default macros, and without compiler output."""

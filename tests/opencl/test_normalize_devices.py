@@ -250,12 +250,14 @@ def test_cpu_device_and_none_give_the_cpu_path():
 def test_operator_on_every_device(device, case, in_place):
     x, axis = case
     _skip_without_fp64(device, x.dtype)
-    out = "x" if in_place else "y"
-    ws, result = run_op(device, "Normalize", {"x": x}, "x", out, axis=axis)
-    assert ws.blob_device(out) == ws.blob_device("x")
-    assert_allclose_dtype(result[out], normalize_ref(x, axis))
-    if not in_place:
-        assert_bit_identical(ws.fetch_blob("x"), x)
+    if in_place:  # Caffe2's Normalize schema has no AllowInplace
+        with pytest.raises(caffe2op.SchemaError, match="AllowInplace"):
+            run_op(device, "Normalize", {"x": x}, "x", "x", axis=axis)
+        return
+    ws, result = run_op(device, "Normalize", {"x": x}, "x", "y", axis=axis)
+    assert ws.blob_device("y") == ws.blob_device("x")
+    assert_allclose_dtype(result["y"], normalize_ref(x, axis))
+    assert_bit_identical(ws.fetch_blob("x"), x)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -337,9 +339,10 @@ def test_bad_dense_input_on_device(opencl_device):
         caffe2op.normalize(dx, axis=2, out=dx)
     with pytest.raises(TypeError, match="Normalize: argument 'axis' must be an int"):
         caffe2op.normalize(dx, axis=1.0, out=dx)
-    with pytest.raises(TypeError, match="Normalize: X must be float16, float32 or float64, got int32"):
+    # The functional form calls its input W, dense or sparse, host or device (the operator's is X).
+    with pytest.raises(TypeError, match="Normalize: W must be float16, float32 or float64, got int32"):
         caffe2op.normalize(backend.from_host(np.ones((2, 2), np.int32)))
-    with pytest.raises(ValueError, match="Normalize: a device X must be C-contiguous"):
+    with pytest.raises(ValueError, match="Normalize: a device W must be C-contiguous"):
         caffe2op.normalize(backend.from_host(np.ones((4, 4), np.float32))[:, ::2])
     with pytest.raises(ValueError, match="Normalize: W lives on OPENCL.* but device='cpu' was asked for"):
         caffe2op.normalize(dx, device="cpu")
@@ -374,8 +377,18 @@ def test_bad_host_input_with_device(opencl_device):
     before = x.copy()
     with pytest.raises(caffe2op.SchemaError, match="axis 5"):
         caffe2op.normalize(x, axis=5, out=x, device=opencl_device)
-    with pytest.raises(TypeError, match="X must be float16, float32 or float64"):
-        caffe2op.normalize(np.arange(4).reshape(2, 2), device=opencl_device)
+    with pytest.raises(TypeError, match="Normalize: W must be float16, float32 or float64, got complex128"):
+        caffe2op.normalize(np.ones((2, 2), complex), device=opencl_device)
+    # Integer host data are normalised out of place into float64 on the device too (which needs fp64).
+    if backend_for(opencl_device).info.fp64:
+        y = caffe2op.normalize(np.array([[3, 4]]), device=opencl_device)
+        assert y.dtype == np.float64
+        np.testing.assert_allclose(y, [[0.6, 0.8]], rtol=1e-15)
+    else:
+        with pytest.raises(TypeError, match="float64"):
+            caffe2op.normalize(np.array([[3, 4]]), device=opencl_device)
+    with pytest.raises(TypeError, match="W holds int64 data, which is normalised out of place"):
+        caffe2op.normalize(np.arange(4).reshape(2, 2), out=np.zeros((2, 2), np.int64), device=opencl_device)
     with pytest.raises(ValueError, match="out must have shape"):
         caffe2op.normalize(x, out=np.zeros((3, 4), np.float32), device=opencl_device)
     with pytest.raises(RuntimeError, match="no OpenCL device number 99"):
@@ -394,7 +407,7 @@ def test_float64_without_fp64(opencl_device, monkeypatch):
     ws.feed_blob("x32", x.astype(np.float32), opencl_device)
     monkeypatch.setattr(backend, "info", dataclasses.replace(backend.info, fp64=False))
     with pytest.raises(TypeError, match="Normalize: float64 needs an OpenCL device with double precision"):
-        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "x", device_option=opencl_device))
+        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "y", device_option=opencl_device))
     assert_bit_identical(ws.fetch_blob("x"), x)
     host = x.copy()
     with pytest.raises(TypeError, match="cl_khr_fp64"):
@@ -407,15 +420,15 @@ def test_float64_without_fp64(opencl_device, monkeypatch):
     assert_bit_identical(w.data, x[0])
     assert_bit_identical(d.data.get(), x[0])
     # float32 still works, accumulating in float
-    ws.run_operator_once(caffe2op.create_operator("Normalize", "x32", "x32", device_option=opencl_device))
-    assert_allclose_dtype(ws.fetch_blob("x32"), [[0.6, 0.8]])
+    ws.run_operator_once(caffe2op.create_operator("Normalize", "x32", "y32", device_option=opencl_device))
+    assert_allclose_dtype(ws.fetch_blob("y32"), [[0.6, 0.8]])
 
 
 def test_operator_bad_input_on_device(opencl_device):
     ws = caffe2op.Workspace()
     ws.feed_blob("i", np.arange(6).reshape(2, 3), opencl_device)
     with pytest.raises(TypeError, match="Normalize: X must be float16, float32 or float64, got int64"):
-        ws.run_operator_once(caffe2op.create_operator("Normalize", "i", "i", device_option=opencl_device))
+        ws.run_operator_once(caffe2op.create_operator("Normalize", "i", "j", device_option=opencl_device))
     assert_bit_identical(ws.fetch_blob("i"), np.arange(6).reshape(2, 3))
     x = _weights()
     ws.feed_blob("x", x, opencl_device)
@@ -659,7 +672,8 @@ LARGE_BODY = """
     special = np.arange(width, dtype=np.float16)
     w[last : rows].set(special.reshape(1, width))
     # rows (axis 1): the work-group kernel; the last row starts past element 2**31
-    ws.run_operator_once(caffe2op.create_operator("Normalize", "w", "w", axis=1, device_option=device))
+    # In place needs the functional form (the operator is not in place, as in Caffe2); same kernels.
+    caffe2op.normalize(w, axis=1, out=w)
     expected = special.astype(np.float64) / np.linalg.norm(special.astype(np.float64))
     np.testing.assert_allclose(w[last:rows].get()[0].astype(np.float64), expected, rtol=2e-3, atol=1e-4)
     np.testing.assert_allclose(w[0:1].get()[0].astype(np.float64), 0.25, rtol=1e-3)

@@ -258,5 +258,36 @@ def test_copy_gradients_go_back_the_other_way(opencl_device):
     sparse_ops, sparse_map = caffe2op.get_backward_pass(cpu_to_gpu_to_cpu, {"y": caffe2op.GradientSlice("y_i", "y_v")})
     assert [op.type for op in sparse_ops] == ["CopyCPUToGPU"] * 2 + ["CopyGPUToCPU"] * 2
     assert sparse_map["x"] == caffe2op.GradientSlice("x_grad_indices", "x_grad_values")
+    # Caffe2 copy_op.cc GetCopyGradient: CopyOnDeviceLike([GO(0), I(0)]) -> GI(0).
     copy_ops, _ = caffe2op.get_gradient_defs(caffe2op.create_operator("Copy", "a", "b"), ["b_grad"])
-    assert [(op.type, op.inputs, op.outputs) for op in copy_ops] == [("Copy", ["b_grad"], ["a_grad"])]
+    assert [(op.type, op.inputs, op.outputs) for op in copy_ops] == [("CopyOnDeviceLike", ["b_grad", "a"], ["a_grad"])]
+
+
+def test_copy_on_device_like_copies_onto_the_device_of_its_second_input(opencl_device):
+    ws = caffe2op.Workspace()
+    ws.feed_blob("g_dev", np.arange(3, dtype=np.float32), opencl_device)
+    ws.feed_blob("x_cpu", np.zeros(3, np.float32))
+    ws.feed_blob("g_cpu", np.arange(3, dtype=np.float32) + 1)
+    ws.feed_blob("x_dev", np.zeros(3, np.float32), opencl_device)
+    for device in (None, opencl_device):  # the operator's own device does not matter
+        ws.run_operator_once(
+            caffe2op.create_operator("CopyOnDeviceLike", ["g_dev", "x_cpu"], "to_cpu", device_option=device)
+        )
+        ws.run_operator_once(
+            caffe2op.create_operator("CopyOnDeviceLike", ["g_cpu", "x_dev"], "to_dev", device_option=device)
+        )
+        ws.run_operator_once(
+            caffe2op.create_operator("CopyOnDeviceLike", ["g_dev", "x_dev"], "same", device_option=device)
+        )
+        assert ws.blob_device("to_cpu") == caffe2op.DeviceOption()
+        assert ws.blob_device("to_dev") == opencl_device and ws.blob_device("same") == opencl_device
+        assert_bit_identical(ws.fetch_blob("to_cpu"), np.arange(3, dtype=np.float32))
+        assert_bit_identical(ws.fetch_blob("to_dev"), np.arange(3, dtype=np.float32) + 1)
+        assert_bit_identical(ws.fetch_blob("same"), np.arange(3, dtype=np.float32))
+    # Copy's gradient run through a net: the input's gradient lands on the input's device.
+    net = caffe2op.Net("copy_grad")
+    net.Copy("x_dev", "y_dev", device_option=opencl_device)
+    net.add_gradient_operators({"y_dev": "g_dev"})
+    ws.run_net(net)
+    assert ws.blob_device("x_dev_grad") == opencl_device
+    assert_bit_identical(ws.fetch_blob("x_dev_grad"), np.arange(3, dtype=np.float32))

@@ -92,24 +92,44 @@ def test_concat_add_axis_stacks(device, case):
 
 def test_default_axis_is_one_as_in_caffe2(device):
     a, b = np.zeros((2, 3), np.float32), np.ones((2, 1), np.float32)
-    _, (out,) = run_concat([a, b], outputs=["out"], device=device)
+    _, (out, _) = run_concat([a, b], device=device)
     assert out.shape == (2, 4)
     assert caffe2op.get_schema("Concat").arg("axis").default == 1
+
+
+def test_axis_comes_from_order_when_not_given(device):
+    """Caffe2 ``concat_split_op.h``: without ``axis`` the axis is ``GetDimFromOrder(order)`` and add_axis is 0."""
+    a, b = np.zeros((2, 3, 4, 5), np.float32), np.ones((2, 3, 4, 2), np.float32)
+    _, (out, split) = run_concat([a, b], device=device, order="NHWC")
+    assert out.shape == (2, 3, 4, 7) and split.tolist() == [5, 2]
+    _, (out, _) = run_concat([a[:, :1], a], device=device, order="NCHW")
+    assert out.shape == (2, 4, 4, 5)
+
+
+def test_add_axis_without_axis_and_axis_with_order_are_refused():
+    with pytest.raises(caffe2op.SchemaError, match="either axis or order"):
+        caffe2op.create_operator("Concat", ["a", "b"], ["c", "s"], axis=0, order="NHWC")
+    with pytest.raises(caffe2op.SchemaError, match="add_axis is read only together with axis"):
+        caffe2op.create_operator("Concat", ["a", "b"], ["c", "s"], add_axis=True)
+    with pytest.raises(caffe2op.SchemaError, match="'order' must be one of NCHW, NHWC"):
+        caffe2op.create_operator("Concat", ["a", "b"], ["c", "s"], order="CHW")
 
 
 def test_sparse_gradient_style_concat_of_indices_and_values(device):
     _, (idx, split) = run_concat([np.array([3, 1]), np.array([1, 0, 2])], device=device, axis=0)
     assert idx.tolist() == [3, 1, 1, 0, 2] and split.tolist() == [2, 3]
     ones, zeros = np.ones((2, 4), np.float32), np.zeros((3, 4), np.float32)
-    _, (vals,) = run_concat([ones, zeros], outputs=["v"], device=device, axis=0)
+    _, (vals, _) = run_concat([ones, zeros], outputs=["v", "v_split"], device=device, axis=0)
     assert vals.shape == (5, 4) and vals[:2].all() and not vals[2:].any()
 
 
 def test_output_blob_memory_is_reused_when_shapes_match(device):
-    ws, _ = run_concat([np.ones(2, np.float32), np.ones(3, np.float32)], outputs=["out"], device=device, axis=0)
+    ws, _ = run_concat([np.ones(2, np.float32), np.ones(3, np.float32)], device=device, axis=0)
     before = ws._blobs["out"]
     ws.feed_blob("x0", np.full(2, 7.0, np.float32), device)
-    ws.run_operator_once(caffe2op.create_operator("Concat", ["x0", "x1"], "out", axis=0, device_option=device))
+    ws.run_operator_once(
+        caffe2op.create_operator("Concat", ["x0", "x1"], ["out", "split"], axis=0, device_option=device)
+    )
     assert ws._blobs["out"] is before and ws.fetch_blob("out").tolist() == [7, 7, 1, 1, 1]
 
 
@@ -181,16 +201,22 @@ def test_zero_dimensional_inputs_need_add_axis(device):
 
 def test_schema_counts_and_argument_types():
     with pytest.raises(caffe2op.SchemaError, match="at least 1 input,"):
-        caffe2op.create_operator("Concat", [], "c")
-    with pytest.raises(caffe2op.SchemaError, match="1 to 2 outputs"):
+        caffe2op.create_operator("Concat", [], ["c", "s"])
+    # Exactly the result and split_info, as Caffe2's NumOutputs(2).
+    with pytest.raises(caffe2op.SchemaError, match="expects 2 outputs, got 3"):
         caffe2op.create_operator("Concat", ["a"], ["c", "s", "t"])
+    with pytest.raises(caffe2op.SchemaError, match="expects 2 outputs, got 1"):
+        caffe2op.create_operator("Concat", ["a"], "c")
     with pytest.raises(TypeError, match="'axis' must be an int"):
-        caffe2op.create_operator("Concat", ["a"], "c", axis=0.5)
-    with pytest.raises(caffe2op.SchemaError, match="unknown argument 'order'"):
-        caffe2op.create_operator("Concat", ["a"], "c", order="NHWC")
+        caffe2op.create_operator("Concat", ["a"], ["c", "s"], axis=0.5)
 
 
-def test_concat_gradient_is_not_implemented_yet():
-    fwd = caffe2op.create_operator("Concat", ["a", "b"], "c")
-    with pytest.raises(NotImplementedError, match="Concat should have a gradient"):
-        caffe2op.get_gradient_defs(fwd, ["c_grad"])
+def test_concat_gradient_is_a_split_by_split_info():
+    """Caffe2 ``concat_split_op.cc`` ``GetConcatGradient``: ``Split([GO(0), O(1)]) -> GI(i)``, arguments copied."""
+    fwd = caffe2op.create_operator("Concat", ["a", "b"], ["c", "c_split"], axis=0)
+    [op], g_input = caffe2op.get_gradient_defs(fwd, ["c_grad", None])
+    assert op == caffe2op.OperatorDef(
+        type="Split", inputs=["c_grad", "c_split"], outputs=["a_grad", "b_grad"], args={"axis": 0}
+    )
+    assert op.is_gradient_op and g_input == ["a_grad", "b_grad"]
+    assert caffe2op.get_gradient_defs(fwd, [None, None]) == ([], [None, None])

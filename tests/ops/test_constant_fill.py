@@ -48,7 +48,7 @@ def test_input_as_shape():
         (3, None, np.int64, 3),
         (True, None, np.int64, 1),  # Caffe2 stored bools as ints
         (1, DataType.BOOL, np.bool_, True),
-        (2.7, DataType.INT32, np.int32, 2),
+        (1, DataType.FLOAT, np.float32, 1.0),  # Caffe2 raises (value in the int field); exact here
         (0.5, DataType.FLOAT16, np.float16, 0.5),
         (0.5, DataType.DOUBLE, np.float64, 0.5),
         (4, "uint8", np.uint8, 4),
@@ -92,5 +92,27 @@ def test_schema_errors(inputs, args, match):
 def test_value_that_does_not_fit_the_dtype():
     with pytest.raises(ValueError, match="value 300 does not fit dtype uint8"):
         run(shape=[2], value=300, dtype="uint8")
-    with pytest.raises(ValueError, match="does not fit dtype int64"):
-        run(shape=[2], value=float("inf"), dtype="int64")
+
+
+@pytest.mark.parametrize(
+    "value, dtype", [(1.5, DataType.INT32), (2.0, DataType.INT64), (float("inf"), "int64"), (1.0, DataType.BOOL)]
+)
+def test_integer_dtype_needs_an_integer_value(value, dtype):
+    """Caffe2 ``proto_utils.cc``: ``GetSingleArgument<int>`` of a value stored in ``f`` raises (no truncation)."""
+    with pytest.raises(TypeError, match=r"ConstantFill: dtype \w+ needs an integer value, got float"):
+        run(shape=[2], value=value, dtype=dtype)
+
+
+def test_second_input_gives_the_fill_value():
+    """Caffe2 ``filler_op.h`` ``FillWithType``: with 2 inputs the value is ``V``'s only element."""
+    ws = caffe2op.Workspace()
+    ws.feed_blob("x", np.zeros((2, 3), np.float32))
+    ws.feed_blob("v", np.array([7.0], np.float32))
+    ws.run_operator_once(caffe2op.create_operator("ConstantFill", ["x", "v"], "y"))
+    np.testing.assert_array_equal(ws.fetch_blob("y"), np.full((2, 3), 7.0, np.float32))
+    ws.feed_blob("v2", np.array([7.0, 8.0], np.float32))
+    with pytest.raises(ValueError, match="V must have exactly 1 element, got shape \\(2,\\)"):
+        ws.run_operator_once(caffe2op.create_operator("ConstantFill", ["x", "v2"], "y"))
+    ws.feed_blob("v64", np.array([7.0]))
+    with pytest.raises(TypeError, match="V must have the output's dtype float32 .*, got float64"):
+        ws.run_operator_once(caffe2op.create_operator("ConstantFill", ["x", "v64"], "y"))

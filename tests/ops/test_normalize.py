@@ -199,11 +199,13 @@ def test_operator_matches_reference(case, in_place):
     x, axis = case
     ws = caffe2op.Workspace()
     ws.feed_blob("x", x)
-    out = "x" if in_place else "y"
-    ws.run_operator_once(caffe2op.create_operator("Normalize", "x", out, axis=axis))
-    assert_allclose_dtype(ws.fetch_blob(out), normalize_ref(x, axis))
-    if not in_place:
-        assert_bit_identical(ws.fetch_blob("x"), np.ascontiguousarray(x))
+    if in_place:  # Caffe2's Normalize schema has no AllowInplace
+        with pytest.raises(caffe2op.SchemaError, match="AllowInplace"):
+            caffe2op.create_operator("Normalize", "x", "x", axis=axis)
+        return
+    ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "y", axis=axis))
+    assert_allclose_dtype(ws.fetch_blob("y"), normalize_ref(x, axis))
+    assert_bit_identical(ws.fetch_blob("x"), np.ascontiguousarray(x))
 
 
 def test_operator_default_axis_is_last():
@@ -216,19 +218,22 @@ def test_operator_default_axis_is_last():
 def test_operator_in_a_net():
     net = caffe2op.Net("n")
     net.Normalize("w", "w_unit", axis=0)
-    net.Normalize("w", "w", axis=1)
+    net.Normalize("w", "w_rows", axis=1)
     ws = caffe2op.Workspace()
     ws.feed_blob("w", np.array([[3.0], [4.0]]))
     ws.run_net(net)
     np.testing.assert_allclose(ws.fetch_blob("w_unit"), [[0.6], [0.8]])
-    np.testing.assert_allclose(ws.fetch_blob("w"), [[1.0], [1.0]])
+    np.testing.assert_allclose(ws.fetch_blob("w_rows"), [[1.0], [1.0]])
+    # Caffe2's Normalize schema has no AllowInplace: in place fails schema verification.
+    with pytest.raises(caffe2op.SchemaError, match="does not allow \\(AllowInplace\\)"):
+        net.Normalize("w", "w", axis=1)
 
 
 def test_schemas():
     schema = caffe2op.get_schema("Normalize")
     assert schema.input_range == (1, 1) and schema.output_range == (1, 1)
     assert schema.arg("axis").default == -1
-    assert schema.inplace_allowed(0, 0) and not schema.inplace_enforced(0, 0)
+    assert not schema.inplace_allowed(0, 0)  # as Caffe2's (normalize_op.cc: no AllowInplace)
     assert schema.infer_types_and_shapes([((2, 3), np.dtype("float16"))]) == [((2, 3), np.dtype("float16"))]
     assert schema.doc and schema.formula and schema.example
     grad = caffe2op.get_schema("NormalizeGradient")
@@ -329,7 +334,7 @@ def test_axis_out_of_range(axis):
     ws = caffe2op.Workspace()
     ws.feed_blob("x", x)
     with pytest.raises(ValueError, match="rank 2"):
-        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "x", axis=axis))
+        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "y", axis=axis))
     assert_bit_identical(ws.fetch_blob("x"), before)
     assert not ws.has_blob("y")
 
@@ -347,17 +352,80 @@ def test_axis_must_be_an_int(axis):
         caffe2op.create_operator("Normalize", "x", "y", axis=axis)
 
 
-@pytest.mark.parametrize("x", [np.arange(6).reshape(2, 3), np.ones((2, 2), bool), np.ones(3, complex), [[1, 2]]])
-def test_non_float_input_raises_type_error(x):
-    with pytest.raises(TypeError, match="Normalize: X must be float16, float32 or float64"):
+@pytest.mark.parametrize("x", [np.ones(3, complex), np.array(["a", "b"]), np.array([1, None], dtype=object)])
+def test_non_numeric_input_raises_type_error(x):
+    with pytest.raises(TypeError, match="Normalize: W must be float16, float32 or float64"):
         caffe2op.normalize(x)
+
+
+# --- integer and bool input: out of place, float64 result (as scikit-learn) -------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint64, bool])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_integer_input_gives_a_float64_result(dtype, axis):
+    x = np.array([[3, 0, 1], [4, 0, 1]], dtype=dtype)
+    before = x.copy()
+    y = caffe2op.normalize(x, axis=axis)
+    assert y.dtype == np.float64 and y.shape == x.shape
+    np.testing.assert_allclose(y, normalize_ref(x.astype(np.float64), axis=axis), rtol=1e-15, atol=0)
+    assert_bit_identical(x, before)  # the integer input is left alone
+    assert not np.shares_memory(x, y)
+
+
+def test_integer_list_and_max_norm_mode():
+    np.testing.assert_allclose(caffe2op.normalize([[3, 4]]), np.array([[0.6, 0.8]]), rtol=1e-15)
+    y = caffe2op.normalize(np.array([[6, 8], [0, 1]]), use_max_norm=True, norm=5.0)
+    np.testing.assert_allclose(y, [[3.0, 4.0], [0.0, 1.0]], rtol=1e-15)
+    assert y.dtype == np.float64
+
+
+def test_integer_input_agrees_with_sklearn():
+    sklearn_normalize = pytest.importorskip("sklearn.preprocessing").normalize
+    x = np.random.default_rng(5).integers(-50, 50, size=(40, 7))
+    x[3] = 0
+    for axis in (0, 1):
+        expected = sklearn_normalize(x, norm="l2", axis=axis)
+        assert expected.dtype == np.float64
+        assert_allclose_dtype(caffe2op.normalize(x, axis=axis), expected)
+
+
+def test_integer_input_into_a_float64_out():
+    x = np.arange(6).reshape(2, 3)
+    out = np.full((2, 3), np.nan)
+    assert caffe2op.normalize(x, axis=0, out=out) is out
+    np.testing.assert_allclose(out, normalize_ref(x, axis=0), rtol=1e-15)
+
+
+@pytest.mark.parametrize("make_out", [lambda x: x, lambda x: np.zeros(x.shape, np.float32), lambda x: x.copy()])
+def test_integer_input_cannot_be_normalised_in_place_or_into_a_non_float64_out(make_out):
+    x = np.arange(6).reshape(2, 3)
+    out = make_out(x)
+    before, out_before = x.copy(), out.copy()
+    with pytest.raises(TypeError, match="Normalize: W holds int64 data, which is normalised out of place into float64"):
+        caffe2op.normalize(x, out=out)
+    assert_bit_identical(x, before)
+    assert_bit_identical(out, out_before)
+
+
+@pytest.mark.parametrize("norm", ["l1", "max", "L2", "l2"])
+def test_sklearn_norm_names_are_explained(norm):
+    x = _weights()
+    before = x.copy()
+    with pytest.raises(caffe2op.SchemaTypeError, match="norm is the target L2 length of every vector") as info:
+        caffe2op.normalize(x, norm=norm)
+    message = str(info.value)
+    assert f"got {norm!r}" in message and "scikit-learn" in message
+    assert ("omit norm" in message) == (norm.lower() == "l2")
+    assert isinstance(info.value, TypeError)
+    assert_bit_identical(x, before)
 
 
 def test_operator_rejects_integer_blob_and_leaves_it_alone():
     ws = caffe2op.Workspace()
     ws.feed_blob("x", np.arange(6).reshape(2, 3))
     with pytest.raises(TypeError, match="Normalize: X must be float16, float32 or float64, got int64"):
-        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "x"))
+        ws.run_operator_once(caffe2op.create_operator("Normalize", "x", "y"))
     np.testing.assert_array_equal(ws.fetch_blob("x"), np.arange(6).reshape(2, 3))
 
 

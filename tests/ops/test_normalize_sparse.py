@@ -357,9 +357,29 @@ def test_unsupported_sparse_formats(fmt):
         caffe2op.normalize(w)
 
 
-def test_integer_sparse_data():
-    with pytest.raises(TypeError, match="Normalize: W must be float16, float32 or float64, got int64"):
-        caffe2op.normalize(sp.csr_matrix(np.eye(3, dtype=np.int64)))
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, bool])
+def test_integer_sparse_data_gives_a_float64_result(fmt, dtype):
+    """As scikit-learn: integer (and bool) data are normalised out of place into float64, structure kept."""
+    dense = np.array([[3, 0, 1], [4, 0, 0], [0, 0, 2]], dtype=dtype)
+    w = sp.csr_matrix(dense).asformat(fmt)
+    before = w.copy()
+    for axis in (0, 1):
+        r = caffe2op.normalize(w, axis=axis)
+        assert r.format == fmt and r.dtype == np.float64 and r.nnz == w.nnz
+        np.testing.assert_allclose(r.toarray(), normalize_ref(dense.astype(np.float64), axis=axis), rtol=1e-15)
+        assert_bit_identical(w.toarray(), before.toarray())
+
+
+def test_integer_sparse_data_cannot_be_normalised_in_place():
+    w = sp.csr_matrix(np.eye(3, dtype=np.int64))
+    before = w.copy()
+    with pytest.raises(TypeError, match="Normalize: W holds int64 data, which is normalised out of place"):
+        caffe2op.normalize(w, out=w)
+    assert_bit_identical(w.data, before.data)
+    out = sp.csr_matrix(np.eye(3, dtype=np.float64))
+    assert caffe2op.normalize(w, out=out) is out  # a float64 out of the same structure is fine
+    np.testing.assert_array_equal(out.toarray(), np.eye(3))
 
 
 @pytest.mark.parametrize("axis", [2, -3])

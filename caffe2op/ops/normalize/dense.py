@@ -13,14 +13,16 @@ _DENSE = {t: _kernels.normalize_dense.__signatures__[s] for t, s in _STORAGE.ite
 _DENSE_GRAD = {t: _kernels.normalize_gradient_dense.__signatures__[s] for t, s in _STORAGE.items()}
 
 
-def normalize_dense(op, x, axis, use_max_norm=False, norm=1.0, out=None, backend=None):
+def normalize_dense(op, x, axis, use_max_norm=False, norm=1.0, out=None, backend=None, name="X"):
     """Validate, then normalise the dense array ``x`` along ``axis`` into ``out`` (new if None).
 
     ``use_max_norm`` and ``norm`` must already be converted.  ``out`` may be
     ``x`` (in place).  With an OpenCL ``backend`` the work is done there (``x``
-    copied in, the result copied back into ``out``).  Returns ``out``.
+    copied in, the result copied back into ``out``).  ``name`` is what error
+    messages call ``x`` (the operator's ``X``, the functional form's ``W``).
+    Returns ``out``.
     """
-    require_dtype(op, "X", x, FLOAT_DTYPES)
+    require_dtype(op, name, x, FLOAT_DTYPES)
     if backend is not None:
         opencl.dtype_defines(op, x.dtype, backend.info)  # TypeError: float64 without fp64
     axis = canonical_axis(op, axis, x.ndim)

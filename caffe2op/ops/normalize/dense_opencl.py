@@ -177,22 +177,23 @@ def _check_device_out(op, x, out, backend):
         raise ValueError(f"{op}: out must have shape {tuple(x.shape)} (that of the input), got {tuple(out.shape)}")
 
 
-def check_dense_opencl(op, x, axis, backend):
-    """Validate a device input of Normalize; return the axis in ``[0, x.ndim)`` (nothing is launched)."""
-    _check_device_array(op, "X", x, backend)
-    require_dtype(op, "X", x, FLOAT_DTYPES)
+def check_dense_opencl(op, x, axis, backend, name="X"):
+    """Validate a device input of Normalize (called ``name`` in messages); return the axis in ``[0, x.ndim)``."""
+    _check_device_array(op, name, x, backend)
+    require_dtype(op, name, x, FLOAT_DTYPES)
     opencl.dtype_defines(op, x.dtype, backend.info)  # TypeError: float64 without fp64
     return canonical_axis(op, axis, x.ndim)
 
 
-def normalize_opencl(op, x, axis, use_max_norm=False, norm=1.0, out=None, *, backend=None, queue=None):
+def normalize_opencl(op, x, axis, use_max_norm=False, norm=1.0, out=None, *, backend=None, queue=None, name="X"):
     """Validate, then normalise the device array ``x`` along ``axis`` into ``out`` (new if None); return ``out``.
 
     ``backend`` defaults to the array's own; ``queue`` to the array's queue,
-    else the backend's.  ``out`` may be ``x`` (in place).
+    else the backend's.  ``out`` may be ``x`` (in place).  ``name`` is what
+    error messages call ``x``.
     """
     backend = backend if backend is not None else opencl.backend_of_array(x)
-    axis = check_dense_opencl(op, x, axis, backend)
+    axis = check_dense_opencl(op, x, axis, backend, name)
     queue = queue if queue is not None else (x.queue if x.queue is not None else backend.queue)
     if out is None:
         out = opencl.require_pyopencl().array.empty(queue, x.shape, x.dtype)

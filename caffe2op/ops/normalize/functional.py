@@ -5,6 +5,7 @@ import numpy as np
 
 from ... import opencl
 from ...core import DeviceType
+from ...errors import SchemaTypeError
 from ._common import scipy_sparse_of
 from .dense import normalize_dense
 from .dense_opencl import normalize_opencl
@@ -25,7 +26,10 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
     Parameters
     ----------
     W : array_like, scipy.sparse matrix/array, pyopencl.array.Array or DeviceSparseMatrix
-        float16, float32 or float64 data.  Dense: any rank >= 1.  Sparse:
+        float16, float32 or float64 data.  Integer or bool host data (NumPy
+        or scipy.sparse) are normalised out of place into a new float64
+        result, as scikit-learn's ``normalize`` does (or into a float64
+        ``out``); they cannot be normalised in place.  Dense: any rank >= 1.  Sparse:
         2-D CSR or CSC (the result has the same format and structure: equal
         ``indptr`` and ``indices``, explicit zeros kept, only ``data``
         changes), or COO (converted to CSR for ``axis=1`` / CSC for
@@ -42,7 +46,11 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
         Axis along which the vectors lie; negative values count from the end.
         For a 2-D matrix ``axis=0`` normalises columns and ``axis=1`` rows.
     norm : float, default 1.0
-        Target L2 norm of the vectors, finite and >= 0.
+        Target L2 norm of the vectors, finite and >= 0.  Not scikit-learn's
+        ``norm=`` (``"l1"``, ``"l2"`` or ``"max"``, the kind of norm): this
+        function always measures L2 norms, and those strings raise a
+        TypeError that says so (scikit-learn's default ``norm="l2"`` is this
+        function's default ``norm=1.0``).
     use_max_norm : bool, default False
         True: only vectors whose norm exceeds ``norm`` are scaled (down) to
         ``norm``; the others are untouched (SparseNormalize's max-norm mode).
@@ -75,9 +83,12 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
     Raises
     ------
     TypeError
-        If the data are not float16/32/64 (or float64 on a device without
-        fp64), the sparse format is not CSR, CSC or COO, or ``out`` has the
-        wrong kind, format or dtype.
+        If the data are not float16/32/64, integer or bool (device data: not
+        float16/32/64, or float64 on a device without fp64), integer or bool
+        data are to be normalised in place, the sparse format is not CSR, CSC
+        or COO, ``out`` has the wrong kind, format or dtype, or ``norm`` is
+        not a number (scikit-learn's ``"l1"``, ``"l2"`` and ``"max"`` get an
+        explanation).
     ValueError
         If ``axis`` is out of range (a :class:`~caffe2op.SchemaError`),
         ``norm`` is negative or not finite, a sparse input is not 2-D or has
@@ -137,6 +148,11 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
     array([[3. , 4. ],
            [0.3, 0.4]])
 
+    Integer data give a float64 result, as in scikit-learn:
+
+    >>> caffe2op.normalize(np.array([[3, 4]]))
+    array([[0.6, 0.8]])
+
     Sparse input keeps its structure:
 
     >>> import scipy.sparse as sp
@@ -158,6 +174,7 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
            [0.8, 0. ]])
     """
     op = "Normalize"
+    _reject_norm_kind(op, norm)
     norm = _NORM.convert(op, norm)
     use_max_norm = _USE_MAX_NORM.convert(op, use_max_norm)
     backend = None
@@ -170,12 +187,50 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
                 raise ValueError(f"{op}: W lives on {home.name} but device={device!r} was asked for")
             if isinstance(W, opencl.DeviceSparseMatrix):
                 return normalize_sparse_opencl(op, W, axis, use_max_norm, norm, out)
-            return normalize_opencl(op, W, axis, use_max_norm, norm, out, backend=home)
+            return normalize_opencl(op, W, axis, use_max_norm, norm, out, backend=home, name="W")
         if not on_cpu:
             backend = opencl.backend_for(target)  # RuntimeError if there is no such device
     if scipy_sparse_of(W) is not None:
+        if W.dtype.kind in _EXACT_KINDS:
+            W = _as_float64(op, W, out, sparse=True)
+            if out is None and W.format in ("csr", "csc"):
+                out = W  # the float64 copy is ours: normalise it in place
         return normalize_sparse(op, W, axis, use_max_norm, norm, out, backend)
     if scipy_sparse_of(out) is not None:
         raise TypeError(f"{op}: out must be a numpy.ndarray for dense input, got {type(out).__name__}")
     x = W if isinstance(W, np.ndarray) else np.asarray(W)
-    return normalize_dense(op, x, axis, use_max_norm, norm, out, backend)
+    if x.dtype.kind in _EXACT_KINDS:
+        x = _as_float64(op, x, out, sparse=False)
+        if out is None:
+            out = x  # the float64 copy is ours: normalise it in place
+    return normalize_dense(op, x, axis, use_max_norm, norm, out, backend, name="W")
+
+
+# Integer and bool data: normalised out of place into float64, as scikit-learn does.
+_EXACT_KINDS = "biu"
+
+
+def _as_float64(op, W, out, sparse):
+    """A float64 copy of integer or bool host data, after checking that the call is out of place."""
+    if out is not None:
+        out_dtype = getattr(out, "dtype", None)
+        if out is W or out_dtype != np.float64:
+            raise TypeError(
+                f"{op}: W holds {W.dtype} data, which is normalised out of place into float64 (as scikit-learn "
+                f"does): omit out for a new float64 result, or give a float64 out, got "
+                f"{'out=W' if out is W else f'out of dtype {out_dtype}'}"
+            )
+    return W.astype(np.float64) if sparse else np.array(W, dtype=np.float64, order="K")
+
+
+def _reject_norm_kind(op, norm):
+    """scikit-learn's kinds of norm (``"l1"``, ``"l2"``, ``"max"``) are not this function's target length: say so."""
+    if isinstance(norm, str) and norm.strip().lower() in ("l1", "l2", "max"):
+        if norm.strip().lower() == "l2":
+            advice = "omit norm: the default 1.0 scales every vector to unit L2 norm, as norm='l2' does there"
+        else:
+            advice = "caffe2op.normalize measures L2 norms only"
+        raise SchemaTypeError(
+            f"{op}: norm is the target L2 length of every vector (a float such as 1.0), not scikit-learn's "
+            f"kind of norm ('l1', 'l2' or 'max'); got {norm!r}: {advice}"
+        )

@@ -21,25 +21,24 @@ NORMALIZE_SCHEMA = register_schema(
         inputs=[("X", "float16, float32 or float64 array of any rank >= 1.")],
         outputs=[("Y", "X with every vector along axis scaled to unit L2 norm (same dtype and shape).")],
         args=[_AXIS],
-        allow_inplace=[(0, 0)],
         identical_type_and_shape=True,
         doc="Divide every vector along ``axis`` by ``max(||v||_2, 1e-12)``: each vector gets unit "
         "L2 norm and an all-zero vector stays zero.  With a 2-D weight matrix and ``axis=0`` "
-        "every column is normalised.  Any axis is handled in place in memory (no transposed "
-        "copy); norms are accumulated in float64 (float32 for float16 data) and results do "
-        "not depend on the number of threads.  In place (``X -> X``) is allowed.  Gradient: "
-        "``NormalizeGradient``.  For scipy.sparse input and the max-norm / constant-norm "
-        "modes use the functional form :func:`caffe2op.normalize`.  The gradient needs X, "
-        "so an in-place Normalize cannot be differentiated (building a backward pass through "
-        "it raises).",
+        "every column is normalised.  Any axis is handled without a transposed copy; norms "
+        "are accumulated in float64 (float32 for float16 data) and results do not depend on "
+        "the number of threads.  As in Caffe2 (no ``AllowInplace`` in its schema) the output "
+        "must be another blob than the input; to normalise a blob in place use the functional "
+        "form ``caffe2op.normalize(w, out=w)``.  Gradient: ``NormalizeGradient``, which needs "
+        "X.  For scipy.sparse input and the max-norm / constant-norm modes use the functional "
+        "form :func:`caffe2op.normalize`.",
         formula=r"Y_{v} = \frac{X_{v}}{\max\left(\lVert X_{v} \rVert_2,\ 10^{-12}\right)}"
         r"\quad\text{for every vector } X_{v} \text{ along axis}",
         example="""\
 >>> import numpy as np, caffe2op
 >>> ws = caffe2op.Workspace()
 >>> ws.feed_blob("w", np.array([[3.0, 0.0], [4.0, 0.0]], dtype=np.float32))
->>> ws.run_operator_once(caffe2op.create_operator("Normalize", "w", "w", axis=0))
->>> ws.fetch_blob("w")
+>>> ws.run_operator_once(caffe2op.create_operator("Normalize", "w", "w_unit", axis=0))
+>>> ws.fetch_blob("w_unit")
 array([[0.6, 0. ],
        [0.8, 0. ]], dtype=float32)
 """,
@@ -120,17 +119,10 @@ class GetNormalizeGradient(GradientMakerBase):
 
         Raises
         ------
-        RuntimeError
-            If the Normalize ran in place (its input is lost).
         ValueError
             If the output gradient is sparse or not provided.
         """
-        if self.I(0) == self.O(0):
-            raise RuntimeError(
-                f"Normalize: the gradient needs input {self.I(0)!r} at the version before this operator, but "
-                "the operator overwrote it in place (a later version); write the output to another blob to "
-                "differentiate through Normalize"
-            )
+        # An in-place Normalize (which would have lost X) fails its schema before this runs (VerifyOp).
         return self.single_gradient_def("NormalizeGradient", "", [self.I(0), self.GO(0)], [self.GI(0)])
 
 
