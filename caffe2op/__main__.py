@@ -49,7 +49,9 @@ def main(argv=None):
         "selects it. The same report is caffe2op.show_config() in Python.",
     )
     commands.add_parser("demo", help="train a small embedding model end to end (demo --help)")
-    commands.add_parser("bench", help="benchmarks against NumPy, torch and scikit-learn (bench --help)")
+    commands.add_parser(
+        "bench", help="time caffe2op against NumPy, numba, torch, scikit-learn and measured limits (bench --help)"
+    )
     args = parser.parse_args(argv)
     if args.command is None:  # no command: say what there is
         parser.print_help()

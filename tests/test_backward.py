@@ -858,3 +858,23 @@ def test_get_backward_pass_accepts_a_net():
     net.add_op(op("BwDirect", "a", "b"))
     assert get_backward_pass(net, {"b": "g"})[1] == {"b": "g", "a": "a_grad"}
     assert caffe2op.get_backward_pass is get_backward_pass
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("fails", [False, True])
+def test_get_backward_pass_leaves_the_garbage_collector_as_it_found_it(enabled, fails):
+    # The pass pauses the collector while it runs (see get_backward_pass); it must restore it, even on error.
+    import gc
+
+    ops = [op("BwDirect", "x", "x"), op("BwDirect", "y", "x"), op("BwDirect", "x", "y")]
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        if fails:
+            with pytest.raises(RuntimeError, match="version"):
+                get_backward_pass(ops, {"y": "y_grad"})
+        else:
+            get_backward_pass(ops[:1], ["x"])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

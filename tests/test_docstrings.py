@@ -324,7 +324,11 @@ def api_page_names():
     names = []
     for page in sorted(API_PAGES.glob("*.rst")):
         in_autosummary = False
+        module = "caffe2op"  # entries under another currentmodule (caffe2op.dask ...) are that module's names
         for line in page.read_text().splitlines():
+            match = re.match(r"\.\. currentmodule:: (\S+)", line)
+            if match:
+                module = match.group(1)
             if line.startswith(".. autosummary::"):
                 in_autosummary = True
                 continue
@@ -332,7 +336,8 @@ def api_page_names():
                 if line.startswith("   :") or not line.strip():
                     continue
                 if line.startswith("   "):
-                    names.append(line.strip())
+                    if module == "caffe2op":
+                        names.append(line.strip())
                     continue
                 in_autosummary = False
             match = re.match(r"\.\. data:: (\S+)", line)

@@ -24,7 +24,10 @@ def test_wheel_contains_every_compiled_module_and_kernel_source(built_wheel):
         for name in sources:
             assert archive.read(f"caffe2op/_cl/{name}") == (ROOT / "opencl_kernels" / name).read_bytes()
     assert "caffe2op/_cl/__init__.py" in names and "caffe2op/_cpu/__init__.py" in names
-    assert not any(n.endswith((".pyx", ".c")) for n in names), "sources leaked into the wheel"
+    # The benchmarks' measured limits are compiled at bench time from the one C source that ships.
+    assert "caffe2op/bench/floor.c" in names
+    leaked = [n for n in names if n.endswith((".pyx", ".c")) and n != "caffe2op/bench/floor.c"]
+    assert not leaked, f"sources leaked into the wheel: {leaked}"
 
 
 @pytest.mark.slow  # builds a second wheel, without OpenMP

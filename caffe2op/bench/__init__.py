@@ -1,27 +1,87 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """The benchmark harness behind ``python -m caffe2op bench``.
 
-caffe2op is timed against vectorised NumPy, ``torch.embedding_renorm_``,
-scikit-learn and the memory floor of each operation, in the same run, and the
-results are written as JSON, as a Markdown page (``docs/benchmarks.md`` in a
-source checkout) and as a PNG plot of time against size.  Timings belong in
-this harness, never in tests.
+caffe2op is timed against NumPy, numba, torch and scikit-learn and against
+limits measured on the same machine (C kernels built on first use, see
+:mod:`caffe2op.bench.floor`), in the same run; every contender's result is
+checked against a reference first.  The results go to a folder of their own
+(JSON, a Markdown report, one plot per sweep); ``--update-docs`` also
+refreshes ``docs/benchmarks.md``.  Timings belong in this harness, never in
+tests.
 """
 
 import argparse
-import os
 import pathlib
+import sys
+import textwrap
+import time
 
-from . import cases as _cases
-from .report import machine_info, markdown, plot, write_json
-from .timing import evaluate_targets, measure
+from .registry import GROUPS, select
 
 __all__ = ["main"]
 
+_DESCRIPTION = (
+    "Time caffe2op's operators against NumPy, numba, torch and scikit-learn and against limits measured on this "
+    "machine (C kernels for memory bandwidth and a SparseNormalize written for speed alone), after checking every "
+    "result against a reference.  Writes a JSON file, a Markdown report and one plot per sweep to the output folder."
+)
 
-def _default_docs_dir():
-    docs = pathlib.Path.cwd() / "docs"
-    return docs if (docs / "conf.py").exists() or (docs / "index.rst").exists() else None
+_EXIT_STATUS = """\
+exit status:
+  0  the run finished (and, with --check, every target was met)
+  1  with --check: a target was missed or could not be measured (a peer not installed);
+     always: a contender gave a wrong result (the run stops there)
+  2  a usage error (unknown option or group, --update-docs with --quick or --groups)
+
+The reports are written whatever the targets' outcome.  Nothing outside the
+output folder is written unless --update-docs is given; the measured limits
+are built once into ~/.cache/caffe2op-bench (or $XDG_CACHE_HOME)."""
+
+
+def _epilog():
+    width = max(len(key) for key in GROUPS)
+    groups = "\n".join(f"  {key:<{width}}  {group.description}" for key, group in GROUPS.items())
+    return (
+        f"groups (--groups takes a comma-separated list of these names or their prefixes):\n{groups}\n\n{_EXIT_STATUS}"
+    )
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m caffe2op bench",
+        description=textwrap.fill(_DESCRIPTION, 79),
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer sizes per sweep and shorter timing (~2 minutes)")
+    parser.add_argument(
+        "--groups", default="", metavar="NAMES", help="run only these groups (listed below); default: all"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, metavar="N", help="timed repeats per contender, at least 5 (default 5)"
+    )
+    parser.add_argument(
+        "--output",
+        "--output-dir",
+        default=".bench",
+        metavar="DIR",
+        help="folder for the JSON, the Markdown report and the plots (default: .bench in the current folder)",
+    )
+    parser.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="also write docs/benchmarks.md and its plots in the source checkout (a full run only)",
+    )
+    parser.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
+    return parser
+
+
+def _docs_dir():
+    """The ``docs`` folder of the source checkout caffe2op runs from (editable install), else of the current folder."""
+    for root in (pathlib.Path(__file__).resolve().parents[2], pathlib.Path.cwd()):
+        if (root / "docs" / "conf.py").exists():
+            return root / "docs"
+    return None
 
 
 def main(argv=None):
@@ -35,72 +95,63 @@ def main(argv=None):
     Returns
     -------
     int
-        0 when every target is met, 1 when one is missed (the reports are written either way).
+        The exit status described by ``--help``: 0, or 1 with ``--check``
+        when a target is missed, or 2 on a usage error.
     """
-    parser = argparse.ArgumentParser(prog="python -m caffe2op bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="headline cases and short sweeps (under 2 minutes)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 5, min 5)")
-    parser.add_argument(
-        "--groups",
-        default="",
-        help="comma-separated prefixes of case groups, e.g. 'sparsenormalize,normalize,stopgradient,constantfill,"
-        "backward,opencl' (default: all)",
-    )
-    parser.add_argument("--output-dir", default=".bench", help="where the JSON goes (default .bench/)")
-    docs = _default_docs_dir()
-    parser.add_argument(
-        "--markdown",
-        default=str(docs / "benchmarks.md") if docs else None,
-        help="Markdown report path (default docs/benchmarks.md in a source checkout, else in --output-dir)",
-    )
-    parser.add_argument(
-        "--plot",
-        default=str(docs / "_static" / "benchmarks.png") if docs else None,
-        help="PNG plot path (default docs/_static/benchmarks.png in a source checkout, else in --output-dir)",
-    )
+    parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        groups = select(args.groups.split(","))
+    except ValueError as err:
+        parser.error(str(err))
+    docs = None
+    if args.update_docs:
+        if args.quick or args.groups:
+            parser.error("--update-docs needs the full run: drop --quick and --groups")
+        docs = _docs_dir()
+        if docs is None:
+            parser.error("--update-docs: no docs/conf.py in the source checkout or the current folder")
+
+    from . import report
+    from .timing import measure
+
     repeats = max(5, args.repeats or 5)
-    out_dir = pathlib.Path(args.output_dir)
+    out_dir = pathlib.Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown_path = pathlib.Path(args.markdown or out_dir / "benchmarks.md")
-    plot_path = pathlib.Path(args.plot or out_dir / "benchmarks.png")
-    selected = [g.strip().lower() for g in args.groups.split(",") if g.strip()]
-
-    from tqdm import tqdm
-
-    machine = machine_info()
-    plan = [case for builder in _cases.CASE_BUILDERS for case in builder(args.quick)]
-    if selected:
-        # Prefix match, ignoring case and spaces: "sparsenormalize" selects its sweeps and small batch too.
-        def chosen(case):
-            group = case.group.lower().replace(" ", "")
-            return any(group.startswith(s.replace(" ", "")) for s in selected)
-
-        plan = [c for c in plan if chosen(c)]
+    machine = report.machine_info()
     records = []
-    for case in tqdm(plan, desc="benchmarks", unit="case"):
-        results = measure(case, repeats, budget_s=0.5 if args.quick else 1.5)
-        records.append(
-            {
-                "group": case.group,
-                "name": case.name,
-                "threads": case.threads,
-                "series": case.series,
-                "x": case.x,
-                "params": case.params,
-                "results": results,
-                "targets": evaluate_targets(case, results),
-            }
+    started = time.perf_counter()
+    for group in groups:
+        print(f"[{time.perf_counter() - started:6.0f} s] {group.key}", file=sys.stderr, flush=True)
+        for case in group.cases(args.quick):
+            try:
+                results = measure(case, repeats, budget_s=0.5 if args.quick else 1.0)
+            except AssertionError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+            records.append(report.record(case, results))
+            print(f"         {case.group}: {case.name}", file=sys.stderr, flush=True)
+            del case
+    machine["seconds"] = round(time.perf_counter() - started, 1)
+    written = report.write_all(out_dir, machine, records, quick=args.quick)
+    if docs is not None:
+        written += report.write_all(
+            docs,
+            machine,
+            records,
+            quick=False,
+            markdown_name="benchmarks.md",
+            plot_dir=docs / "_static" / "benchmarks",
+            json_name=None,
         )
-    json_path = out_dir / ("benchmarks-quick.json" if args.quick else "benchmarks.json")
-    write_json(json_path, machine, records)
-    plot_path.parent.mkdir(parents=True, exist_ok=True)
-    have_plot = plot(plot_path, records)
-    markdown_path.parent.mkdir(parents=True, exist_ok=True)
-    relative_plot = os.path.relpath(plot_path, markdown_path.parent) if have_plot else None
-    markdown_path.write_text(markdown(machine, records, relative_plot))
-    missed = [(r["group"], r["name"], t["goal"]) for r in records for t in r["targets"] if t["met"] is False]
-    print(f"wrote {json_path}, {markdown_path}" + (f", {plot_path}" if have_plot else ""))
-    for group, name, goal in missed:
-        print(f"target missed: {group}: {name}: {goal}")
-    return 1 if missed else 0
+    print("wrote " + ", ".join(str(p) for p in written))
+    missed = [
+        (r["group"], r["name"], t["goal"], t["met"]) for r in records for t in r["targets"] if t["met"] is not True
+    ]
+    for group, name, goal, met in missed:
+        print(f"target {'missed' if met is False else 'not measured'}: {group}: {name}: {goal}")
+    print(
+        f"{len(records)} cases in {machine['seconds']:.0f} s; "
+        f"{sum(len(r['targets']) for r in records) - len(missed)} targets met, {len(missed)} missed or not measured"
+    )
+    return 1 if args.check and missed else 0

@@ -21,7 +21,7 @@ import numpy as np
 
 import caffe2op
 
-from .cases import SEED, embedding_table
+from .inputs import SEED, embedding_table
 from .timing import FLOOR, OURS, PEER, Case, Contender
 
 _CLUSTERS = {}

@@ -67,28 +67,34 @@ class Target:
     value : float
         The bound; its meaning depends on ``kind``.
     kind : str
-        ``"speedup"``: peer time / our time >= value.
-        ``"within"``: our time / peer time <= value (floors).
-        ``"max_time"``: our median <= value seconds.
-        ``"max_extra"``: our median - peer median <= value seconds (overheads).
+        ``"speedup"``: t(peer) / t(ours) >= value.
+        ``"within"``: t(ours) / t(peer) <= value (floors, linearity).
+        ``"max_time"``: t(ours) <= value seconds.
+        ``"max_extra"``: t(ours) - t(peer) <= value seconds (overheads).
     ours : str
         Label of our contender (default "caffe2op").
+    statistic : str
+        Which of our timings counts: ``"median_s"`` (default) or ``"q3_s"``
+        (the upper quartile, for "never slower" goals); the peer's is always
+        its median.
     """
 
     peer: object
     value: float
     kind: str = "speedup"
     ours: str = "caffe2op"
+    statistic: str = "median_s"
 
     def describe(self):
-        """The goal in words, e.g. ">= 3x faster than numpy"."""
+        """The goal as a formula of median times ``t(...)``, e.g. ``t(numpy) / t(caffe2op) >= 3``."""
+        ours = f"t({self.ours})" if self.statistic == "median_s" else f"t75({self.ours})"
         if self.kind == "speedup":
-            return f">= {self.value:g}x faster than {self.peer}"
+            return f"t({self.peer}) / {ours} >= {self.value:g}"
         if self.kind == "within":
-            return f"within {self.value:g}x of {self.peer}"
+            return f"{ours} / t({self.peer}) <= {self.value:g}"
         if self.kind == "max_time":
-            return f"<= {_seconds_text(self.value)}"
-        return f"<= {_seconds_text(self.value)} more than {self.peer}"
+            return f"{ours} <= {_seconds_text(self.value)}"
+        return f"{ours} - t({self.peer}) <= {_seconds_text(self.value)}"
 
 
 def _seconds_text(seconds):
@@ -125,6 +131,13 @@ class Case:
         Goals checked in the report.
     params : dict
         Extra facts for the JSON output.
+    context : callable, optional
+        ``context() -> context manager`` entered around the whole case (checks
+        and timed rounds), e.g. a process keeping one core busy.
+    keep_gc : bool
+        Leave the garbage collector as it is while timing (it is disabled by
+        default, so that a collection does not land in one contender's time);
+        for cases whose cost includes the collections a user would get.
     """
 
     group: str
@@ -138,6 +151,8 @@ class Case:
     series: str = None
     targets: list = dataclasses.field(default_factory=list)
     params: dict = dataclasses.field(default_factory=dict)
+    context: object = None
+    keep_gc: bool = False
 
 
 def _check(case, contender, inputs, output):
@@ -186,9 +201,19 @@ def measure(case, repeats, warmup=1, budget_s=1.0):
         ``{label: {"median_s", "min_s", "q1_s", "q3_s", "repeats", "role", "note"}}``,
         or ``{"missing": reason}`` for peers that could not run.
     """
+    import contextlib
+
     import caffe2op
 
     caffe2op.set_num_threads(case.threads)
+    try:
+        with case.context() if case.context is not None else contextlib.nullcontext():
+            return _measure(case, repeats, warmup, budget_s)
+    finally:
+        caffe2op.set_num_threads(None)
+
+
+def _measure(case, repeats, warmup, budget_s):
     results, plans = {}, []
     for contender in case.contenders:
         try:
@@ -201,7 +226,8 @@ def measure(case, repeats, warmup=1, budget_s=1.0):
     times = {contender.label: [] for contender, _ in plans}
     order = random.Random(len(case.name))
     gc_was_enabled = gc.isenabled()
-    gc.disable()
+    if not case.keep_gc:
+        gc.disable()
     try:
         for round_index in range(max((count for _, count in plans), default=0)):
             for contender, count in order.sample(plans, len(plans)):
@@ -227,7 +253,6 @@ def measure(case, repeats, warmup=1, budget_s=1.0):
             "role": contender.role,
             "note": contender.note,
         }
-    caffe2op.set_num_threads(None)
     # Report in the case's order (missing peers included).
     return {c.label: results[c.label] for c in case.contenders}
 
@@ -273,7 +298,7 @@ def evaluate_targets(case, results):
     """
     rows = []
     for target in case.targets:
-        ours = results.get(target.ours, {}).get("median_s")
+        ours = results.get(target.ours, {}).get(target.statistic)
         peer = results.get(target.peer, {}).get("median_s") if target.peer is not None else None
         measured = None
         if ours is not None and (peer is not None or target.kind == "max_time"):
