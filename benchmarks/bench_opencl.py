@@ -4,6 +4,8 @@
 Run by hand (no test runs it)::
 
     python benchmarks/bench_opencl.py [--rows 1000000] [--cols 64] [--indices 100000] [--device opencl:0]
+    python benchmarks/bench_opencl.py --suite gpu [--scale 1.0] [--json out.json]   # what .ci/gpu runs
+    python benchmarks/bench_opencl.py --suite host-table                             # issue 10 item 5
 
 For float32 and float16 tables of rows x cols, with ``indices`` random int64
 indices already on the device, it reports the median over ``--repeat`` calls
@@ -73,16 +75,168 @@ def bench(backend, dtype, rows, cols, n_indices, repeat, seed=0):
     return distinct, results, statistics.median(cpu_times)
 
 
+# --- the GPU suite (.ci/gpu): every headline case against its predicted H100 time ----------------------------
+#
+# Predictions: device time of the kernel(s) on an H100 SXM (3.35 TB/s), from the performance
+# models in the headers of opencl_kernels/*.cl.  No GPU has run them yet.
+PREDICTED_H100_US = {
+    "sparse_normalize 1Mx64 f32, 100k random indices": (50, 70),
+    "sparse_normalize 1Mx64 f32, 100k indices into 1k rows": (25, 45),
+    "normalize (1M, 64) f32 axis 1": (300, 500),
+    "normalize (1M, 32) f32 axis 1": (150, 300),
+    "normalize (4096, 4096) f32 axis 0": (200, 400),
+    "normalize (8, 10M) f32 axis 1": (800, 1600),
+    "sum 1,000,003 f32 (prime)": (5, 8),
+}
+
+
+def _device_us(events):
+    return sum(e.profile.end - e.profile.start for e in events) * 1e-3
+
+
+def _median_device_us(run, repeat):
+    """Median device time (µs) of ``run()`` (which returns the events of one call), after one warm-up call."""
+    run()
+    return statistics.median(_device_us(run()) for _ in range(repeat))
+
+
+def gpu_suite(backend, scale, repeat):
+    """{case: (measured device µs, (predicted low, high) µs, extra)} for the GPU suite (sizes times ``scale``)."""
+    queue = cl.CommandQueue(backend.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+    rng = np.random.default_rng(0)
+    results = {}
+    rows = max(1000, int(1_000_000 * scale))
+    table = cla.to_device(queue, rng.standard_normal((rows, 64)).astype(np.float32))
+    for case, pool in (("100k random indices", rows), ("100k indices into 1k rows", 1000)):
+        indices = cla.to_device(queue, rng.integers(0, pool, max(100, int(100_000 * scale))).astype(np.int64))
+
+        def run():
+            events = []
+            enqueue_sparse_normalize("SparseNormalize", queue, backend.info, table, indices, False, 1.0, check=False, events=events)
+            queue.finish()
+            return [e for step, e in events if step == "normalize"]
+
+        results[f"sparse_normalize 1Mx64 f32, {case}"] = _median_device_us(run, repeat)
+    del table
+    for shape, axis in (((1_000_000, 64), 1), ((1_000_000, 32), 1), ((4096, 4096), 0), ((8, 10_000_000), 1)):
+        scaled = (max(8, int(shape[0] * scale)), shape[1]) if shape[0] > 8 else (8, max(64, int(shape[1] * scale)))
+        x = cla.to_device(queue, rng.standard_normal(scaled).astype(np.float32))
+        out = cla.empty_like(x)
+
+        def run():
+            caffe2op.normalize(x, axis=axis, out=out)
+            queue.finish()
+            return [out.events[-1]]
+
+        label = {1_000_000: "1M", 4096: "4096", 8: "8"}[shape[0]]
+        second = {64: "64", 32: "32", 4096: "4096", 10_000_000: "10M"}[shape[1]]
+        results[f"normalize ({label}, {second}) f32 axis {axis}"] = _median_device_us(run, repeat)
+        del x, out
+    n = 1_000_003 if scale >= 0.5 else 10_007  # both prime
+    a = cla.to_device(queue, rng.standard_normal(n).astype(np.float32))
+    out = cla.empty_like(a)
+    program = opencl.get_program(backend.context, "sum.cl", {"REAL": "float"})
+    kernel = opencl.get_kernel(program, "caffe2op_sum_fwd")
+
+    def run():
+        event = opencl.launch(queue, kernel, opencl.elementwise_size(queue, n), None, out.base_data, a.base_data, a.base_data, np.uint64(n))
+        event.wait()
+        return [event]
+
+    results["sum 1,000,003 f32 (prime)"] = _median_device_us(run, repeat)
+    return {case: (us, PREDICTED_H100_US[case]) for case, us in results.items()}
+
+
+def torch_embedding_renorm(scale, repeat):
+    """Median µs of torch.embedding_renorm_ on CUDA for the headline case, or a reason it did not run."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "torch has no CUDA device"
+    rows = max(1000, int(1_000_000 * scale))
+    weight = torch.randn(rows, 64, device="cuda")
+    indices = torch.randint(0, rows, (max(100, int(100_000 * scale)),), device="cuda")
+    times = []
+    for i in range(repeat + 1):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        with torch.no_grad():
+            torch.embedding_renorm_(weight, indices, 1.0, 2.0)
+        end.record()
+        torch.cuda.synchronize()
+        if i:
+            times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
+
+
+def host_table_suite(rows, cols, n_indices, repeat):
+    """sparse_normalize(numpy table, indices, device="opencl"): the compacted path against the old whole-table path and the CPU."""
+    from caffe2op.ops.sparse_normalize.opencl_impl import _sparse_normalize_host_table
+
+    backend = backend_for(opencl.default_device())
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((rows, cols)).astype(np.float32)
+    indices = rng.integers(0, rows, n_indices).astype(np.int64)
+
+    def old_path():  # what the OpenCL path did before: the whole table down and back
+        device_table = backend.from_host(table)
+        enqueue_sparse_normalize("SparseNormalize", backend.queue, backend.info, device_table, backend.from_host(indices), False, 1.0, check=False)
+        np.copyto(table, backend.to_host(device_table))
+
+    paths = {
+        "old OpenCL path (whole table)": old_path,
+        "OpenCL, selected rows only": lambda: _sparse_normalize_host_table("SparseNormalize", table, indices, False, 1.0, backend),
+        "CPU": lambda: caffe2op.sparse_normalize(table, indices, use_max_norm=False, norm=1.0),
+    }
+    times = {name: [] for name in paths}
+    for i in range(repeat + 1):
+        for name, call in paths.items():  # interleaved, so that load from other processes hits all alike
+            start = time.perf_counter()
+            call()
+            if i:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=["sparse-normalize", "gpu", "host-table"], default="sparse-normalize")
+    parser.add_argument("--scale", type=float, default=1.0, help="gpu suite: scale the sizes (e.g. 0.1 on a CPU device)")
+    parser.add_argument("--json", help="gpu suite: also write the results to this JSON file")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--cols", type=int, default=64)
     parser.add_argument("--indices", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=25)
     parser.add_argument("--device", default="opencl", help="opencl, opencl:N, cuda or cuda:N")
     args = parser.parse_args()
+    if args.suite == "host-table":
+        times = host_table_suite(args.rows, args.cols, args.indices, args.repeat)
+        print(f"sparse_normalize(numpy table {args.rows} x {args.cols} float32, {args.indices} random indices, device=...),"
+              f" median of {args.repeat} interleaved calls:")
+        cpu = times["CPU"]
+        for name, t in times.items():
+            print(f"  {name:32s} {_ms(t)}  ({t / cpu:6.1f} x the CPU path)")
+        return
     backend = backend_for(opencl.resolve_device(args.device))
     info = backend.info
+    if args.suite == "gpu":
+        print(f"device: {backend.name}; {info.platform}; {info.version}; {info.compute_units} compute units; scale {args.scale}")
+        results = gpu_suite(backend, args.scale, args.repeat)
+        print(f"{'case':58s} {'measured':>12s}  predicted H100 (full size)")
+        for case, (us, (low, high)) in results.items():
+            print(f"{case:58s} {us:10.1f} us  {low}-{high} us")
+        renorm = torch_embedding_renorm(args.scale, args.repeat)
+        line = f"{renorm:.1f} us" if isinstance(renorm, float) else f"not run: {renorm}"
+        print(f"{'torch.embedding_renorm_ (CUDA), headline case':58s} {line}")
+        if args.json:
+            import json
+
+            with open(args.json, "w") as f:
+                json.dump({"device": backend.name, "scale": args.scale, "torch_embedding_renorm_us": renorm,
+                           "cases": {c: {"measured_us": us, "predicted_h100_us": p} for c, (us, p) in results.items()}}, f, indent=1)
+        return
     print(f"device: {backend.name}; {info.platform}; {info.version}; {info.compute_units} compute units")
     print(f"table {args.rows} x {args.cols}, {args.indices} random int64 indices, median of {args.repeat} calls")
     print(f"CPU threads: {caffe2op.get_num_threads()}")

@@ -13,7 +13,7 @@ import numpy as np
 
 from .core import CPU_DEVICE, DeviceOption, DeviceType
 
-__all__ = ["CPUBackend", "backend_for", "backend_of_value"]
+__all__ = ["CPUBackend", "backend_for", "backend_of_value", "parse_device"]
 
 
 class CPUBackend:
@@ -179,3 +179,70 @@ def backend_of_value(value):
 
         return opencl.backend_of_array(value)
     return None
+
+
+_DEVICE_KINDS = {"cpu": DeviceType.CPU, "opencl": DeviceType.OPENCL, "cuda": DeviceType.CUDA, "gpu": DeviceType.CUDA}
+_DEVICE_FORMS = "'cpu', 'opencl', 'opencl:N', 'cuda' or 'cuda:N'"
+
+
+def parse_device(device, where="device"):
+    """Turn a device name (``device=`` of the functional API, ``--device``) into a DeviceOption.
+
+    The one parser of device names: every entry point that takes a name
+    calls it, so that they all accept and reject the same names.
+
+    Parameters
+    ----------
+    device : str, DeviceOption or None
+        ``"cpu"`` (also ``"cpu:0"``: there is one CPU device), ``"opencl"``
+        (the default OpenCL device, see
+        :func:`caffe2op.opencl.default_device`), ``"opencl:N"``, ``"cuda"``
+        (``CUDA:0``; ``"gpu"`` is a synonym), ``"cuda:N"``, a DeviceOption,
+        or None (returned as is).  Case and surrounding spaces are ignored.
+    where : str, default "device"
+        What the value is, for error messages (e.g. ``"Sum: device"``).
+
+    Returns
+    -------
+    DeviceOption or None
+        None when ``device`` is None.
+
+    Raises
+    ------
+    TypeError
+        If ``device`` is neither a str, a DeviceOption nor None.
+    ValueError
+        If the string is not one of the forms above (``"cpu:1"`` included).
+    RuntimeError
+        For ``"opencl"`` when no OpenCL device exists.
+
+    Examples
+    --------
+    >>> from caffe2op.devices import parse_device
+    >>> parse_device("cuda:1")
+    DeviceOption(device_type=<DeviceType.CUDA: 1>, device_id=1)
+    >>> parse_device(" CPU ").device_type.name
+    'CPU'
+    >>> parse_device("cpu:1")
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'cpu:1' is not a device: there is one CPU device ('cpu' or 'cpu:0')
+    """
+    if device is None or isinstance(device, DeviceOption):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"{where} must be a str such as 'opencl' or a DeviceOption, got {type(device).__name__}")
+    name, colon, number = device.strip().lower().partition(":")
+    name, number = name.strip(), number.strip()
+    if name not in _DEVICE_KINDS or (colon and not (number.isascii() and number.isdigit())):
+        raise ValueError(f"{where} {device!r} is not {_DEVICE_FORMS}")
+    kind = _DEVICE_KINDS[name]
+    if kind == DeviceType.CPU:
+        if colon and int(number) != 0:
+            raise ValueError(f"{where} {device!r} is not a device: there is one CPU device ('cpu' or 'cpu:0')")
+        return CPU_DEVICE
+    if kind == DeviceType.OPENCL and not colon:
+        from . import opencl
+
+        return opencl.default_device()
+    return DeviceOption(kind, int(number) if colon else 0)

@@ -12,7 +12,7 @@
  *                         tables, and for float tables on fp64 devices, as
  *                         the CPU kernels do; float for half tables).
  *
- * Launch protocol (caffe2op/ops/sparse_normalize.py), all on one queue:
+ * Launch protocol (caffe2op/ops/sparse_normalize/opencl_impl.py), all on one queue:
  *   1. fill `scratch` (1 + hash_size uints) with C2O_EMPTY;
  *   2. optional caffe2op_sparse_normalize_check: scratch[0] becomes the
  *      smallest position of an index outside [0, n_rows);
@@ -36,6 +36,32 @@
  *
  * Offsets are 64-bit (ulong/size_t) everywhere: tables with more than 2^31
  * elements work.
+ *
+ * Performance model (H100 SXM: 3.35 TB/s HBM3, 132 SMs, ~600 ns DRAM and
+ * ~500 ns L2-atomic latency).  Headline: a 1,000,000 x 64 float32 table,
+ * 100,000 random int64 indices, table and indices on the device,
+ * constant-norm mode (every selected row is rewritten).
+ *   Bytes: 1e6 * (1 - e^-0.1) = 95,163 distinct rows, each read once and
+ *     written once (the scaling loop's second read hits L1): 2 x 24.4 MB;
+ *     indices 0.8 MB; hash set 1 MB cleared plus ~1 MB of atomics in L2.
+ *     ~51 MB of DRAM traffic: 15 us at peak bandwidth.
+ *   Latency chain per position (one work-group): index load (600 ns) ->
+ *     lane 0's atomic_cmpxchg (500 ns, more when probing) -> barrier -> row
+ *     load (600 ns) -> log2(wg) + 1 barriers of the tree -> sqrt, divide ->
+ *     barrier -> store: ~2.2 us, with nothing else in flight for that group.
+ *   Launch shape and occupancy: 64-item groups for a 64-wide row (the next
+ *     power of two >= the row, capped at 256); min(k, 256 per compute unit)
+ *     = 33,792 groups; 32 groups (2,048 items) resident per SM, 4,224 on the
+ *     device, so each resident group runs ~24 positions one after another.
+ *   Predicted H100 time: 24 x 2.2 us = 50-70 us for the kernel (20-30% of
+ *     peak bandwidth: latency-bound), plus the bounds check (~5 us) and the
+ *     4-byte status read when the indices come from the device.  With
+ *     100,000 indices into 1,000 rows (duplicate-heavy), rows are 0.5 MB and
+ *     the claims dominate: 25-45 us.  The launch shape of issue 16 item 8
+ *     (16 lanes x float4 per row, 16 rows per 256-item group, loads issued
+ *     before the claim) is predicted at 20-25 us; it is not written yet.
+ *   CPU devices (PoCL): one-item groups, 4 per core, each a serial loop
+ *     over its positions (no barriers; vectorised by PoCL).
  */
 #pragma once
 #include "caffe2op_common.h"

@@ -41,11 +41,29 @@ Sparse matrices
 Kernels
     The OpenCL C sources live in the package ``caffe2op._cl`` (the
     ``opencl_kernels/`` folder of the source tree), found with
-    :mod:`importlib.resources` and passed to the compiler as ``-I``.
-    :func:`get_program` builds one program per (context, file, ``-D``
-    options) and keeps it; dtype variants are ``-D`` options
-    (:func:`dtype_defines`), never spliced source.  pyopencl's disk cache
-    keeps the binaries between processes (it hashes included headers too).
+    :mod:`importlib.resources`; a program's source is its ``.cl`` file with
+    the headers it includes inlined (no ``-I`` path, which PoCL cannot take
+    when it holds a space).  :func:`get_program` builds one program per
+    (context, file, ``-D`` options) and keeps it; dtype variants are ``-D``
+    options (:func:`dtype_defines`), never spliced source.  The options
+    carry a hash of the kernel sources, so no disk or driver cache can
+    return a binary of an older kernel.
+
+Device limits
+    ``CAFFE2OP_OPENCL_LIMITS`` (``work_group=N,local_mem=BYTES,fp64=0,
+    int64_atomics=0,shape=gpu|cpu``) lowers what devices report when they
+    are probed, so that a small GPU's fallback paths can run on PoCL, and
+    forces the GPU launch shapes (Oclgrind in CI runs with ``shape=gpu``).
+
+Fork
+    A child made by ``os.fork()`` (multiprocessing's default start method on
+    Linux) drops the contexts, queues and programs it inherited: they belong
+    to driver threads that only exist in the parent.  If the parent had not
+    yet probed the OpenCL devices, the child makes its own on first use.  If
+    it had, no driver we know (PoCL, NVIDIA's) can start again in the child:
+    every OpenCL call there raises a ``RuntimeError`` that says so, instead
+    of waiting for ever; CPU operators work.  Use the ``spawn`` or
+    ``forkserver`` start method for OpenCL workers.
     An operator module adds a kernel with a ``.cl`` file and three calls::
 
         defines = opencl.dtype_defines("MyOp", x.dtype, backend.info)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Contexts, queues and :class:`OpenCLBackend`: blobs on one OpenCL device."""
 
+import os
 import threading
 import weakref
 
@@ -12,11 +13,71 @@ from .devices import _enumerate, _import_pyopencl, _info_of_cl_device, device_in
 _LOCK = threading.RLock()
 _STATES = {}  # device index -> (context, queue)
 _BACKENDS = {}  # DeviceOption -> OpenCLBackend
-_FOREIGN = weakref.WeakKeyDictionary()  # a caller's context -> OpenCLBackend
+_FOREIGN = weakref.WeakKeyDictionary()  # a caller's context -> OpenCLBackend (which holds it only weakly)
+_INHERITED = []  # a fork child's copies of its parent's OpenCL objects: kept, never used or released
+_AFTER_FORK = []  # more caches to empty in a fork child (the program cache registers itself)
+
+
+_FORK = {"driver_from_parent": False}
+
+
+def _forget_in_fork_child():
+    """After ``os.fork()``: drop the parent's contexts, queues, backends and programs.
+
+    A child shares none of the driver's threads, so a queue it inherited
+    would wait forever.  When the parent never probed the OpenCL devices the
+    child makes its own context and queue on first use.  When it did, the
+    driver was initialised in the parent with worker threads the child does
+    not have, and no OpenCL driver we know (PoCL, NVIDIA's) can be
+    initialised again in the same process: the child then refuses OpenCL
+    work with a RuntimeError (see :func:`_refuse_in_fork_child`) instead of
+    hanging.  The inherited objects are kept alive and never released:
+    releasing them would call into the driver with the parent's state.
+    """
+    _LOCK._at_fork_reinit()  # another thread of the parent may have held it while forking
+    _FORK["driver_from_parent"] = _FORK["driver_from_parent"] or _enumerate.cache_info().currsize > 0
+    _INHERITED.append((dict(_STATES), dict(_BACKENDS), list(_FOREIGN.items())))
+    _STATES.clear()
+    _BACKENDS.clear()
+    _FOREIGN.clear()
+    for forget in _AFTER_FORK:
+        forget(_INHERITED)
+
+
+os.register_at_fork(after_in_child=_forget_in_fork_child)
+
+
+def _reprobe_devices():
+    """Forget every device, context, backend and program, and probe the devices again.
+
+    For the tests that change ``CAFFE2OP_OPENCL_LIMITS`` (read when the
+    devices are probed).  Arrays made before belong to contexts caffe2op no
+    longer knows: they are then treated as a caller's own.
+    """
+    with _LOCK:
+        _STATES.clear()
+        _BACKENDS.clear()
+        _FOREIGN.clear()
+        inherited = []
+        for forget in _AFTER_FORK:
+            forget(inherited)
+        _enumerate.cache_clear()
+
+
+def _refuse_in_fork_child():
+    """Raise in a fork child whose parent had initialised the OpenCL driver (it would hang otherwise)."""
+    if _FORK["driver_from_parent"]:
+        raise RuntimeError(
+            "caffe2op: this process was forked (os.fork, multiprocessing's 'fork' start method) after its "
+            "parent had initialised the OpenCL driver, whose worker threads a child does not inherit: OpenCL "
+            "work would wait for ever.  Start workers with multiprocessing.get_context('spawn') or "
+            "'forkserver', or fork before the parent's first OpenCL call; CPU operators work in the child."
+        )
 
 
 def _device_state(info):
     """(context, queue) of device ``info``, created on first use."""
+    _refuse_in_fork_child()
     with _LOCK:
         state = _STATES.get(info.index)
         if state is None:
@@ -51,7 +112,8 @@ class OpenCLBackend:
     Attributes
     ----------
     name : str
-        ``"OPENCL:i"`` or ``"CUDA:j"``, plus the device name.
+        ``"OPENCL:i"`` or ``"CUDA:j"``, plus the device name (for a caller's
+        context, a phrase that says it is not caffe2op's context).
 
     Examples
     --------
@@ -69,8 +131,9 @@ class OpenCLBackend:
         self.queue = queue
         self.foreign = foreign
         kind = device_option.device_type.name
-        where = " in a caller's pyopencl context" if foreign else ""
-        self.name = f"{kind}:{device_option.device_id} ({info.name}{where})"
+        self.name = f"{kind}:{device_option.device_id} ({info.name})"
+        if foreign:  # the same device, but not caffe2op's context: say so first
+            self.name = f"a caller's own pyopencl context on {self.name}"
 
     def __repr__(self):
         return f"OpenCLBackend({self.name})"
@@ -79,6 +142,46 @@ class OpenCLBackend:
     def device(self):
         """The ``pyopencl.Device``."""
         return self.queue.device
+
+    def check_allocation(self, op, shape, dtype):
+        """Raise unless an array of ``shape`` and ``dtype`` can live on this device.
+
+        Parameters
+        ----------
+        op : str
+            Who asks, for the message (an operator name).
+        shape : tuple of int
+            Shape.
+        dtype : numpy.dtype
+            Element type.
+
+        Raises
+        ------
+        TypeError
+            For dtypes no device buffer holds (object, strings, void).
+        ValueError
+            If the array needs more bytes than the device's largest buffer
+            (``CL_DEVICE_MAX_MEM_ALLOC_SIZE``); the message says how large that is.
+
+        Examples
+        --------
+        >>> import numpy as np, caffe2op
+        >>> from caffe2op.opencl import backend_for
+        >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+        >>> backend.check_allocation("ConstantFill", (2**40, 4), np.float32)  # doctest: +OPENCL +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: ConstantFill: an array of shape (1099511627776, 4) and dtype float32 needs 17592186044416 bytes; ...
+        """
+        dtype = np.dtype(dtype)
+        if dtype.kind in "OSUV":
+            raise TypeError(f"{op}: arrays of dtype {dtype} cannot live on an OpenCL device ({self.name})")
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if nbytes > self.info.max_alloc_bytes:
+            raise ValueError(
+                f"{op}: an array of shape {tuple(shape)} and dtype {dtype} needs {nbytes} bytes; the largest "
+                f"buffer {self.name} allows is {self.info.max_alloc_bytes} bytes ({self.info.max_alloc_bytes / 2**30:.2f} GiB)"
+            )
 
     def empty(self, shape, dtype):
         """Allocate an uninitialised device array.
@@ -95,6 +198,11 @@ class OpenCLBackend:
         pyopencl.array.Array
             A new C-contiguous array on this device.
 
+        Raises
+        ------
+        TypeError, ValueError
+            See :meth:`check_allocation`.
+
         Examples
         --------
         >>> import numpy as np, caffe2op
@@ -104,6 +212,7 @@ class OpenCLBackend:
         >>> x.shape, x.dtype, x.flags.c_contiguous  # doctest: +OPENCL
         ((2, 3), dtype('float32'), True)
         """
+        self.check_allocation("OpenCL", shape, dtype)
         return require_pyopencl().array.empty(self.queue, tuple(shape), np.dtype(dtype))
 
     def owns(self, value):
@@ -253,8 +362,9 @@ def backend_for(device_option):
     Raises
     ------
     RuntimeError
-        If the device does not exist (the message lists those that do) or
-        pyopencl is missing.
+        If the device does not exist (the message lists those that do),
+        pyopencl is missing, or this is a fork child of a parent that had
+        initialised the OpenCL driver (see :mod:`caffe2op.opencl`, Fork).
 
     Examples
     --------
@@ -268,6 +378,7 @@ def backend_for(device_option):
         ...
     RuntimeError: DeviceOption(CUDA, 99): no CUDA device (a device of an NVIDIA OpenCL platform) number 99, ...
     """
+    _refuse_in_fork_child()
     with _LOCK:
         backend = _BACKENDS.get(device_option)
         if backend is None:
@@ -306,6 +417,7 @@ def backend_of_array(value):
     cl = _import_pyopencl()
     if cl is None or not isinstance(value, require_pyopencl().array.Array):
         return None
+    _refuse_in_fork_child()
     context = value.context
     with _LOCK:
         for index, (own_context, _) in _STATES.items():
@@ -315,7 +427,11 @@ def backend_of_array(value):
         if backend is None:
             queue = value.queue if value.queue is not None else cl.CommandQueue(context)
             info = _info_of_cl_device(queue.device)
-            backend = OpenCLBackend(DeviceOption(DeviceType.OPENCL, info.index), info, context, queue, foreign=True)
+            # The backend holds its own wrapper of the caller's context, never the
+            # key object itself: a cached value referencing its weak key would keep
+            # the caller's context alive for ever.
+            own_context = cl.Context.from_int_ptr(context.int_ptr)
+            backend = OpenCLBackend(DeviceOption(DeviceType.OPENCL, info.index), info, own_context, queue, foreign=True)
             _FOREIGN[context] = backend
         return backend
 

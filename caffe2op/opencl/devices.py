@@ -39,6 +39,21 @@ class OpenCLDeviceInfo:
         Largest single buffer.
     compute_units : int
         Number of compute units.
+    max_work_group_size : int
+        Largest work-group the device accepts (0: not probed; kernels then
+        ask the device).  Lowered by ``CAFFE2OP_OPENCL_LIMITS``.
+    local_mem_bytes : int
+        Local memory per work-group (0: not probed).  Lowered by
+        ``CAFFE2OP_OPENCL_LIMITS``.
+    int64_atomics : bool
+        Whether the device reports ``cl_khr_int64_base_atomics``; no kernel
+        needs them (the kernels use 32-bit atomics only).
+    gpu_launch_shape : bool
+        Whether kernels use the launch shapes made for GPUs (every device
+        that is not a CPU; forced on any device by
+        ``CAFFE2OP_OPENCL_LIMITS=shape=gpu``).
+    emulated : str
+        The ``CAFFE2OP_OPENCL_LIMITS`` value applied to this device, or ``""``.
 
     Examples
     --------
@@ -62,6 +77,65 @@ class OpenCLDeviceInfo:
     global_mem_bytes: int
     max_alloc_bytes: int
     compute_units: int
+    max_work_group_size: int = 0
+    local_mem_bytes: int = 0
+    int64_atomics: bool = False
+    gpu_launch_shape: bool = True
+    emulated: str = ""
+
+
+_LIMIT_KEYS = ("work_group", "local_mem", "fp64", "int64_atomics", "shape")
+
+
+def _parse_limits(text):
+    """``CAFFE2OP_OPENCL_LIMITS``: ``key=value`` pairs separated by commas, as a dict.
+
+    ``work_group=N`` caps the work-group size, ``local_mem=BYTES`` the local
+    memory, ``fp64=0`` and ``int64_atomics=0`` report the extensions missing,
+    ``shape=gpu`` (or ``cpu``) forces the launch shapes.  A device limit is
+    only ever lowered, never raised.  Emulates smaller GPUs on PoCL so that
+    every fallback path runs in the normal tests.
+    """
+    limits = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if key not in _LIMIT_KEYS:
+            raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: unknown key {key!r} (known: {', '.join(_LIMIT_KEYS)})")
+        if key == "shape":
+            if value not in ("gpu", "cpu"):
+                raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: shape must be 'gpu' or 'cpu', got {value!r}")
+            limits[key] = value
+        elif not value.isdigit() or (key in ("work_group", "local_mem") and int(value) < 1):
+            raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: {key} needs a positive integer, got {value!r}")
+        else:
+            limits[key] = int(value)
+    return limits
+
+
+def _device_fp64(cl, device, extensions):
+    """Whether ``device`` has double precision; never raises (older drivers reject the query without the extension)."""
+    if "cl_khr_fp64" in extensions or "cl_amd_fp64" in extensions:
+        return True
+    try:
+        return int(device.double_fp_config) != 0
+    except (cl.Error, AttributeError, ValueError, TypeError):
+        return False
+
+
+def _device_facts(cl, device, extensions):
+    """(max work-group size, local memory bytes, CPU?) of ``device``, each falling back when a query fails."""
+    facts = []
+    for name, fallback in (("max_work_group_size", 1), ("local_mem_size", 0)):
+        try:
+            facts.append(int(getattr(device, name)))
+        except (cl.Error, AttributeError, ValueError, TypeError):
+            facts.append(fallback)
+    try:
+        facts.append(bool(device.type & cl.device_type.CPU))
+    except (cl.Error, AttributeError, TypeError):
+        facts.append(False)
+    return tuple(facts)
 
 
 def _import_pyopencl():
@@ -82,6 +156,8 @@ def _enumerate():
         platforms = cl.get_platforms()
     except cl.Error as err:  # no ICD loader / no platform
         return (), (), f"no OpenCL platform ({err})", ()
+    limits_text = os.environ.get("CAFFE2OP_OPENCL_LIMITS", "").strip()
+    limits = _parse_limits(limits_text)
     infos, devices, positions = [], [], []
     cuda_count = 0
     for platform_index, platform in enumerate(platforms):
@@ -92,6 +168,7 @@ def _enumerate():
         is_nvidia = "nvidia" in platform.name.lower() or "nvidia" in platform.vendor.lower()
         for device_index, device in enumerate(platform_devices):
             extensions = device.extensions.split()
+            max_group, local_mem, is_cpu = _device_facts(cl, device, extensions)
             infos.append(
                 OpenCLDeviceInfo(
                     index=len(infos),
@@ -101,11 +178,16 @@ def _enumerate():
                     vendor=device.vendor.strip(),
                     version=device.version.strip(),
                     driver_version=device.driver_version.strip(),
-                    fp64="cl_khr_fp64" in extensions or device.double_fp_config != 0,
+                    fp64=_device_fp64(cl, device, extensions) and limits.get("fp64", 1) != 0,
                     fp16="cl_khr_fp16" in extensions,
                     global_mem_bytes=int(device.global_mem_size),
                     max_alloc_bytes=int(device.max_mem_alloc_size),
                     compute_units=int(device.max_compute_units),
+                    max_work_group_size=min(max_group, limits.get("work_group", max_group)),
+                    local_mem_bytes=min(local_mem, limits.get("local_mem", local_mem)),
+                    int64_atomics="cl_khr_int64_base_atomics" in extensions and limits.get("int64_atomics", 1) != 0,
+                    gpu_launch_shape=limits["shape"] == "gpu" if "shape" in limits else not is_cpu,
+                    emulated=limits_text,
                 )
             )
             devices.append(device)
@@ -322,7 +404,7 @@ def resolve_device(device):
     Parameters
     ----------
     device : str, DeviceOption or None
-        ``"cpu"``, ``"opencl"`` (the :func:`default_device`), ``"opencl:N"``,
+        ``"cpu"`` (or ``"cpu:0"``), ``"opencl"`` (the :func:`default_device`), ``"opencl:N"``,
         ``"cuda"`` (``CUDA:0``), ``"cuda:N"``, a DeviceOption, or None.
 
     Returns
@@ -335,9 +417,13 @@ def resolve_device(device):
     TypeError
         If ``device`` has another type.
     ValueError
-        If the string is not one of the forms above.
+        If the string is not one of the forms above (``"cpu:1"`` included).
     RuntimeError
         For ``"opencl"`` when no OpenCL device exists.
+
+    See Also
+    --------
+    caffe2op.devices.parse_device : the parser this calls.
 
     Examples
     --------
@@ -347,18 +433,9 @@ def resolve_device(device):
     >>> resolve_device("cpu").device_type.name
     'CPU'
     """
-    if device is None or isinstance(device, DeviceOption):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a str such as 'opencl' or a DeviceOption, got {type(device).__name__}")
-    text = device.strip().lower()
-    name, _, number = text.partition(":")
-    kinds = {"cpu": DeviceType.CPU, "opencl": DeviceType.OPENCL, "cuda": DeviceType.CUDA, "gpu": DeviceType.CUDA}
-    if name not in kinds or (number and not number.isdigit()):
-        raise ValueError(f"device {device!r} is not 'cpu', 'opencl', 'opencl:N', 'cuda' or 'cuda:N'")
-    if name == "opencl" and not number:
-        return default_device()
-    return DeviceOption(kinds[name], int(number) if number else 0)
+    from ..devices import parse_device  # the one parser of device names
+
+    return parse_device(device)
 
 
 def _info_of_cl_device(device):

@@ -2,19 +2,34 @@
 """OpenCL programs and kernels: the kernel folder, ``-D`` dtype options, building once per context, launching."""
 
 import functools
+import hashlib
 import importlib.resources
+import os
 import pathlib
+import re
 import threading
 import weakref
 
 import numpy as np
 
-from .backend import _LOCK
-from .devices import require_pyopencl
+from .backend import _AFTER_FORK, _LOCK
+from .devices import _info_of_cl_device, require_pyopencl
 
 _PROGRAMS = weakref.WeakKeyDictionary()  # context -> {(file, options): program}
 _KERNELS = weakref.WeakKeyDictionary()  # program -> {name: kernel}
 _LAUNCH_LOCK = threading.Lock()
+
+
+def _forget_programs(inherited):
+    """Drop the programs and kernels (fork child, re-probe): their contexts are no longer used (see backend.py)."""
+    inherited.append((list(_PROGRAMS.items()), list(_KERNELS.items())))
+    _PROGRAMS.clear()
+    _KERNELS.clear()
+
+
+_AFTER_FORK.append(_forget_programs)
+# Another thread of the parent may have held the lock while forking.
+os.register_at_fork(after_in_child=_LAUNCH_LOCK._at_fork_reinit)
 
 _C_TYPES = {
     np.dtype(np.int8): "char",
@@ -51,6 +66,113 @@ def kernel_dir():
     import caffe2op._cl
 
     return pathlib.Path(caffe2op._cl.__file__).resolve().parent
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"/\\]+)"\s*$')
+
+
+def program_source(filename):
+    """The source of kernel file ``filename`` with its ``#include "..."`` headers inlined.
+
+    Parameters
+    ----------
+    filename : str
+        A file of :func:`kernel_dir`.
+
+    Returns
+    -------
+    str
+        One self-contained source: every header of the kernel folder it
+        includes is inlined once (``#pragma once`` honoured), with ``#line``
+        directives so that compiler messages name the original file and
+        line.  No ``-I`` option is needed (PoCL rejects any include path
+        with a space, quoted or not), and every driver cache keyed by the
+        source sees a change to any header.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl.programs import program_source
+    >>> source = program_source("sum.cl")
+    >>> "#include" in source, '#line 1 "caffe2op_common.h"' in source
+    (False, True)
+    """
+    return _program_source(filename)
+
+
+@functools.cache
+def _program_source(filename):
+    included = set()
+    lines = []
+
+    def inline(name):
+        if name in included:
+            return
+        included.add(name)
+        path = kernel_dir() / name
+        if not path.is_file():
+            raise ValueError(f"caffe2op: no OpenCL kernel file {name!r} in {kernel_dir()}")
+        lines.append(f'#line 1 "{name}"')
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            match = _INCLUDE.match(line)
+            if match:
+                inline(match.group(1))
+                lines.append(f'#line {number + 1} "{name}"')
+            elif line.strip() == "#pragma once":
+                lines.append("")
+            else:
+                lines.append(line)
+
+    inline(filename)
+    return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def _source_hash():
+    """A hash of every kernel source and header, passed as ``-D CAFFE2OP_SOURCE_HASH``.
+
+    The sources are inlined already; the hash also names the kernel version
+    in the options, for drivers whose binary caches key on options alone.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(kernel_dir().iterdir()):
+        if path.suffix in (".cl", ".h"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def build_options(defines=None):
+    """The compiler options of a program: ``-D`` definitions, the source hash, correctly rounded sqrt.
+
+    Parameters
+    ----------
+    defines : dict, optional
+        ``{name: value}``, passed as ``-D name=value`` in sorted order.
+
+    Returns
+    -------
+    list of str
+        Options for ``pyopencl.Program.build``.  ``CAFFE2OP_SOURCE_HASH``
+        changes whenever a kernel file does, so that no driver cache returns
+        a stale binary.  Float square roots and divisions are correctly
+        rounded (``-cl-fp32-correctly-rounded-divide-sqrt``), as on the CPU:
+        OpenCL allows 3 ulp otherwise, and a row exactly at ``norm`` could be
+        rescaled.  No ``-I``: see :func:`program_source`.
+
+    Examples
+    --------
+    >>> from caffe2op.opencl.programs import build_options
+    >>> options = build_options({"REAL": "float"})
+    >>> options[:2], options[3].startswith("CAFFE2OP_SOURCE_HASH=")
+    (['-D', 'REAL=float'], True)
+    >>> "-cl-fp32-correctly-rounded-divide-sqrt" in options, "-I" in options
+    (True, False)
+    """
+    options = []
+    for name, value in sorted((defines or {}).items()):
+        options += ["-D", f"{name}={value}"]
+    options += ["-D", f"CAFFE2OP_SOURCE_HASH={_source_hash()}"]
+    options += ["-cl-fp32-correctly-rounded-divide-sqrt"]
+    return options
 
 
 def c_type(dtype):
@@ -138,9 +260,10 @@ def dtype_defines(op, dtype, info):
 def get_program(context, filename, defines=None):
     """The built program of kernel file ``filename`` for ``context`` and ``defines`` (built once).
 
-    The source handed to the compiler is ``#include "<filename>"`` with the
-    kernel folder as ``-I``, so the ``.cl`` file is compiled as it is (with
-    its ``#pragma once``) and pyopencl's disk cache tracks it and its headers.
+    The source handed to the compiler is the file with its headers inlined
+    (:func:`program_source`), and the options (:func:`build_options`) carry
+    a hash of every kernel file, so no disk or driver cache can return a
+    binary of an older source.
 
     Parameters
     ----------
@@ -183,17 +306,14 @@ def get_program(context, filename, defines=None):
     path = kernel_dir() / filename
     if "/" in filename or "\\" in filename or not path.is_file():
         raise ValueError(f"caffe2op: no OpenCL kernel file {filename!r} in {kernel_dir()}")
-    options = []
-    for name, value in sorted((defines or {}).items()):
-        options += ["-D", f"{name}={value}"]
-    options += ["-I", str(kernel_dir())]
+    options = build_options(defines)
     key = (filename, tuple(options))
     with _LOCK:
         programs = _PROGRAMS.setdefault(context, {})
         program = programs.get(key)
         if program is None:
             cl = require_pyopencl()
-            program = cl.Program(context, f'#include "{filename}"\n').build(options=options)
+            program = cl.Program(context, program_source(filename)).build(options=options)
             programs[key] = program
         return program
 
@@ -255,21 +375,22 @@ def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
 
     Examples
     --------
-    Fill a device array with ``constant_fill.cl``, as the ConstantFill operator does:
+    Add two device arrays with ``sum.cl``, as the Sum operator does:
 
     >>> import numpy as np, caffe2op
     >>> from caffe2op import opencl
     >>> backend = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> a = backend.from_host(np.arange(4, dtype=np.float32))  # doctest: +OPENCL
     >>> out = backend.empty((4,), np.float32)  # doctest: +OPENCL
-    >>> program = opencl.get_program(backend.context, "constant_fill.cl", {"REAL": "float"})  # doctest: +OPENCL
-    >>> kernel = opencl.get_kernel(program, "caffe2op_constant_fill_fwd")  # doctest: +OPENCL
+    >>> program = opencl.get_program(backend.context, "sum.cl", {"REAL": "float"})  # doctest: +OPENCL
+    >>> kernel = opencl.get_kernel(program, "caffe2op_sum_fwd")  # doctest: +OPENCL
     >>> size = opencl.elementwise_size(backend.queue, out.size)  # doctest: +OPENCL
     >>> event = opencl.launch(  # doctest: +OPENCL
-    ...     backend.queue, kernel, size, None, out.base_data, np.float32(2.5), np.uint64(out.size)
+    ...     backend.queue, kernel, size, None, out.base_data, a.base_data, a.base_data, np.uint64(out.size)
     ... )
     >>> out.add_event(event)  # doctest: +OPENCL
     >>> backend.to_host(out)  # doctest: +OPENCL
-    array([2.5, 2.5, 2.5, 2.5], dtype=float32)
+    array([0., 2., 4., 6.], dtype=float32)
     """
     cl = require_pyopencl()
     with _LAUNCH_LOCK:
@@ -299,7 +420,9 @@ def elementwise_size(queue, n):
     Returns
     -------
     tuple of int or None
-        ``(size,)`` with ``1 <= size <= n``, or None when ``n`` is 0.
+        ``(size,)``, a multiple of 256 covering ``min(n, 1024 * compute
+        units)``, or None when ``n`` is 0.  Kernels loop with
+        ``C2O_FOR_EACH``, which skips the items past ``n``.
 
     Examples
     --------
@@ -307,11 +430,47 @@ def elementwise_size(queue, n):
     >>> from caffe2op import opencl
     >>> queue = opencl.backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0)).queue  # doctest: +OPENCL
     >>> opencl.elementwise_size(queue, 10), opencl.elementwise_size(queue, 0)  # doctest: +OPENCL
-    ((10,), None)
+    ((256,), None)
     >>> opencl.elementwise_size(queue, 10**12)[0] <= 1024 * queue.device.max_compute_units  # doctest: +OPENCL
     True
     """
     if n == 0:
         return None
     cap = max(1, queue.device.max_compute_units) * 1024
-    return (int(min(n, cap)),)
+    # A multiple of 256: the driver picks the work-group size, and a prime
+    # global size would leave it work-groups of one item.
+    return (int(-(-min(n, cap) // _ELEMENTWISE_ROUND) * _ELEMENTWISE_ROUND),)
+
+
+_ELEMENTWISE_ROUND = 256
+
+
+def gpu_launch_shape(device):
+    """Whether kernels on ``device`` (a ``pyopencl.Device``) use the launch shapes made for GPUs.
+
+    True for every device that is not a CPU, and for any device when
+    ``CAFFE2OP_OPENCL_LIMITS`` holds ``shape=gpu`` (Oclgrind and the tests
+    run the GPU shapes on PoCL that way).
+    """
+    return _info_of_cl_device(device).gpu_launch_shape
+
+
+def work_group_cap(kernel, device, wanted, local_bytes_per_item=0):
+    """The largest work-group size (not above ``wanted``) ``kernel`` may use on ``device``.
+
+    Honours the device's and the kernel's limits, the local memory a
+    work-group of that size needs (``local_bytes_per_item`` per item, plus
+    the kernel's own static local memory), and the lower limits of
+    ``CAFFE2OP_OPENCL_LIMITS``.  Always at least 1.
+    """
+    cl = require_pyopencl()
+    info = _info_of_cl_device(device)
+    cap = min(
+        wanted,
+        info.max_work_group_size or device.max_work_group_size,
+        kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device),
+    )
+    if local_bytes_per_item and info.local_mem_bytes:
+        static = int(kernel.get_work_group_info(cl.kernel_work_group_info.LOCAL_MEM_SIZE, device))
+        cap = min(cap, (info.local_mem_bytes - static) // local_bytes_per_item)
+    return max(1, int(cap))

@@ -68,8 +68,10 @@ class DeviceSparseMatrix:
         matrix stores ``data[indptr[i]:indptr[i + 1]]`` in the columns
         ``indices[indptr[i]:indptr[i + 1]]`` (CSC: columns and rows swapped);
         duplicate entries and unsorted indices are allowed, and ``data`` and
-        ``indices`` may be longer than ``nnz = indptr[-1]``.  The arrays are
-        used as they are, not copied.
+        ``indices`` may be longer than ``nnz = indptr[-1]``.  ``data`` is
+        used as it is, not copied; the structure (``indices``, ``indptr``)
+        is copied once it is checked, so later changes to the caller's
+        arrays cannot reach the kernels.
     shape : tuple of int
         ``(rows, columns)``.
     format : {"csr", "csc"}, default "csr"
@@ -77,14 +79,20 @@ class DeviceSparseMatrix:
 
     Attributes
     ----------
-    data, indices, indptr : pyopencl.array.Array
-        The device arrays.
+    data : pyopencl.array.Array
+        The values (shared with the caller; they may change).
+    indices, indptr : pyopencl.array.Array
+        Device copies of the checked structure, new on every access (writing
+        them changes nothing).
     shape : tuple of int
         ``(rows, columns)``.
     format : str
         ``"csr"`` or ``"csc"``.
     backend : OpenCLBackend
         The device (context and queue) the arrays belong to.
+
+    Every attribute is read-only: no change a caller makes can let a kernel
+    read or write outside the arrays the structure was checked against.
 
     Raises
     ------
@@ -144,9 +152,14 @@ class DeviceSparseMatrix:
         if not (data.context == indices.context == indptr.context):
             raise ValueError(f"{where}: data, indices and indptr must belong to one pyopencl context")
         backend = backend_of_array(data)
+        # Private copies of the structure, checked on the host: the caller keeps
+        # its arrays and may change them, the kernels only see what was checked.
         host_indptr = backend.to_host(indptr)
         host_indices = backend.to_host(indices)
-        self._init(backend, data, indices, indptr, shape, fmt, host_indptr, host_indices)
+        self._init(
+            backend, data, backend.from_host(host_indices), backend.from_host(host_indptr), shape, fmt,
+            host_indptr, host_indices,
+        )
 
     @staticmethod
     def _check_layout(where, shape, fmt):
@@ -170,12 +183,12 @@ class DeviceSparseMatrix:
 
     def _init(self, backend, data, indices, indptr, shape, fmt, host_indptr, host_indices):
         nnz = _check_sparse_structure("DeviceSparseMatrix", fmt, shape, host_indptr, host_indices, data.shape[0])
-        self.data = data
-        self.indices = indices
-        self.indptr = indptr
-        self.shape = shape
-        self.format = fmt
-        self.backend = backend
+        self._data = data
+        self._indices = indices
+        self._indptr = indptr
+        self._shape = shape
+        self._format = fmt
+        self._backend = backend
         self._nnz = nnz
         self._host_indptr = np.array(host_indptr, copy=True)
         self._host_indices = np.array(host_indices[:nnz], copy=True)
@@ -253,6 +266,43 @@ class DeviceSparseMatrix:
         )
         return self
 
+    # Read-only: replacing an array, the shape or the format would let a kernel
+    # index outside the buffers it was checked against.
+    @property
+    def data(self):
+        """The values (pyopencl.array.Array, shared with the caller: they may be changed, not replaced)."""
+        return self._data
+
+    @property
+    def shape(self):
+        """``(rows, columns)`` (tuple of int)."""
+        return self._shape
+
+    @property
+    def format(self):
+        """``"csr"`` or ``"csc"`` (str)."""
+        return self._format
+
+    @property
+    def backend(self):
+        """The device (context and queue) the arrays belong to (OpenCLBackend)."""
+        return self._backend
+
+    @property
+    def indices(self):
+        """A device copy of the stored indices (pyopencl.array.Array; changing it changes nothing).
+
+        The matrix keeps the structure it checked when it was made; the
+        kernels read only that, so no change to an array a caller holds can
+        make them read or write out of bounds.
+        """
+        return self.backend.copy(self._indices)
+
+    @property
+    def indptr(self):
+        """A device copy of the index pointer (pyopencl.array.Array; changing it changes nothing)."""
+        return self.backend.copy(self._indptr)
+
     @property
     def dtype(self):
         """The dtype of ``data`` (numpy.dtype)."""
@@ -323,8 +373,8 @@ class DeviceSparseMatrix:
         new._init(
             backend,
             backend.copy(self.data),
-            backend.copy(self.indices),
-            backend.copy(self.indptr),
+            backend.copy(self._indices),
+            backend.copy(self._indptr),
             self.shape,
             self.format,
             self._host_indptr,
@@ -351,8 +401,8 @@ class DeviceSparseMatrix:
 
         cls = scipy.sparse.csr_array if self.format == "csr" else scipy.sparse.csc_array
         data = self.backend.to_host(self.data)
-        indices = self.backend.to_host(self.indices)
-        indptr = self.backend.to_host(self.indptr)
+        indices = self.backend.to_host(self._indices)
+        indptr = self.backend.to_host(self._indptr)
         result = cls((data, indices, indptr), shape=self.shape, copy=False)
         # scipy may narrow the index arrays: keep them exactly as they were.
         result.indices = indices

@@ -211,34 +211,25 @@ no_gradient("ConstantFill")
 
 # --- OpenCL ------------------------------------------------------------------
 
-# Element size -> OpenCL C type of the bit pattern the fill kernel copies.
+# Element size -> the unsigned type whose bit pattern clEnqueueFillBuffer copies.
 _FILL_BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def fill_device_array(queue, out, value):
     """Fill the C-contiguous device array ``out`` with ``value`` (already of ``out.dtype``).
 
-    The kernel (``constant_fill.cl``) copies the value's bit pattern, so every
-    dtype of 1, 2, 4 or 8 bytes works on every device (float64 without fp64
-    and float16 without fp16 included).
+    ``clEnqueueFillBuffer`` copies the value's bit pattern (1, 2, 4 or 8
+    bytes), so every such dtype works on every device (float64 without fp64
+    and float16 without fp16 included) and the driver picks the fastest fill.
     """
     if out.size == 0:
         return None
     bits = _FILL_BITS.get(out.dtype.itemsize)
     if bits is None:
         raise TypeError(f"ConstantFill: OpenCL cannot fill dtype {out.dtype}")
-    pattern = np.asarray(value, dtype=out.dtype).reshape(1).view(bits)[0]
-    program = opencl.get_program(queue.context, "constant_fill.cl", {"REAL": opencl.c_type(bits)})
-    event = opencl.launch(
-        queue,
-        opencl.get_kernel(program, "caffe2op_constant_fill_fwd"),
-        opencl.elementwise_size(queue, out.size),
-        None,
-        out.base_data,
-        pattern,
-        np.uint64(out.size),
-        wait_for=list(out.events),
-    )
+    cl = opencl.require_pyopencl()
+    pattern = np.asarray(value, dtype=out.dtype).reshape(1).view(bits)
+    event = cl.enqueue_fill_buffer(queue, out.base_data, pattern, out.offset, out.nbytes, wait_for=list(out.events) or None)
     out.add_event(event)
     return event
 
@@ -254,4 +245,5 @@ class ConstantFillOpenCL(Operator):
             first = self.backend.to_host(first)
         value_input = self.backend.to_host(self.input(1)) if self.num_inputs > 1 else None
         shape, dtype, value = resolve_fill(self.type, self.args, self.op_def, first, value_input)
+        self.backend.check_allocation(self.type, shape, dtype)
         fill_device_array(self.backend.queue, self.output(0, shape, dtype), value)

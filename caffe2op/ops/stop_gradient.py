@@ -180,6 +180,7 @@ def _stop_gradient_elsewhere(x, out, device):
             return _stop_gradient_cpu(x, out)
         device_backend = backend_for(target)
         x = np.asarray(x)
+        device_backend.check_allocation("StopGradient", x.shape, x.dtype)  # TypeError for object arrays
         if out is not None:
             _check_host_out(x, out)
         # The upload is the device-side copy; a second copy on the device would change nothing.

@@ -157,9 +157,7 @@ def test_each_kernel_file_compiles_on_its_own(opencl_device, filename):
     assert "#pragma once" in source and '#include "caffe2op_common.h"' in source
     with warnings.catch_warnings():
         warnings.simplefilter("error", cl.CompilerWarning)
-        program = cl.Program(backend.context, f'#include "{filename}"\n').build(
-            options=["-I", str(opencl.kernel_dir())], cache_dir=False
-        )
+        program = cl.Program(backend.context, opencl.programs.program_source(filename)).build(cache_dir=False)
     names = program.get_info(cl.program_info.KERNEL_NAMES).split(";")
     assert names and all(n.startswith("caffe2op_") and n.endswith(("_fwd", "_bwd", "_check")) for n in names)
 

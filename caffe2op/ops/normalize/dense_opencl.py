@@ -43,27 +43,21 @@ def _column_strip(device):
 
 
 def _on_cpu_device(device):
-    cl = opencl.require_pyopencl()
-    return _CPU_SHAPE_ON_CPU_DEVICES and bool(device.type & cl.device_type.CPU)
+    return _CPU_SHAPE_ON_CPU_DEVICES and not opencl.programs.gpu_launch_shape(device)
 
 
-def _group_launch(kernel, device, n, n_vectors):
+def _group_launch(kernel, device, n, n_vectors, local_bytes_per_item=8):
     """(work-group size, number of work-groups) of a work-group-per-vector kernel.
 
     CPU devices (PoCL): one work item per group (its chunks of 8 become
     vector instructions; barriers would turn into loops over the items).
     GPUs: a power of two covering the vector in chunks of 8, at most 256.
     """
-    cl = opencl.require_pyopencl()
     units = max(1, device.max_compute_units)
     groups = int(min(n_vectors, units * _GROUPS_PER_COMPUTE_UNIT, 1 << 20))
     if _on_cpu_device(device):
         return 1, groups
-    cap = min(
-        _MAX_WORK_GROUP,
-        device.max_work_group_size,
-        kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device),
-    )
+    cap = opencl.programs.work_group_cap(kernel, device, _MAX_WORK_GROUP, local_bytes_per_item)
     size = 1
     while size * 8 < n and size * 2 <= cap:
         size *= 2
@@ -76,12 +70,7 @@ def _item_launch(kernel, device, n_items):
     On CPU devices a work-group runs on one core, so groups shrink until
     every core gets several of them.
     """
-    cl = opencl.require_pyopencl()
-    local = min(
-        _COLUMN_WORK_GROUP,
-        device.max_work_group_size,
-        kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device),
-    )
+    local = opencl.programs.work_group_cap(kernel, device, _COLUMN_WORK_GROUP)
     if _on_cpu_device(device):
         local = max(1, min(local, n_items // (max(1, device.max_compute_units) * _CPU_ITEMS_PER_COMPUTE_UNIT)))
     return ((n_items + local - 1) // local * local,), (local,)
@@ -145,7 +134,7 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
         buffers += [a.base_data, _element_offset(a)]
     buffers += [out.base_data, _element_offset(out)]
     if groups:
-        wg, n_groups = _group_launch(kernel, device, n, outer * inner)
+        wg, n_groups = _group_launch(kernel, device, n, outer * inner, np.dtype(acc).itemsize)
         sizes = ((wg * n_groups,), (wg,))
         shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
     else:

@@ -80,7 +80,7 @@ def _enqueue_sparse(op, w, dst, axis, rule, queue):
         _enqueue_sparse(op, w, tmp, axis, rule, queue)
         return opencl.copy_array(queue, tmp, dst)
     use_max_norm, norm = rule
-    program, acc = _opencl_program(op, backend, src.dtype, w.indptr.dtype)
+    program, acc = _opencl_program(op, backend, src.dtype, w._indptr.dtype)
     along_segments = (w.format == "csr") == (axis == 1)
     device = queue.device
     head = [src.base_data, _element_offset(src), dst.base_data, _element_offset(dst)]
@@ -88,10 +88,10 @@ def _enqueue_sparse(op, w, dst, axis, rule, queue):
     pending = list(src.events) + list(dst.events)
     if along_segments and not _device_has_duplicates(w):
         kernel = opencl.get_kernel(program, "caffe2op_normalize_segments_fwd")
-        n_segments = w.indptr.shape[0] - 1
+        n_segments = w._indptr.shape[0] - 1
         n_avg = w.nnz // max(n_segments, 1)
-        wg, n_groups = _group_launch(kernel, device, n_avg, n_segments)
-        args = [*head, w.indptr.base_data, _element_offset(w.indptr), np.uint64(n_segments), *mode]
+        wg, n_groups = _group_launch(kernel, device, n_avg, n_segments, np.dtype(acc).itemsize)
+        args = [*head, w._indptr.base_data, _element_offset(w._indptr), np.uint64(n_segments), *mode]
         args.append(cl.LocalMemory(wg * np.dtype(acc).itemsize))
         sizes = ((wg * n_groups,), (wg,))
     else:
@@ -136,8 +136,8 @@ def normalize_sparse_opencl(op, w, axis, use_max_norm=False, norm=1.0, out=None)
         result._init(
             backend,
             cl.array.empty(queue, (nnz,), w.dtype),
-            backend.copy(w.indices[:nnz]),
-            backend.copy(w.indptr),
+            backend.copy(w._indices[:nnz]),
+            backend.copy(w._indptr),
             w.shape,
             w.format,
             w._host_indptr,

@@ -34,7 +34,7 @@ _CPU_GROUPS_PER_COMPUTE_UNIT = 4
 _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
-def _launch_shape(kernel, device, block, k):
+def _launch_shape(kernel, device, block, k, local_bytes_per_item):
     """(work-group size, number of work-groups) of the normalisation kernel.
 
     GPUs: a power of two >= ``block`` (one element per work item, capped by
@@ -44,15 +44,10 @@ def _launch_shape(kernel, device, block, k):
     benchmark's 1,000,000 x 64 case about 4x faster than 64-item groups,
     whose barriers PoCL turns into loops over the work items.
     """
-    cl = opencl.require_pyopencl()
     units = max(1, device.max_compute_units)
-    if _CPU_SHAPE_ON_CPU_DEVICES and device.type & cl.device_type.CPU:
+    if _CPU_SHAPE_ON_CPU_DEVICES and not opencl.programs.gpu_launch_shape(device):
         return 1, min(k, units * _CPU_GROUPS_PER_COMPUTE_UNIT)
-    cap = min(
-        _MAX_WORK_GROUP,
-        device.max_work_group_size,
-        kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device),
-    )
+    cap = opencl.programs.work_group_cap(kernel, device, _MAX_WORK_GROUP, local_bytes_per_item)
     size = 1
     while size < block and size * 2 <= cap:
         size *= 2
@@ -112,7 +107,7 @@ def enqueue_sparse_normalize(op, queue, info, table, indices, use_max_norm, norm
         steps.append(("check", event))
     if block > 0 and n_rows > 0:
         kernel = opencl.get_kernel(program, "caffe2op_sparse_normalize_fwd")
-        wg, groups = _launch_shape(kernel, queue.device, block, k)
+        wg, groups = _launch_shape(kernel, queue.device, block, k, 8 if double else 4)
         event = opencl.launch(
             queue,
             kernel,
@@ -155,7 +150,9 @@ def _device_indices(op, backend, indices, n_rows):
         if indices.dtype not in INDEX_DTYPES:
             indices = indices.astype(np.int64)
         return indices.reshape(-1), True
-    host = index_vector(op, "indices", indices)
+    # A private copy: the upload must send exactly what was checked, whatever
+    # another thread does to the caller's array meanwhile.
+    host = np.array(index_vector(op, "indices", indices), copy=True)
     if host.size and _RANGE_CHECKS[host.dtype](host, n_rows, _config.get_num_threads()):
         raise_first_bad_index(op, "indices", host, n_rows)
     return backend.from_host(host), False
@@ -188,6 +185,31 @@ def sparse_normalize_opencl(op, param, indices, use_max_norm, norm, *, float16_o
     return param
 
 
+def _sparse_normalize_host_table(op, param, indices, use_max_norm, norm, backend):
+    """``sparse_normalize(numpy_table, indices, device="opencl")``: only the selected rows travel.
+
+    The distinct selected rows are gathered into a compact table, normalised
+    on the device (each row of the compact table once, so duplicates need no
+    claim) and written back, those rows only: a row the call does not select
+    is never read or written, so concurrent calls on other rows of the same
+    table lose no update, as on the CPU path.
+    """
+    host_indices, use_max_norm, norm = check_sparse_normalize_args(op, param, indices, use_max_norm, norm)
+    opencl.dtype_defines(op, param.dtype, backend.info)  # TypeError: float64 without fp64
+    if host_indices.size == 0 or param.size == 0:
+        return param
+    # np.unique makes a private sorted copy; its ends re-check the range, in case
+    # another thread changed the caller's indices after they were checked.
+    rows = np.unique(host_indices)
+    if rows[0] < 0 or rows[-1] >= param.shape[0]:
+        raise_first_bad_index(op, "indices", rows, param.shape[0])
+    compact = backend.from_host(param[rows])
+    positions = backend.from_host(np.arange(rows.shape[0], dtype=np.int64 if rows.shape[0] > 2**31 - 1 else np.int32))
+    enqueue_sparse_normalize(op, backend.queue, backend.info, compact, positions, use_max_norm, norm, check=False)
+    param[rows] = backend.to_host(compact)
+    return param
+
+
 def _sparse_normalize_elsewhere(op, param, indices, use_max_norm, norm, device):
     """The functional form's non-default paths: a device ``param``, or ``device=``."""
     target = opencl.resolve_device(device)
@@ -195,17 +217,7 @@ def _sparse_normalize_elsewhere(op, param, indices, use_max_norm, norm, device):
     if isinstance(param, np.ndarray):
         if on_cpu:
             return sparse_normalize_cpu(op, param, indices, use_max_norm, norm)
-        backend = backend_for(target)  # RuntimeError if the device is missing
-        host_indices, use_max_norm, norm = check_sparse_normalize_args(op, param, indices, use_max_norm, norm)
-        opencl.dtype_defines(op, param.dtype, backend.info)
-        if host_indices.size == 0 or param.size == 0:
-            return param
-        table = backend.from_host(param)
-        enqueue_sparse_normalize(
-            op, backend.queue, backend.info, table, backend.from_host(host_indices), use_max_norm, norm, check=False
-        )
-        np.copyto(param, backend.to_host(table))
-        return param
+        return _sparse_normalize_host_table(op, param, indices, use_max_norm, norm, backend_for(target))
     backend = opencl.backend_of_array(param)
     if backend is None:
         return sparse_normalize_cpu(op, param, indices, use_max_norm, norm)  # raises the TypeError
