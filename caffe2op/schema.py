@@ -73,10 +73,7 @@ def _convert_scalar(value, arg_type):
     if arg_type is float:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError
-        try:
-            return float(value)
-        except OverflowError:  # an int beyond float's range: a value error, not a kind error
-            return math.inf if value > 0 else -math.inf
+        return float(value)
     if arg_type is int:
         # True is an Integral too, but axis=True is a mistake, not axis 1.
         if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
@@ -177,6 +174,9 @@ class Argument:
                 converted = [_convert_scalar(v, item_type) for v in value]
             else:
                 converted = _convert_scalar(value, self.type)
+        except OverflowError:  # float() of an int beyond float's range: a value error, not a kind error
+            digits = len(str(abs(int(value))))
+            raise SchemaError(f"{op_type}: argument {self.name!r} must be finite, got an int of {digits} digits") from None
         except TypeError:
             raise SchemaTypeError(
                 f"{op_type}: argument {self.name!r} must be {_type_name(self.type)}, "

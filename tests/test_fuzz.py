@@ -223,12 +223,15 @@ def test_normalize_dense(x, axis, norm, use_max_norm, where):
                               out=out)  # fmt: skip
     if not ok:
         return
-    assert x.dtype in map(np.dtype, FLOATS) and _valid(axis, x.ndim) and _valid_norm(norm, x.dtype)
-    assert _valid_flag(use_max_norm)
+    # Integer and bool data are normalised out of place into float64, as scikit-learn does.
+    integer = x.dtype.kind in "biu"
+    result_dtype = np.dtype(np.float64) if integer else x.dtype
+    assert (x.dtype in map(np.dtype, FLOATS) or (integer and where == "new")) and _valid(axis, x.ndim)
+    assert _valid_norm(norm, result_dtype) and _valid_flag(use_max_norm)
     assert where != "in place" or x.flags.writeable
     if out is not None:
         assert result is out
-    assert_matches(result, ref_normalize(before, axis, norm, bool(use_max_norm)), x.dtype, norm)
+    assert_matches(result, ref_normalize(before, axis, norm, bool(use_max_norm)), result_dtype, norm)
     if where != "in place":
         assert before.tobytes() == x.tobytes()
 
