@@ -11,6 +11,8 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+#: The largest finite value of each float dtype: a target norm above it would write infinities.
+LARGEST_FINITE = {dtype: float(np.finfo(dtype).max) for dtype in FLOAT_DTYPES}
 
 
 def dtype_names(dtypes):
@@ -30,6 +32,20 @@ def require_dtype(op, name, array, dtypes):
     """Raise TypeError unless ``array.dtype`` is one of ``dtypes``."""
     if array.dtype not in dtypes:
         raise TypeError(f"{op}: {name} must be {dtype_names(dtypes)}, got {array.dtype}")
+
+
+def require_norm_fits(op, name, norm, dtype):
+    """Raise ValueError if the target ``norm`` exceeds the largest finite value of ``dtype`` (a float dtype).
+
+    Rows or vectors scaled to such a norm would be written as infinities.
+    ``name`` is the array whose dtype it is, for the message.
+    """
+    largest = LARGEST_FINITE[np.dtype(dtype)]
+    if norm > largest:
+        raise ValueError(
+            f"{op}: norm={norm!r} cannot be represented in {np.dtype(dtype)} "
+            f"({name}'s dtype; largest finite value {largest!r})"
+        )
 
 
 def require_writeable(op, name, array):

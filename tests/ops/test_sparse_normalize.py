@@ -425,7 +425,7 @@ def test_norm_not_representable_in_the_table_dtype_raises(dtype, norm):
     param = np.ones((3, 4), dtype)
     before = param.copy()
     with pytest.raises(
-        ValueError, match=f"SparseNormalize: norm .* cannot be represented in param's dtype {dtype.__name__}"
+        ValueError, match=rf"SparseNormalize: norm=.* cannot be represented in {dtype.__name__} \(param's dtype"
     ):
         caffe2op.sparse_normalize(param, [0], use_max_norm=False, norm=norm)
     assert_bit_identical(param, before)

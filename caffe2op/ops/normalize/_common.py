@@ -53,16 +53,6 @@ def canonical_axis(op, axis, ndim):
     return axis % ndim
 
 
-def check_norm_fits(op, norm, dtype):
-    """Raise ValueError if the target ``norm`` exceeds the largest finite value of ``dtype``.
-
-    A vector scaled to such a norm would be written as infinities.
-    """
-    largest = float(np.finfo(dtype).max)
-    if norm > largest:
-        raise ValueError(f"{op}: norm={norm!r} cannot be represented in {np.dtype(dtype)} (largest {largest:g})")
-
-
 def _storage(array):
     """The kernels' view of float data: float16 travels as its uint16 bit pattern."""
     return array.view(np.uint16) if array.dtype == _HALF else array

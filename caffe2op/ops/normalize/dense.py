@@ -5,8 +5,8 @@ import numpy as np
 
 from ... import _config, opencl
 from ..._cpu import normalize as _kernels
-from ..._validation import FLOAT_DTYPES, require_dtype
-from ._common import _STORAGE, _check_out_dense, _run_dense, canonical_axis, check_norm_fits
+from ..._validation import FLOAT_DTYPES, require_dtype, require_norm_fits
+from ._common import _STORAGE, _check_out_dense, _run_dense, canonical_axis
 from .dense_opencl import _enqueue_dense
 
 _DENSE = {t: _kernels.normalize_dense.__signatures__[s] for t, s in _STORAGE.items()}
@@ -26,7 +26,7 @@ def normalize_dense(op, x, axis, use_max_norm=False, norm=1.0, out=None, backend
     if backend is not None:
         opencl.dtype_defines(op, x.dtype, backend.info)  # TypeError: float64 without fp64
     axis = canonical_axis(op, axis, x.ndim)
-    check_norm_fits(op, norm, x.dtype)
+    require_norm_fits(op, name, norm, x.dtype)
     if out is None:
         out = np.empty(x.shape, x.dtype, order="F" if (x.flags.f_contiguous and not x.flags.c_contiguous) else "C")
     else:

@@ -4,9 +4,10 @@
 import numpy as np
 
 from ... import _interop, opencl
+from ..._validation import require_norm_fits
 from ...core import DeviceType
 from ...errors import SchemaTypeError
-from ._common import check_norm_fits, scipy_sparse_of
+from ._common import scipy_sparse_of
 from .dense import normalize_dense
 from .dense_opencl import normalize_opencl
 from .schema import _NORM, _USE_MAX_NORM
@@ -195,7 +196,7 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
             if target is not None and (on_cpu or opencl.backend_for(target).info.index != home.info.index):
                 raise ValueError(f"{op}: W lives on {home.name} but device={device!r} was asked for")
             if getattr(W, "dtype", None) is not None and np.dtype(W.dtype).kind == "f":
-                check_norm_fits(op, norm, W.dtype)
+                require_norm_fits(op, "W", norm, W.dtype)
             if isinstance(W, opencl.DeviceSparseMatrix):
                 return normalize_sparse_opencl(op, W, axis, use_max_norm, norm, out)
             return normalize_opencl(op, W, axis, use_max_norm, norm, out, backend=home, name="W")

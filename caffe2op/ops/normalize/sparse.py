@@ -5,10 +5,17 @@ import numpy as np
 
 from ... import _config, opencl
 from ..._cpu import normalize as _kernels
-from ..._validation import FLOAT_DTYPES, index_vector, raise_first_bad_index, require_dtype, require_writeable
+from ..._validation import (
+    FLOAT_DTYPES,
+    index_vector,
+    raise_first_bad_index,
+    require_dtype,
+    require_norm_fits,
+    require_writeable,
+)
 from ...core import DeviceType
 from ...schema import Argument
-from ._common import _HALF, _INDEX, _STORAGE, _same_view, _storage, canonical_axis, check_norm_fits, scipy_sparse_of
+from ._common import _HALF, _INDEX, _STORAGE, _same_view, _storage, canonical_axis, scipy_sparse_of
 from .schema import _NORM
 from .sparse_opencl import normalize_sparse_opencl
 
@@ -233,7 +240,7 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None, backen
     if backend is not None:
         opencl.dtype_defines(op, w.dtype, backend.info)  # TypeError: float64 without fp64
     axis = canonical_axis(op, axis, 2)
-    check_norm_fits(op, norm, w.dtype)
+    require_norm_fits(op, "W", norm, w.dtype)
     if fmt == "coo":
         if out is not None:
             raise ValueError(
@@ -341,7 +348,7 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, device=
     require_dtype(op, "param", param, FLOAT_DTYPES)
     use_max_norm = Argument("use_max_norm", bool).convert(op, use_max_norm)
     norm = _NORM.convert(op, norm)
-    check_norm_fits(op, norm, param.dtype)
+    require_norm_fits(op, "param", norm, param.dtype)
     require_writeable(op, "param.data", param.data)
     index = index_vector(op, "indices", indices)
     n_rows = param.shape[0]
@@ -354,7 +361,9 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, device=
     # The kernel re-checks every index it reads: the caller may rewrite them from another thread.
     rows, skipped = _DISTINCT[index.dtype](index, n_rows)
     if skipped:
-        raise ValueError(f"{op}: indices changed while the call ran (another thread wrote them after they were checked)")
+        raise ValueError(
+            f"{op}: indices changed while the call ran (another thread wrote them after they were checked)"
+        )
     data = param.data
     work = data[:nnz] if data.flags.c_contiguous else np.ascontiguousarray(data[:nnz])
     _normalize_segments(op, "param", param, structure, work, work, (use_max_norm, norm, True), rows)

@@ -9,10 +9,12 @@ from ... import _config, _dispatch
 from ..._validation import (
     FLOAT_DTYPES,
     INDEX_DTYPES,
+    LARGEST_FINITE,
     index_vector,
     raise_first_bad_index,
     require_dtype,
     require_ndarray,
+    require_norm_fits,
     require_writeable,
 )
 from ...registry import Operator, register_cpu_operator
@@ -24,8 +26,6 @@ _kernels = _dispatch.load("sparse_normalize")
 _STORAGE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.float16): "uint16_t"}
 _INDEX = {np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
 _HALF = (np.dtype(np.float16),)
-# The largest norm each table dtype can hold: a larger one would write inf.
-_MAX_NORM = {dtype: float(np.finfo(dtype).max) for dtype in _STORAGE}
 
 
 def _specialised(table_dtype, index_dtype):
@@ -54,11 +54,7 @@ def check_sparse_normalize_args(
     schema = FLOAT16_SPARSE_NORMALIZE_SCHEMA if float16_only else SPARSE_NORMALIZE_SCHEMA
     use_max_norm = schema.arg("use_max_norm").convert(op, use_max_norm)
     norm = schema.arg("norm").convert(op, norm)
-    if norm > _MAX_NORM[param.dtype]:
-        raise ValueError(
-            f"{op}: norm {norm!r} cannot be represented in param's dtype {param.dtype} "
-            f"(largest finite value {_MAX_NORM[param.dtype]!r})"
-        )
+    require_norm_fits(op, "param", norm, param.dtype)
     indices = index_vector(op, "indices", indices)
     n_rows = param.shape[0]
     if check_range and indices.size and _RANGE_CHECKS[indices.dtype](indices, n_rows, n_threads):
@@ -89,7 +85,7 @@ def _is_plain_call(param, indices, use_max_norm, norm, float16_only):
         and indices.flags.c_contiguous
         and type(use_max_norm) is bool
         and type(norm) is float
-        and 0.0 <= norm <= _MAX_NORM[param.dtype]
+        and 0.0 <= norm <= LARGEST_FINITE[param.dtype]
     )
 
 
