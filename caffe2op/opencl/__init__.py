@@ -73,7 +73,7 @@ Fork
         opencl.launch(backend.queue, kernel, size, None, out.base_data, x.base_data, np.uint64(x.size))
 """
 
-from .backend import OpenCLBackend, backend_for, backend_of_array, copy_array
+from .backend import OpenCLBackend, backend_for, backend_of_array, copy_array, copy_columns
 from .devices import (
     OpenCLDeviceInfo,
     default_device,
@@ -103,6 +103,7 @@ __all__ = [
     "backend_of_array",
     "c_type",
     "copy_array",
+    "copy_columns",
     "default_device",
     "describe_platforms",
     "device_info",

@@ -475,3 +475,56 @@ def copy_array(queue, src, dst):
     )
     dst.add_event(event)
     return event
+
+
+def copy_columns(queue, src, dst, rows, width, src_column, src_row_bytes, dst_column, dst_row_bytes):
+    """Enqueue a copy of a ``rows`` x ``width``-byte block between two row-major device arrays.
+
+    The block starts at byte column ``src_column`` of rows ``src_row_bytes``
+    long in ``src`` and lands at byte column ``dst_column`` of rows
+    ``dst_row_bytes`` long in ``dst`` (one rectangular copy: Concat writes
+    each input into a column block of its output, Split reads each output
+    from one).
+
+    Parameters
+    ----------
+    queue : pyopencl.CommandQueue
+        Where to enqueue.
+    src, dst : pyopencl.array.Array
+        C-contiguous arrays of one context (offsets are honoured).
+    rows, width : int
+        The block: ``rows`` rows of ``width`` bytes (both > 0).
+    src_column, src_row_bytes, dst_column, dst_row_bytes : int
+        Where the block sits in each array, in bytes.
+
+    Returns
+    -------
+    pyopencl.Event
+        The copy's event; it is also added to ``dst``.
+
+    Examples
+    --------
+    >>> import numpy as np, caffe2op
+    >>> from caffe2op.opencl import backend_for, copy_columns
+    >>> backend = backend_for(caffe2op.DeviceOption(caffe2op.DeviceType.OPENCL, 0))  # doctest: +OPENCL
+    >>> src = backend.from_host(np.arange(6.0).reshape(2, 3))  # doctest: +OPENCL
+    >>> dst = backend.empty((2, 1), np.float64)  # doctest: +OPENCL
+    >>> _ = copy_columns(backend.queue, src, dst, 2, 8, 16, 24, 0, 8)  # doctest: +OPENCL
+    >>> backend.to_host(dst)  # doctest: +OPENCL
+    array([[2.],
+           [5.]])
+    """
+    cl = require_pyopencl()
+    event = cl.enqueue_copy(
+        queue,
+        dst.base_data,
+        src.base_data,
+        src_origin=(src.offset + src_column, 0, 0),
+        dst_origin=(dst.offset + dst_column, 0, 0),
+        region=(width, rows, 1),
+        src_pitches=(src_row_bytes, src_row_bytes * rows),
+        dst_pitches=(dst_row_bytes, dst_row_bytes * rows),
+        wait_for=list(src.events) + list(dst.events) or None,
+    )
+    dst.add_event(event)
+    return event

@@ -169,27 +169,9 @@ class ConcatOpenCL(Operator):
         for x in inputs:
             width = x.nbytes // outer if outer else 0
             if width and outer:
-                copy_columns(queue, x, out, outer, width, column, row_bytes)
+                opencl.copy_columns(queue, x, out, outer, width, 0, width, column, row_bytes)
             column += width
         self.set_output(1, self.backend.from_host(np.asarray(sizes, dtype=np.int32)))
-
-
-def copy_columns(queue, src, dst, rows, width, column, dst_row_bytes):
-    """Copy the ``(rows, width)``-byte matrix ``src`` into columns ``[column, column + width)`` of ``dst``."""
-    cl = opencl.require_pyopencl()
-    event = cl.enqueue_copy(
-        queue,
-        dst.base_data,
-        src.base_data,
-        src_origin=(src.offset, 0, 0),
-        dst_origin=(dst.offset + column, 0, 0),
-        region=(width, rows, 1),
-        src_pitches=(width, width * rows),
-        dst_pitches=(dst_row_bytes, dst_row_bytes * rows),
-        wait_for=list(src.events) + list(dst.events) or None,
-    )
-    dst.add_event(event)
-    return event
 
 
 @register_gradient("Concat")

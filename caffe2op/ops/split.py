@@ -222,28 +222,10 @@ class SplitOpenCL(Operator):
         for out in outputs:
             width = out.nbytes // outer if outer else 0
             if width and outer:
-                copy_column_block(queue, x, out, outer, width, column, row_bytes)
+                opencl.copy_columns(queue, x, out, outer, width, column, row_bytes, 0, width)
             column += width
         for k, out in enumerate(outputs):
             self.set_output(k, out)
-
-
-def copy_column_block(queue, src, dst, rows, width, column, src_row_bytes):
-    """Copy columns ``[column, column + width)`` (bytes) of the ``rows``-row ``src`` into the dense ``dst``."""
-    cl = opencl.require_pyopencl()
-    event = cl.enqueue_copy(
-        queue,
-        dst.base_data,
-        src.base_data,
-        src_origin=(src.offset + column, 0, 0),
-        dst_origin=(dst.offset, 0, 0),
-        region=(width, rows, 1),
-        src_pitches=(src_row_bytes, src_row_bytes * rows),
-        dst_pitches=(width, width * rows),
-        wait_for=list(src.events) + list(dst.events) or None,
-    )
-    dst.add_event(event)
-    return event
 
 
 @register_gradient("Split")
