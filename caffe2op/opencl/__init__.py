@@ -85,6 +85,7 @@ from .devices import (
 )
 from .programs import (
     accumulates_in_double,  # noqa: F401  (for the operator modules, not public)
+    accumulation,  # noqa: F401  (for the operator modules, not public)
     c_type,
     dtype_defines,
     elementwise_size,

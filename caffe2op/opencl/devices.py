@@ -4,6 +4,7 @@
 import dataclasses
 import functools
 import os
+import re
 
 from ..core import DeviceOption, DeviceType
 
@@ -54,6 +55,11 @@ class OpenCLDeviceInfo:
         ``CAFFE2OP_OPENCL_LIMITS=shape=gpu``).
     emulated : str
         The ``CAFFE2OP_OPENCL_LIMITS`` value applied to this device, or ``""``.
+    fast_fp64 : bool
+        Whether double precision runs at a useful rate there (CPUs, and the
+        data-centre GPUs listed in :func:`caffe2op.opencl.devices.fast_fp64`);
+        on other devices float32 data is summed in compensated float instead
+        of double.  Lowered by ``CAFFE2OP_OPENCL_LIMITS=fast_fp64=0``.
 
     Examples
     --------
@@ -82,9 +88,10 @@ class OpenCLDeviceInfo:
     int64_atomics: bool = False
     gpu_launch_shape: bool = True
     emulated: str = ""
+    fast_fp64: bool = False
 
 
-_LIMIT_KEYS = ("work_group", "local_mem", "fp64", "int64_atomics", "shape")
+_LIMIT_KEYS = ("work_group", "local_mem", "fp64", "fast_fp64", "int64_atomics", "shape")
 
 
 def _parse_limits(text):
@@ -92,7 +99,9 @@ def _parse_limits(text):
 
     ``work_group=N`` caps the work-group size, ``local_mem=BYTES`` the local
     memory, ``fp64=0`` and ``int64_atomics=0`` report the extensions missing,
-    ``shape=gpu`` (or ``cpu``) forces the launch shapes.  A device limit is
+    ``fast_fp64=0`` reports double precision as slow (float32 data is then
+    summed in compensated float), ``shape=gpu`` (or ``cpu``) forces the
+    launch shapes.  A device limit is
     only ever lowered, never raised.  Emulates smaller GPUs on PoCL so that
     every fallback path runs in the normal tests.
     """
@@ -121,6 +130,61 @@ def _device_fp64(cl, device, extensions):
         return int(device.double_fp_config) != 0
     except (cl.Error, AttributeError, ValueError, TypeError):
         return False
+
+
+# Device names (lower case) whose double precision runs at 1/2 or 1/3 of the
+# single-precision rate.  Consumer and workstation GPUs run it at 1/16-1/64
+# (or emulate it), where a compensated float sum is both faster and as
+# accurate for a norm.  Names as the vendors' OpenCL drivers report them.
+_FAST_FP64_GPU_NAMES = re.compile(
+    r"\b("
+    # NVIDIA data-centre parts (GP100, GV100, GA100, GH100, GB100/GB200)
+    r"p100|gp100|v100|gv100|titan v|a100|a800|a30|h100|h200|h800|gh200|b100|b200|gb200"
+    # AMD Instinct (CDNA), by marketing name and by gfx target
+    r"|instinct|mi50|mi60|mi100|mi210|mi250x?|mi300[ax]?|gfx906|gfx908|gfx90a|gfx94[0-2]"
+    # Intel Data Center GPU Max (Ponte Vecchio)
+    r"|data center gpu max|ponte vecchio"
+    r")\b"
+)
+
+
+def fast_fp64(name, is_cpu, fp64):
+    """Whether double precision is fast enough on a device to sum float32 data in double.
+
+    Parameters
+    ----------
+    name : str
+        The device's name as its OpenCL driver reports it.
+    is_cpu : bool
+        Whether it is a CPU device (double precision is always full rate there).
+    fp64 : bool
+        Whether it has double precision at all.
+
+    Returns
+    -------
+    bool
+        True for CPU devices with fp64 and for the data-centre GPUs whose
+        fp64 rate is 1/2 or 1/3 of fp32 (NVIDIA P100/V100/A100/H100/H200/B200,
+        AMD Instinct, Intel Data Center GPU Max); False for every other
+        device, including unknown ones (a compensated float sum is accurate
+        everywhere, double is only fast on these).
+
+    Examples
+    --------
+    >>> from caffe2op.opencl.devices import fast_fp64
+    >>> fast_fp64("NVIDIA H100 80GB HBM3", False, True), fast_fp64("NVIDIA GeForce RTX 4090", False, True)
+    (True, False)
+    >>> fast_fp64("pthread-znver4-AMD EPYC", True, True), fast_fp64("gfx1100", False, True)
+    (True, False)
+    >>> fast_fp64("NVIDIA RTX A3000 Laptop GPU", False, True), fast_fp64("gfx90a:sramecc+:xnack-", False, True)
+    (False, True)
+    """
+    if not fp64:
+        return False
+    if is_cpu:
+        return True
+    lowered = name.lower()
+    return _FAST_FP64_GPU_NAMES.search(lowered) is not None
 
 
 def _device_facts(cl, device, extensions):
@@ -169,6 +233,7 @@ def _enumerate():
         for device_index, device in enumerate(platform_devices):
             extensions = device.extensions.split()
             max_group, local_mem, is_cpu = _device_facts(cl, device, extensions)
+            has_fp64 = _device_fp64(cl, device, extensions) and limits.get("fp64", 1) != 0
             infos.append(
                 OpenCLDeviceInfo(
                     index=len(infos),
@@ -178,7 +243,7 @@ def _enumerate():
                     vendor=device.vendor.strip(),
                     version=device.version.strip(),
                     driver_version=device.driver_version.strip(),
-                    fp64=_device_fp64(cl, device, extensions) and limits.get("fp64", 1) != 0,
+                    fp64=has_fp64,
                     fp16="cl_khr_fp16" in extensions,
                     global_mem_bytes=int(device.global_mem_size),
                     max_alloc_bytes=int(device.max_mem_alloc_size),
@@ -188,6 +253,7 @@ def _enumerate():
                     int64_atomics="cl_khr_int64_base_atomics" in extensions and limits.get("int64_atomics", 1) != 0,
                     gpu_launch_shape=limits["shape"] == "gpu" if "shape" in limits else not is_cpu,
                     emulated=limits_text,
+                    fast_fp64=fast_fp64(device.name, is_cpu, has_fp64) and limits.get("fast_fp64", 1) != 0,
                 )
             )
             devices.append(device)

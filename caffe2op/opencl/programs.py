@@ -398,11 +398,59 @@ def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
         return cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size, wait_for=wait_for or None)
 
 
+def accumulation(dtype, info, *, half_in_float=False):
+    """How a kernel reducing data of ``dtype`` on the device ``info`` sums: ``"double"``, ``"compensated"`` or ``"float"``.
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        float16, float32 or float64.
+    info : OpenCLDeviceInfo
+        The device (``fp64`` and ``fast_fp64`` decide).
+    half_in_float : bool, optional
+        Sum float16 data in plain float, as Caffe2's Float16SparseNormalize
+        and the CPU SparseNormalize kernel do (rows are short there).
+        Otherwise float16 is summed like float32, as the CPU Normalize kernel
+        sums it in double (vectors can be millions long).
+
+    Returns
+    -------
+    str
+        ``"double"``: float64 data always, and float32/float16 data on
+        devices whose double precision is fast (:attr:`OpenCLDeviceInfo.fast_fp64`:
+        CPUs and data-centre GPUs) -- the CPU kernels' precision.
+        ``"compensated"``: float32/float16 data elsewhere (consumer GPUs run
+        double at 1/16-1/64 of the float rate, or lack it): the squares are
+        summed in float with the rounding error of every square and every
+        addition carried in a second float (build option
+        ``C2O_COMPENSATED=1``), about as accurate as double for a norm.
+        ``"float"``: float16 data with ``half_in_float``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from caffe2op.opencl.devices import OpenCLDeviceInfo
+    >>> from caffe2op.opencl.programs import accumulation
+    >>> gpu = OpenCLDeviceInfo(0, 0, "NVIDIA CUDA", "NVIDIA GeForce RTX 4090", "NVIDIA", "OpenCL 3.0", "", True, False, 1, 1, 128)
+    >>> accumulation(np.dtype(np.float32), gpu), accumulation(np.dtype(np.float64), gpu)
+    ('compensated', 'double')
+    >>> accumulation(np.dtype(np.float16), gpu, half_in_float=True)
+    'float'
+    """
+    if dtype == np.float64:
+        return "double"
+    if dtype == np.float16 and half_in_float:
+        return "float"
+    return "double" if info.fast_fp64 else "compensated"
+
+
 def accumulates_in_double(dtype, info):
     """Whether a kernel reducing data of ``dtype`` on the device ``info`` sums in double.
 
     float64 data always; float32 data on devices with fp64, as the CPU
     kernels do; float16 data never (it is summed in float, as Caffe2 did).
+    Superseded by :func:`accumulation`, which also chooses compensated
+    float sums on devices where double is slow.
     """
     return dtype == np.float64 or (dtype == np.float32 and info.fp64)
 
