@@ -61,9 +61,11 @@ Fork
     to driver threads that only exist in the parent.  If the parent had not
     yet probed the OpenCL devices, the child makes its own on first use.  If
     it had, no driver we know (PoCL, NVIDIA's) can start again in the child:
-    every OpenCL call there raises a ``RuntimeError`` that says so, instead
-    of waiting for ever; CPU operators work.  Use the ``spawn`` or
-    ``forkserver`` start method for OpenCL workers.
+    the functional API's host-data calls then run in a helper process
+    (:mod:`caffe2op.opencl.fork_proxy`), and anything needing a device object
+    in the child raises a ``RuntimeError`` that says so, instead of waiting
+    for ever; CPU operators work.  Use the ``spawn`` or ``forkserver`` start
+    method for OpenCL workers that keep data on a device.
     An operator module adds a kernel with a ``.cl`` file and three calls::
 
         defines = opencl.dtype_defines("MyOp", x.dtype, backend.info)

@@ -29,9 +29,10 @@ def _forget_in_fork_child():
     child makes its own context and queue on first use.  When it did, the
     driver was initialised in the parent with worker threads the child does
     not have, and no OpenCL driver we know (PoCL, NVIDIA's) can be
-    initialised again in the same process: the child then refuses OpenCL
-    work with a RuntimeError (see :func:`_refuse_in_fork_child`) instead of
-    hanging.  The inherited objects are kept alive and never released:
+    initialised again in the same process: the functional API then sends
+    host-data calls to a helper process (:mod:`caffe2op.opencl.fork_proxy`),
+    and anything that needs a device object in the child is refused with a
+    RuntimeError (see :func:`_refuse_in_fork_child`) instead of hanging.  The inherited objects are kept alive and never released:
     releasing them would call into the driver with the parent's state.
     """
     _LOCK._at_fork_reinit()  # another thread of the parent may have held it while forking
@@ -70,8 +71,10 @@ def _refuse_in_fork_child():
         raise RuntimeError(
             "caffe2op: this process was forked (os.fork, multiprocessing's 'fork' start method) after its "
             "parent had initialised the OpenCL driver, whose worker threads a child does not inherit: OpenCL "
-            "work would wait for ever.  Start workers with multiprocessing.get_context('spawn') or "
-            "'forkserver', or fork before the parent's first OpenCL call; CPU operators work in the child."
+            "work would wait for ever.  Here the functional API on host data (sparse_normalize, normalize, "
+            "stop_gradient with device=...) runs in a helper process, but device arrays and workspace blobs "
+            "on a device cannot: start workers with multiprocessing.get_context('spawn') or 'forkserver', or "
+            "fork before the parent's first OpenCL call.  CPU operators work in the child."
         )
 
 

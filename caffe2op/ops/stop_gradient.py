@@ -14,6 +14,7 @@ from .._validation import require_ndarray, require_writeable
 from ..core import DeviceType
 from ..devices import backend_for
 from ..gradient import no_gradient
+from ..opencl import fork_proxy
 from ..registry import Operator, register_cpu_operator, register_cuda_operator, register_opencl_operator
 from ..schema import OpSchema, register_schema
 
@@ -178,6 +179,8 @@ def _stop_gradient_elsewhere(x, out, device):
     if backend is None:
         if on_cpu:
             return _stop_gradient_cpu(x, out)
+        if fork_proxy.needed(target):  # a fork child of an OpenCL parent: run in a helper process
+            return fork_proxy.copy_back(fork_proxy.call("stop_gradient", x, out, device=device), out)
         device_backend = backend_for(target)
         x = np.asarray(x)
         device_backend.check_allocation("StopGradient", x.shape, x.dtype)  # TypeError for object arrays

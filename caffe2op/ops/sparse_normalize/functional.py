@@ -3,9 +3,11 @@
 
 import numpy as np
 
-from ... import _interop
+from ... import _interop, opencl
+from ..._validation import raise_first_bad_index
+from ...opencl import fork_proxy
 from ..normalize.sparse import sparse_normalize_csr
-from .cpu import sparse_normalize_cpu
+from .cpu import check_sparse_normalize_args, sparse_normalize_cpu
 from .opencl_impl import _sparse_normalize_elsewhere
 
 __all__ = ["sparse_normalize"]
@@ -101,6 +103,34 @@ def sparse_normalize(param, indices, grad=None, *, use_max_norm=True, norm=1.0, 
         sparse_normalize(view, rows, use_max_norm=use_max_norm, norm=norm, device=device)
         _interop.mark_written(param)
         return param
+    if isinstance(param, np.ndarray) and device is not None and fork_proxy.needed(opencl.resolve_device(device)):
+        return _sparse_normalize_in_helper_process(param, indices, use_max_norm, norm, device)
     if type(param).__module__.startswith("scipy.sparse"):  # CSR storage
         return sparse_normalize_csr(param, indices, use_max_norm=use_max_norm, norm=norm, device=device)
     return _sparse_normalize_elsewhere("SparseNormalize", param, indices, use_max_norm, norm, device)
+
+
+def _sparse_normalize_in_helper_process(param, indices, use_max_norm, norm, device):
+    """A NumPy table on a device, in a fork child of an OpenCL parent (see :mod:`caffe2op.opencl.fork_proxy`).
+
+    Only the distinct selected rows travel to the helper process and back,
+    and only they are written, as on the direct path.
+    """
+    op = "SparseNormalize"
+    host_indices, use_max_norm, norm = check_sparse_normalize_args(op, param, indices, use_max_norm, norm)
+    if host_indices.size == 0 or param.size == 0:
+        fork_proxy.call("sparse_normalize", param[:0], host_indices[:0], norm=norm, device=device)  # dtype/device checks
+        return param
+    rows = np.unique(host_indices)  # a private copy: re-checked in case another thread changed the indices
+    if rows[0] < 0 or rows[-1] >= param.shape[0]:
+        raise_first_bad_index(op, "indices", rows, param.shape[0])
+    compact = fork_proxy.call(
+        "sparse_normalize",
+        np.ascontiguousarray(param[rows]),
+        np.arange(rows.shape[0], dtype=np.int64),
+        use_max_norm=use_max_norm,
+        norm=norm,
+        device=device,
+    )
+    param[rows] = compact
+    return param
