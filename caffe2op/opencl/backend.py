@@ -2,6 +2,7 @@
 """Contexts, queues and :class:`OpenCLBackend`: blobs on one OpenCL device."""
 
 import os
+import sys
 import threading
 import weakref
 
@@ -36,7 +37,11 @@ def _forget_in_fork_child():
     releasing them would call into the driver with the parent's state.
     """
     _LOCK._at_fork_reinit()  # another thread of the parent may have held it while forking
-    _FORK["driver_from_parent"] = _FORK["driver_from_parent"] or _enumerate.cache_info().currsize > 0
+    # caffe2op's own probe, or the caller's use of pyopencl (which caffe2op cannot see: once
+    # imported, assume the driver may have been initialised; the helper process is always safe).
+    _FORK["driver_from_parent"] = (
+        _FORK["driver_from_parent"] or _enumerate.cache_info().currsize > 0 or "pyopencl" in sys.modules
+    )
     _INHERITED.append((dict(_STATES), dict(_BACKENDS), list(_FOREIGN.items())))
     _STATES.clear()
     _BACKENDS.clear()

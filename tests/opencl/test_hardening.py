@@ -144,6 +144,32 @@ def test_fork_child_makes_its_own_context_when_the_parent_never_probed(opencl_de
     assert result.returncode == 0, result.stderr
 
 
+def test_fork_child_works_when_the_parent_used_pyopencl_itself(opencl_device):
+    """A parent that initialised the driver through pyopencl directly (not through caffe2op) does not hang its child."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        import numpy as np, pyopencl as cl
+        platforms = cl.get_platforms()  # the caller's own use of the driver
+        context = cl.Context([platforms[0].get_devices()[0]])
+        queue = cl.CommandQueue(context)
+        buffer = cl.Buffer(context, cl.mem_flags.COPY_HOST_PTR, hostbuf=np.ones(4, np.float32))
+        cl.enqueue_copy(queue, np.empty(4, np.float32), buffer)
+        queue.finish()
+        import caffe2op
+        pid = os.fork()
+        if pid == 0:
+            t = np.ones((30, 4), np.float32)
+            caffe2op.sparse_normalize(t, np.arange(30), device="{_name(opencl_device)}")
+            os._exit(0 if np.allclose(t, 0.5) else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], timeout=FORK_TIMEOUT_S, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def _pool_task(args):
     kind, device = args
     t = np.ones((40, 4), np.float32)
