@@ -95,6 +95,7 @@ from .programs import (
     get_program,
     kernel_dir,
     launch,
+    program_source,
 )
 from .sparse_matrix import DeviceSparseMatrix
 
@@ -117,6 +118,7 @@ __all__ = [
     "kernel_dir",
     "launch",
     "opencl_devices",
+    "program_source",
     "require_pyopencl",
     "resolve_device",
 ]
