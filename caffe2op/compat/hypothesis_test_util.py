@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 from .. import opencl
 from ..core import DeviceType
 from ..gradient import get_gradient_defs
-from . import caffe2_pb2, test_util, workspace
+from . import caffe2_pb2, core, test_util, workspace
 
 __all__ = [
     "HypothesisTestCase",
@@ -321,8 +321,16 @@ class HypothesisTestCase(test_util.TestCase):
             ``{input name: DeviceOption}`` for inputs fed elsewhere.
         threshold : float, default 1e-4
             Relative (and, without ``atol``, absolute) tolerance.
-        output_to_grad, grad_reference : optional
-            Not supported (``grad_reference`` raises ``NotImplementedError``).
+        output_to_grad : str, optional
+            With ``grad_reference``: the output whose gradient drives the
+            check.  As in Caffe2, its gradient is the output's own value.
+        grad_reference : callable, optional
+            ``grad_reference(output_grad, reference_outputs, inputs)`` returns
+            one expected input gradient per input of ``op`` (None where the
+            input has no gradient; ``(values, indices)`` for a sparse one).
+            The gradient operators of Caffe2's backward pass of ``op`` for
+            ``{output_to_grad: output_to_grad + "_grad"}`` are run on the
+            gradient and their results compared with it.
         atol : float, optional
             Absolute tolerance.
         outputs_to_check : list of int, optional
@@ -341,8 +349,8 @@ class HypothesisTestCase(test_util.TestCase):
             If an output differs from the reference.
         TypeError
             If the reference does not return a tuple or list.
-        NotImplementedError
-            If ``grad_reference`` is given.
+        ValueError
+            If ``grad_reference`` is given without ``output_to_grad``.
 
         Examples
         --------
@@ -370,8 +378,49 @@ class HypothesisTestCase(test_util.TestCase):
             )
             results.append(got)
         if grad_reference is not None:
-            raise NotImplementedError("assertReferenceChecks: grad_reference is not supported by caffe2op.compat")
+            self._assert_grad_reference_checks(native, inputs, expected, output_to_grad, grad_reference, threshold)
         return results
+
+    def _assert_grad_reference_checks(self, native, inputs, reference_outputs, output_to_grad, grad_reference, threshold):
+        """Caffe2's gradient half of assertReferenceChecks, in the workspace ``native`` just ran in."""
+        if output_to_grad is None:
+            raise ValueError("assertReferenceChecks: grad_reference needs output_to_grad (the output to differentiate)")
+        grad_name = f"{output_to_grad}_grad"
+        grad_ops, grad_map = core.GradientRegistry.GetBackwardPass([native], {output_to_grad: grad_name})
+        output_grad = workspace.FetchBlob(output_to_grad)
+        expected = grad_reference(output_grad, reference_outputs, inputs)
+        workspace.FeedBlob(grad_name, output_grad, native.device_option)
+        workspace.RunOperatorsOnce(grad_ops)
+        if len(expected) != len(native.inputs):
+            raise AssertionError(
+                f"assertReferenceChecks: grad_reference returned {len(expected)} gradients for "
+                f"{len(native.inputs)} inputs"
+            )
+        for name, want in zip(native.inputs, expected, strict=True):
+            got_name = grad_map.get(name)
+            if got_name is None:
+                if want is not None:
+                    raise AssertionError(f"{native.type}: input {name!r} has no gradient, but the reference gives one")
+                continue
+            if isinstance(got_name, str):
+                values_name, want_values, want_indices = got_name, want, None
+            else:  # a GradientSlice
+                values_name, (want_values, want_indices) = got_name.values, want
+            np.testing.assert_allclose(
+                workspace.FetchBlob(str(values_name)),
+                want_values,
+                rtol=threshold,
+                atol=threshold,
+                err_msg=f"{native.type}: gradient {values_name!r} differs from the reference",
+            )
+            if want_indices is not None:
+                np.testing.assert_allclose(
+                    workspace.FetchBlob(str(got_name.indices)),
+                    want_indices,
+                    rtol=1e-4,
+                    atol=1e-4,
+                    err_msg=f"{native.type}: gradient indices {got_name.indices!r} differ from the reference",
+                )
 
     def assertDeviceChecks(  # noqa: N802 - Caffe2's name
         self, device_options, op, inputs, outputs_to_check, input_device_options=None, threshold=0.01

@@ -91,3 +91,89 @@ def test_the_checks_can_fail():
     CASE.assertReferenceChecks(hu.cpu_do, core.CreateOperator("HuWrongScale", "X", "Y"), [x], lambda X: (2 * X,))
     with pytest.raises(AssertionError, match="differs from finite differences"):
         CASE.assertGradientChecks(hu.cpu_do, core.CreateOperator("HuWrongScale", "X", "Y"), [x], 0, [0])
+
+
+# --- assertReferenceChecks(grad_reference=...) ------------------------------------------------------
+
+
+def _normalize_grad_reference(axis):
+    """Caffe2's NormalizeGradient formula: with n = max(||x||, 1e-12), dx = dy / n - x <x, dy> / n^3."""
+
+    def reference(output_grad, reference_outputs, inputs):
+        (x,) = inputs
+        x = x.astype(np.float64)
+        dy = output_grad.astype(np.float64)
+        n = np.maximum(np.sqrt((x * x).sum(axis=axis, keepdims=True)), 1e-12)
+        return [dy / n - x * (x * dy).sum(axis=axis, keepdims=True) / n**3]
+
+    return reference
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_grad_reference_checks_the_gradient_operators(axis):
+    x = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
+    op = core.CreateOperator("Normalize", ["X"], ["Y"], axis=axis)
+    reference = functools.partial(lambda a, X: (X / np.maximum(np.linalg.norm(X, axis=a, keepdims=True), 1e-12),), axis)
+    CASE.assertReferenceChecks(
+        hu.cpu_do, op, [x], reference, output_to_grad="Y", grad_reference=_normalize_grad_reference(axis)
+    )
+
+
+def test_grad_reference_that_disagrees_fails():
+    x = np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)
+    op = core.CreateOperator("Normalize", ["X"], ["Y"], axis=1)
+    right = _normalize_grad_reference(1)
+
+    def wrong(output_grad, reference_outputs, inputs):
+        return [2 * right(output_grad, reference_outputs, inputs)[0] + 0.1]
+
+    with pytest.raises(AssertionError, match="gradient 'X_grad' differs"):
+        CASE.assertReferenceChecks(
+            hu.cpu_do, op, [x], lambda X: (X / np.linalg.norm(X, axis=1, keepdims=True),),
+            output_to_grad="Y", grad_reference=wrong,
+        )  # fmt: skip
+
+
+def test_grad_reference_none_for_an_input_without_gradient():
+    import caffe2op.examples.embedding_demo  # noqa: F401  (registers EmbeddingLookup: no gradient for ids)
+
+    table, ids = np.ones((3, 2), np.float32), np.array([1], np.int64)
+    op = core.CreateOperator("EmbeddingLookup", ["T", "ids"], ["rows"])
+    with pytest.raises(AssertionError, match="input 'ids' has no gradient"):
+        CASE.assertReferenceChecks(
+            hu.cpu_do, op, [table, ids], lambda T, i: (T[i],), output_to_grad="rows",
+            grad_reference=lambda g, r, i: [(g, i[1]), np.zeros(1)],
+        )  # fmt: skip
+    with pytest.raises(AssertionError, match="returned 1 gradients for 2 inputs"):
+        CASE.assertReferenceChecks(
+            hu.cpu_do, op, [table, ids], lambda T, i: (T[i],), output_to_grad="rows",
+            grad_reference=lambda g, r, i: [(g, i[1])],
+        )  # fmt: skip
+
+
+def test_grad_reference_needs_output_to_grad():
+    op = core.CreateOperator("Normalize", ["X"], ["Y"])
+    with pytest.raises(ValueError, match="output_to_grad"):
+        CASE.assertReferenceChecks(
+            hu.cpu_do, op, [np.ones((2, 2), np.float32)], lambda X: (X / np.sqrt(2),), grad_reference=lambda g, r, i: [g]
+        )
+
+
+def test_grad_reference_for_a_sparse_gradient():
+    import caffe2op.examples.embedding_demo  # noqa: F401  (registers EmbeddingLookup: a GradientSlice gradient)
+
+    table = np.arange(12, dtype=np.float32).reshape(4, 3)
+    ids = np.array([2, 0, 3], dtype=np.int64)
+    op = core.CreateOperator("EmbeddingLookup", ["T", "ids"], ["rows"])
+
+    def grad_reference(output_grad, reference_outputs, inputs):
+        return [(output_grad, inputs[1]), None]
+
+    CASE.assertReferenceChecks(
+        hu.cpu_do, op, [table, ids], lambda T, i: (T[i],), output_to_grad="rows", grad_reference=grad_reference
+    )
+    with pytest.raises(AssertionError, match="indices"):
+        CASE.assertReferenceChecks(
+            hu.cpu_do, op, [table, ids], lambda T, i: (T[i],), output_to_grad="rows",
+            grad_reference=lambda g, r, i: [(g, i[1][::-1]), None],
+        )  # fmt: skip
