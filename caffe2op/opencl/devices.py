@@ -305,7 +305,8 @@ def describe_platforms():
         tags = [f"OPENCL:{d.index}"] + ([f"CUDA:{d.cuda_index}"] if d.cuda_index is not None else [])
         lines.append(
             f"[{', '.join(tags)}] {d.name} ({d.platform}; {d.version}; "
-            f"fp64 {'yes' if d.fp64 else 'no'}, fp16 {'yes' if d.fp16 else 'no'}; "
+            f"fp64 {('yes' if d.fast_fp64 else 'slow') if d.fp64 else 'no'}, fp16 {'yes' if d.fp16 else 'no'}; "
+            f"float32 sums in {'double' if d.fast_fp64 else 'compensated float'}; "
             f"{d.global_mem_bytes / 2**30:.1f} GiB)"
         )
     return lines
