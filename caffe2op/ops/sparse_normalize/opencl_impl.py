@@ -1,5 +1,31 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""SparseNormalize on OpenCL devices (``opencl_kernels/sparse_normalize.cl``) and the operators for OPENCL and CUDA."""
+"""SparseNormalize on OpenCL devices (``opencl_kernels/sparse_normalize.cl``) and the operators for OPENCL and CUDA.
+
+Precision per device (:func:`caffe2op.opencl.programs.accumulation` with
+``half_in_float=True``): float64 tables sum in double; float32 tables sum
+in double on devices whose double precision is fast (CPUs, data-centre
+GPUs) and in compensated float elsewhere (consumer GPUs, or
+``CAFFE2OP_OPENCL_LIMITS=fast_fp64=0``); float16 tables sum in float, as
+Caffe2 and the CPU kernel.  On a "double" device a float32 result equals
+the CPU kernel's (measured on PoCL: no element differed over rows of 3 to
+1,024 elements; the summation orders differ, so a last-bit difference
+remains possible).  On a "compensated" device the sum of squares is a
+(hi, lo) float pair, the norm and the scale are float pairs too and each
+element is scaled with one fma: measured on PoCL with ``fast_fp64=0``
+against the default, one element in 3.1 million differed from a "double"
+device's result, by 1 ulp (the norm argument is rounded to float32 there).
+
+Every launch shape (the GPU team kernel at any work-group size, the serial
+kernel of CPU devices, vector or scalar loads) sums a row in one canonical
+order per accumulation mode, so a device gives the same bits whatever its
+limits; see the kernel file's header.  Rows whose sum of squares overflows
+or underflows are measured again with power-of-two scaling, as the CPU
+kernel does.
+"""
+
+import os
+import threading
+import weakref
 
 import numpy as np
 
@@ -27,31 +53,117 @@ _EMPTY_SLOT = 0xFFFFFFFF
 # >= 2 * positions) must fit its uint32 mask.
 _MAX_POSITIONS = 2**31
 _MAX_WORK_GROUP = 256
-_GROUPS_PER_COMPUTE_UNIT = 256
+# The team kernel covers every position in one pass up to this many groups.
+_MAX_GROUPS = 1 << 20
 _CPU_GROUPS_PER_COMPUTE_UNIT = 4
+# Elements per lane (and per vector load) of the team kernel: a team of
+# 64 / width lanes covers 64 elements of a row per stripe.
+_LANE_WIDTH = {np.dtype(np.float16): 8, np.dtype(np.float32): 4, np.dtype(np.float64): 2}
+_ELEMENTS_PER_STRIPE = 64
 # False runs the GPU launch shape on CPU devices too (the tests use it to
-# exercise the local-memory reduction on PoCL).
+# exercise the team kernel on PoCL).
 _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
-def _launch_shape(kernel, device, block, k, local_bytes_per_item):
-    """(work-group size, number of work-groups) of the normalisation kernel.
+def _team_shape(kernel, device, team, k, local_bytes_per_item):
+    """(work-group size, number of work-groups) of the team kernel, or None when a team does not fit a group.
 
-    GPUs: a power of two >= ``block`` (one element per work item, capped by
-    the device, the kernel and 256) and up to 256 groups per compute unit.
-    CPU devices (PoCL): one work item per group and 4 groups per core, each
-    looping over its share of the positions; on 2 cores this ran the
-    benchmark's 1,000,000 x 64 case about 4x faster than 64-item groups,
-    whose barriers PoCL turns into loops over the work items.
+    Work-groups of up to 256 items, a multiple of the team size (16 lanes for
+    float32, 8 for float16, 32 for float64), fewer under a lower work-group
+    or local-memory cap; one team per position and enough groups to cover
+    them all (up to 2^20 groups, which then loop).
     """
-    units = max(1, device.max_compute_units)
-    if _CPU_SHAPE_ON_CPU_DEVICES and not opencl.programs.gpu_launch_shape(device):
-        return 1, min(k, units * _CPU_GROUPS_PER_COMPUTE_UNIT)
     cap = opencl.programs.work_group_cap(kernel, device, _MAX_WORK_GROUP, local_bytes_per_item)
-    size = 1
-    while size < block and size * 2 <= cap:
-        size *= 2
-    return size, min(k, units * _GROUPS_PER_COMPUTE_UNIT, 1 << 16)
+    if cap < team:
+        return None
+    size = cap // team * team
+    teams = size // team
+    return size, min(-(-k // teams), _MAX_GROUPS)
+
+
+def _serial_shape(device, k):
+    """(1, number of work-groups) of the serial kernel: 4 one-item groups per core.
+
+    On 2 PoCL cores this ran the benchmark's 1,000,000 x 64 case about 4x
+    faster than 64-item groups, whose barriers PoCL turns into loops over the
+    work items.
+    """
+    return 1, min(k, max(1, device.max_compute_units) * _CPU_GROUPS_PER_COMPUTE_UNIT)
+
+
+class _ScratchCache:
+    """The hash set and winner flags of each command queue, grown when needed, reused call after call.
+
+    Keyed by the queue's context (weakly: an entry never keeps a context
+    alive) and the queue's handle.  Whoever enqueues on a queue's buffers
+    holds ``lock`` from the fill to the status read, and each call waits for
+    the previous call's last command on them: two threads sharing a queue
+    (or an out-of-order queue) never interleave their hash sets.
+    """
+
+    _QUEUES_PER_CONTEXT = 8
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self._entries = weakref.WeakKeyDictionary()  # context -> {queue handle: _Scratch}
+
+    def entry(self, queue, slot_bytes, winner_bytes):
+        """The ``_Scratch`` of ``queue``, with buffers of at least these sizes (call under ``lock``)."""
+        per_queue = self._entries.setdefault(queue.context, {})
+        key = queue.int_ptr
+        entry = per_queue.get(key)
+        if entry is None:
+            if len(per_queue) >= self._QUEUES_PER_CONTEXT:
+                per_queue.pop(next(iter(per_queue)))  # queues come and go: keep the newest few
+            entry = per_queue[key] = _Scratch()
+        cl = opencl.require_pyopencl()
+        if entry.slot_bytes < slot_bytes:
+            entry.slots = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, slot_bytes)
+            entry.slot_bytes = slot_bytes
+        if entry.winner_bytes < winner_bytes:
+            entry.winners = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, winner_bytes)
+            entry.winner_bytes = winner_bytes
+        return entry
+
+    def forget(self, inherited):
+        """After fork (or a re-probe): drop every buffer (their contexts are no longer used)."""
+        inherited.append(list(self._entries.items()))
+        self._entries.clear()
+
+
+class _Scratch:
+    """One queue's buffers: status word + hash set (uint32), winner flags (uint8), and the last event on them."""
+
+    def __init__(self):
+        self.slots = self.winners = self.last_event = None
+        self.slot_bytes = self.winner_bytes = 0
+
+
+_SCRATCH = _ScratchCache()
+opencl.backend._AFTER_FORK.append(_SCRATCH.forget)
+# Another thread of the parent may have held the lock while forking.
+os.register_at_fork(after_in_child=_SCRATCH.lock._at_fork_reinit)
+
+
+def program_defines(op, table_dtype, index_dtype, info):
+    """(-D definitions, accumulation mode) of the SparseNormalize program for these dtypes on ``info``.
+
+    Also what ``.ci/gpu`` builds, so that it compiles exactly the variants
+    the operator runs.
+    """
+    table_dtype = np.dtype(table_dtype)
+    defines = opencl.dtype_defines(op, table_dtype, info)
+    mode = opencl.programs.accumulation(table_dtype, info, half_in_float=True)
+    acc = "double" if mode == "double" else "float"
+    index_t = "int" if np.dtype(index_dtype) == np.int32 else "long"
+    defines.update(INDEX_T=index_t, ACC=acc, C2O_V=_LANE_WIDTH[table_dtype])
+    if mode == "double":
+        defines["CAFFE2OP_FP64"] = 1
+    if mode == "compensated":
+        defines["C2O_COMPENSATED"] = 1
+    if table_dtype == np.float64 or mode == "compensated":
+        defines["C2O_RESCUE"] = 1  # sums that can overflow or underflow
+    return defines, mode
 
 
 def enqueue_sparse_normalize(op, queue, info, table, indices, use_max_norm, norm, *, check=True, events=None):
@@ -59,12 +171,14 @@ def enqueue_sparse_normalize(op, queue, info, table, indices, use_max_norm, norm
 
     ``table`` is a C-contiguous device array (float16/32/64) and ``indices``
     a contiguous 1-D int32/int64 device array of the same context; their
-    dtypes and the device's fp64 support must already be checked.  With
-    ``check`` the indices are bounds-checked on the device first (one extra
-    kernel and a 4-byte read, which waits for the queue) and an IndexError is
-    raised, the table untouched, if one is out of range.  Without it the
-    caller guarantees they are in range (they were checked on the host).
-    ``events``, a list, receives ``(step, event)`` pairs for profiling.
+    dtypes and the device's fp64 support must already be checked.  A first
+    kernel bounds-checks the indices and claims each distinct row for one
+    position; with ``check`` its status is read back and an IndexError is
+    raised, the table untouched, if an index is out of range.  Without it
+    the caller guarantees they are in range (they were checked on the host).  The 4-byte status is read without blocking the
+    queue, and waited for (with the kernels before it) only just before
+    returning; without ``check`` the call returns at once.  ``events``, a list, receives ``(step, event)`` pairs for
+    profiling.
     """
     cl = opencl.require_pyopencl()
     k = int(indices.size)
@@ -74,24 +188,28 @@ def enqueue_sparse_normalize(op, queue, info, table, indices, use_max_norm, norm
         return None
     if k > _MAX_POSITIONS:
         raise ValueError(f"{op}: at most {_MAX_POSITIONS} indices per call on OpenCL, got {k}")
-    context = queue.context
-    defines = opencl.dtype_defines(op, table.dtype, info)
-    double = opencl.accumulates_in_double(table.dtype, info)
-    defines.update(INDEX_T="int" if indices.dtype == np.int32 else "long", ACC="double" if double else "float")
-    if double:
-        defines["CAFFE2OP_FP64"] = 1
-    program = opencl.get_program(context, "sparse_normalize.cl", defines)
+    defines, mode = program_defines(op, table.dtype, indices.dtype, info)
+    program = opencl.get_program(queue.context, "sparse_normalize.cl", defines)
+    acc_bytes = 8 if mode == "double" else 4
+    norm_scalar = (np.float64 if mode == "double" else np.float32)(norm)
 
     hash_size = 64
     while hash_size < 2 * k:
         hash_size *= 2
-    scratch = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4 * (1 + hash_size))
-    pending = list(table.events) + list(indices.events)
-    event = cl.enqueue_fill_buffer(queue, scratch, np.uint32(_EMPTY_SLOT), 0, 4 * (1 + hash_size), wait_for=pending)
+    slot_bytes = 4 * (1 + hash_size)
     steps = events if events is not None else []
-    steps.append(("clear", event))
+    table_offset = table.offset // table.dtype.itemsize
     index_offset = np.uint64(indices.offset // indices.dtype.itemsize)
-    if check:
+    status = np.empty(1, np.uint32)
+    with _SCRATCH.lock:
+        scratch = _SCRATCH.entry(queue, slot_bytes, k)
+        pending = list(table.events) + list(indices.events)
+        if scratch.last_event is not None:
+            pending.append(scratch.last_event)
+        event = cl.enqueue_fill_buffer(queue, scratch.slots, np.uint32(_EMPTY_SLOT), 0, slot_bytes, wait_for=pending)
+        steps.append(("clear", event))
+        # Bounds check and claims in one pass over the indices (the check is
+        # free there; its result is read back only when asked for).
         event = opencl.launch(
             queue,
             opencl.get_kernel(program, "caffe2op_sparse_normalize_check"),
@@ -99,38 +217,51 @@ def enqueue_sparse_normalize(op, queue, info, table, indices, use_max_norm, norm
             None,
             indices.base_data,
             index_offset,
-            np.uint64(k),
-            np.int64(n_rows),
-            scratch,
-            wait_for=[event],
-        )
-        steps.append(("check", event))
-    if block > 0 and n_rows > 0:
-        kernel = opencl.get_kernel(program, "caffe2op_sparse_normalize_fwd")
-        wg, groups = _launch_shape(kernel, queue.device, block, k, 8 if double else 4)
-        event = opencl.launch(
-            queue,
-            kernel,
-            (groups * wg,),
-            (wg,),
-            table.base_data,
-            np.uint64(table.offset // table.dtype.itemsize),
-            np.uint64(block),
-            indices.base_data,
-            index_offset,
             np.uint32(k),
-            scratch,
+            np.int64(n_rows),
+            scratch.slots,
             np.uint32(hash_size - 1),
-            np.int32(bool(use_max_norm)),
-            (np.float64 if double else np.float32)(norm),
-            cl.LocalMemory(wg * (8 if double else 4)),
+            scratch.winners,
             wait_for=[event],
         )
-        table.add_event(event)
-        steps.append(("normalize", event))
+        steps.append(("check" if check else "claim", event))
+        if block > 0 and n_rows > 0:
+            args = (
+                table.base_data,
+                np.uint64(table_offset),
+                np.uint64(block),
+                indices.base_data,
+                index_offset,
+                np.uint32(k),
+                scratch.slots,
+                scratch.winners,
+                np.int32(bool(use_max_norm)),
+                norm_scalar,
+            )
+            width = _LANE_WIDTH[table.dtype]
+            team = _ELEMENTS_PER_STRIPE // width
+            shape = None
+            if not _CPU_SHAPE_ON_CPU_DEVICES or opencl.programs.gpu_launch_shape(queue.device):
+                kernel = opencl.get_kernel(program, "caffe2op_sparse_normalize_rows_fwd")
+                local_per_item = acc_bytes * (2 if mode == "compensated" else 1)
+                shape = _team_shape(kernel, queue.device, team, k, local_per_item)
+            if shape is not None:
+                wg, groups = shape
+                vector_loads = block % width == 0 and table_offset % width == 0
+                args += (np.int32(vector_loads), cl.LocalMemory(wg * local_per_item))
+            else:  # CPU devices, and groups too small for a team
+                kernel = opencl.get_kernel(program, "caffe2op_sparse_normalize_serial_fwd")
+                wg, groups = _serial_shape(queue.device, k)
+            event = opencl.launch(queue, kernel, (groups * wg,), (wg,), *args, wait_for=[event])
+            table.add_event(event)
+            steps.append(("normalize", event))
+        if check:
+            scratch.last_event = cl.enqueue_copy(queue, status, scratch.slots, wait_for=[event], is_blocking=False)
+        else:
+            scratch.last_event = event
+        last = scratch.last_event
     if check:
-        status = np.empty(1, np.uint32)
-        cl.enqueue_copy(queue, status, scratch, wait_for=[event])
+        last.wait()  # outside the lock: other threads may enqueue meanwhile
         if status[0] != _EMPTY_SLOT:
             raise_first_bad_index(op, "indices", indices.get(queue=queue), n_rows)
     return event
