@@ -31,6 +31,8 @@ LIMITS = [
     "shape=gpu,work_group=256,local_mem=520",
     "shape=gpu,fp64=0,int64_atomics=0",
     "shape=cpu,fp64=0,int64_atomics=0",
+    "shape=gpu,fast_fp64=0",
+    "shape=cpu,fast_fp64=0",
 ]
 # Under Oclgrind (.ci/oclgrind) only the environment's setting runs, on the small battery, once:
 # the simulator interprets every work item and checks every access.
@@ -160,18 +162,23 @@ def test_every_kernel_matches_cpu_and_repeats_bit_for_bit(opencl_device, limits)
 @pytest.mark.opencl
 def test_limits_are_reported(opencl_device, limits):
     """The device info carries the emulated limits, and float64 is refused on a device 'without' fp64."""
+    from caffe2op.opencl.devices import _parse_limits
+
     info = backend_for(opencl_device).info
     assert info.emulated == limits
-    if "work_group=64" in limits:
+    parsed = _parse_limits(limits)
+    if parsed.get("work_group") == 64:
         assert info.max_work_group_size <= 64
-    if "local_mem=520" in limits:
+    if parsed.get("local_mem") == 520:
         assert info.local_mem_bytes <= 520
-    if "int64_atomics=0" in limits:
+    if parsed.get("int64_atomics") == 0:
         assert not info.int64_atomics
-    if "shape=gpu" in limits:
+    if parsed.get("shape") == "gpu":
         assert info.gpu_launch_shape
-    if "fp64=0" in limits:
-        assert not info.fp64
+    if parsed.get("fast_fp64") == 0:
+        assert info.fp64 and not info.fast_fp64  # double precision is still there, only reported slow
+    if parsed.get("fp64") == 0:
+        assert not info.fp64 and not info.fast_fp64
         table = np.ones((3, 2))
         with pytest.raises(TypeError, match="fp64"):
             caffe2op.sparse_normalize(table, [0], device=f"opencl:{opencl_device.device_id}")
