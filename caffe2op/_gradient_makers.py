@@ -90,6 +90,19 @@ def _as_gradient(where, what, value):
     )
 
 
+def _as_gradients(op_type, kind, names, gradients):
+    """:func:`_as_gradient` of each gradient (one per blob of ``names``, a ``kind``: "input" or "output").
+
+    None and non-empty names, nearly all of them in a backward pass, are kept as they are without a call.
+    """
+    result = []
+    for i, g in enumerate(gradients):
+        if g is not None and (type(g) is not str or not g):
+            g = _as_gradient(op_type, f"gradient of {kind} {i} ({names[i]!r})", g)
+        result.append(g)
+    return result
+
+
 class GradientMakerBase:
     """Base class of gradient makers: builds the gradient operators of one forward operator.
 
@@ -149,10 +162,7 @@ class GradientMakerBase:
                 f"{op_def.type}: g_output must have one entry per output ({len(op_def.outputs)}), got {len(g_output)}"
             )
         self.def_ = op_def
-        self.g_output = [
-            _as_gradient(op_def.type, f"gradient of output {i} ({name!r})", g)
-            for i, (name, g) in enumerate(zip(op_def.outputs, g_output, strict=True))
-        ]
+        self.g_output = _as_gradients(op_def.type, "output", op_def.outputs, g_output)
         # Per input: None, ("dense", name) or ("sparse", indices or None, values or None).
         self._g_input = [None] * len(op_def.inputs)
 

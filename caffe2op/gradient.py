@@ -35,7 +35,6 @@ Errors
 * :class:`~caffe2op.SchemaError`: the forward operator breaks its schema.
 """
 
-import dataclasses
 import difflib
 
 # The maker machinery and the registry live in their own modules; their names are importable from here.
@@ -46,7 +45,7 @@ from ._gradient_makers import (  # noqa: F401
     GradientSlice,
     NoGradient,
     ThrowInTheTowelIfGradientIsCalled,
-    _as_gradient,
+    _as_gradients,
     _FunctionMaker,
 )
 from ._gradient_registry import (  # noqa: F401
@@ -59,7 +58,7 @@ from ._gradient_registry import (  # noqa: F401
     registered_gradients,
     should_not_do_gradient,
 )
-from .core import OperatorDef
+from .core import OperatorDef, _fresh_copy
 from .errors import SchemaError
 from .schema import get_schema
 
@@ -179,6 +178,10 @@ def get_gradient_defs(op_def, g_output):
         raise TypeError(
             f"{op_def.type}: the gradient maker must return a list of OperatorDef, got {type(ops).__name__}"
         ) from None
+    if not is_function:
+        device_option = op_def.device_option if maker_cls.copy_device_option else None
+        engine = op_def.engine if maker_cls.copy_engine else ""
+        forward_args = op_def.args if maker_cls.copy_arguments else None
     grad_ops = []
     for op in ops:
         if not isinstance(op, OperatorDef):
@@ -187,16 +190,14 @@ def get_gradient_defs(op_def, g_output):
                 f"expected OperatorDef"
             )
         # A fresh object: the backward pass renames outputs in place.
-        is_gradient_op = op.is_gradient_op
-        op = dataclasses.replace(op, inputs=list(op.inputs), outputs=list(op.outputs), args=dict(op.args))
-        op.is_gradient_op = is_gradient_op
+        op = _fresh_copy(op)
         if not is_function:
-            if maker_cls.copy_device_option and op_def.device_option is not None:
-                op.device_option = op_def.device_option
-            if maker_cls.copy_engine and op_def.engine:
-                op.engine = op_def.engine
-            if maker_cls.copy_arguments and op_def.args:
-                op.args = {**op_def.args, **op.args}
+            if device_option is not None:
+                op.device_option = device_option
+            if engine:
+                op.engine = engine
+            if forward_args:
+                op.args = {**forward_args, **op.args}
             op.is_gradient_op = True
         grad_ops.append(op)
     if isinstance(g_input, (str, bytes, dict)):
@@ -214,8 +215,5 @@ def get_gradient_defs(op_def, g_output):
         raise ValueError(
             f"{op_def.type}: the gradient maker returned {len(g_input)} input gradients for {len(op_def.inputs)} inputs"
         )
-    g_input = [
-        _as_gradient(op_def.type, f"gradient of input {i} ({name!r})", g)
-        for i, (name, g) in enumerate(zip(op_def.inputs, g_input, strict=True))
-    ]
+    g_input = _as_gradients(op_def.type, "input", op_def.inputs, g_input)
     return grad_ops, g_input
