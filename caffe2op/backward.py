@@ -370,6 +370,9 @@ class _IR:
             )
         if len(generators) < 2:
             return False
+        first = generators[0].device_option
+        if all(g.device_option is first for g in generators):
+            return True  # (nearly always: one device option object for them all)
         devices = {_device_key(g.device_option): g.device_option for g in generators}
         if len(devices) > 1:
             names = ", ".join(_device_name(d) for d in devices.values())
@@ -459,13 +462,16 @@ class _IR:
             self.gradient_frontier[y] = version
             self.readers.setdefault((y, version), []).append(len(self.ssa))
         all_grad, all_ops = self._init_gradients(ys, seed_dtype)
+        # Gradients are accumulated only where the walk reaches the first of several readers of a version.
+        first_readers = {positions[0] for positions in self.readers.values() if len(positions) > 1}
         for fwd_idx in reversed(range(len(self.ssa))):
             new_grad, grad_ops = self._gradients_of(fwd_idx, all_grad)
             all_grad.update(new_grad)
             all_ops.extend(grad_ops)
-            sum_ops, summed = self._accumulate(fwd_idx)
-            all_grad.update(summed)
-            all_ops.extend(sum_ops)
+            if fwd_idx in first_readers:
+                sum_ops, summed = self._accumulate(fwd_idx)
+                all_grad.update(summed)
+                all_ops.extend(sum_ops)
         return all_ops, {name: g for name, g in all_grad.items() if g is not None}
 
 
