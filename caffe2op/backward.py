@@ -43,7 +43,6 @@ Every step is linear in the number of operators (and their inputs and
 outputs).
 """
 
-import collections
 import dataclasses
 import gc
 
@@ -58,7 +57,7 @@ __all__ = ["get_backward_pass"]
 AUTOGEN_GRAD_SUFFIX = "_autogen_grad"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _DenseGenerator:
     """One producer of a dense gradient: a gradient operator's output, or a pass-through name."""
 
@@ -68,7 +67,7 @@ class _DenseGenerator:
     device_option: object  # of the gradient operator, or of the forward operator for a pass-through
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _SparseGenerator:
     """One producer of a sparse gradient; indices and values may come from operators or pass through."""
 
@@ -100,12 +99,8 @@ def _device_name(device_option):
 def _index_in_gradients(gradients, name):
     """Position of ``name`` in a gradient list (dense names or GradientSlice parts), or None."""
     for i, g in enumerate(gradients):
-        if g is None:
-            continue
-        if isinstance(g, GradientSlice):
-            if g.indices == name or g.values == name:
-                return i
-        elif g == name:
+        # A dense gradient is a str (never equal to a GradientSlice, a tuple); a sparse one matches either part.
+        if g == name or (type(g) is GradientSlice and name in g):
             return i
     return None
 
@@ -113,40 +108,56 @@ def _index_in_gradients(gradients, name):
 class _IR:
     """Blob versions along the forward operators and the gradient bookkeeping of Caffe2's ``IR``."""
 
+    # Flat dicts keyed by (blob, version), and no per-blob history (an error message replays it): the
+    # bookkeeping is a few small objects per operator, which is what the pass costs.
+
     def __init__(self, ops):
         self.ssa = []  # per op: (op, in_versions, out_versions)
-        self.input_usages = collections.defaultdict(lambda: collections.defaultdict(list))
-        self.frontier = {}
+        self.readers = {}  # (blob, version) -> positions of the operators reading it, once per read
+        self.frontier = {}  # blob -> its current version
+        self.last_writer = {}  # blob -> position of the last operator writing it
         self.gradient_frontier = {}
-        self.gradient_generators = collections.defaultdict(lambda: collections.defaultdict(list))
-        self.out_version_history = collections.defaultdict(list)
-        self.in_version_history = collections.defaultdict(list)
+        self.gradient_generators = {}  # (blob, version) -> producers of its gradient
         for op in ops:
             self._play(op)
         self._sanity_check(ops)
 
     def _play(self, op):
         position = len(self.ssa)
+        frontier, readers = self.frontier, self.readers
         in_versions = {}
         for name in op.inputs:
-            version = self.frontier.setdefault(name, 0)
+            version = frontier.setdefault(name, 0)
             in_versions[name] = version
-            self.input_usages[name][version].append(position)
-            self.in_version_history[name].append((position, version))
+            positions = readers.get((name, version))
+            if positions is None:
+                readers[name, version] = [position]
+            else:
+                positions.append(position)
         out_versions = {}
         for name in op.outputs:
             # A blob read or written before moves to its next version.
-            if name in self.frontier:
-                self.frontier[name] += 1
-            else:
-                self.frontier[name] = 0
-            out_versions[name] = self.frontier[name]
-            self.out_version_history[name].append((position, self.frontier[name]))
+            version = frontier[name] + 1 if name in frontier else 0
+            frontier[name] = version
+            out_versions[name] = version
+            self.last_writer[name] = position
         self.ssa.append((op, in_versions, out_versions))
 
+    def _add_generator(self, name, version, generator):
+        generators = self.gradient_generators.get((name, version))
+        if generators is None:
+            self.gradient_generators[name, version] = [generator]
+        else:
+            generators.append(generator)
+
     def _sanity_check(self, ops):
+        read = None
         for op in ops:
-            if op.type == "StopGradient" and op.outputs and op.outputs[0] not in self.input_usages:
+            if op.type != "StopGradient" or not op.outputs:
+                continue
+            if read is None:
+                read = {name for name, _ in self.readers}
+            if op.outputs[0] not in read:
                 raise ValueError(
                     f"StopGradient's output {op.outputs[0]!r} is orphan: no operator reads it, so it stops "
                     f"nothing. You typically want the same input and output for StopGradient "
@@ -156,14 +167,24 @@ class _IR:
     # --- error help -----------------------------------------------------------
 
     def _history(self, name, outputs):
-        entries = self.out_version_history[name] if outputs else self.in_version_history[name]
+        """Every write (``outputs``) or read of ``name`` with its version, replayed as :meth:`_play` numbers them."""
         kind = "out" if outputs else "in"
         lines = [f"== version history of blob {name!r} ({'written' if outputs else 'read'} by):"]
-        lines += [f"  version ({kind}) {v} <- op {p}: {self.ssa[p][0].describe()}" for p, v in entries]
+        version = None  # not read or written yet
+        for position, (op, _, _) in enumerate(self.ssa):
+            for blob in op.inputs:
+                if blob == name:
+                    version = 0 if version is None else version
+                    if not outputs:
+                        lines.append(f"  version ({kind}) {version} <- op {position}: {op.describe()}")
+            for blob in op.outputs:
+                if blob == name:
+                    version = 0 if version is None else version + 1
+                    if outputs:
+                        lines.append(f"  version ({kind}) {version} <- op {position}: {op.describe()}")
         return "\n".join(lines)
 
-    def _check_gradient_op_input(self, name, g_output, fwd_idx, local_blobs):
-        forward_op, in_versions, out_versions = self.ssa[fwd_idx]
+    def _check_gradient_op_input(self, name, g_output, forward_op, in_versions, out_versions, local_blobs):
         original = _index_in_gradients(g_output, name)
         if original is not None:
             out_name = forward_op.outputs[original]
@@ -195,12 +216,12 @@ class _IR:
     # --- generators -----------------------------------------------------------
 
     def _build_gradient_generators(self, fwd_idx, grad_ops, g_output, g_input):
-        forward_op, in_versions, _ = self.ssa[fwd_idx]
+        forward_op, in_versions, out_versions = self.ssa[fwd_idx]
         local_blobs = set()
-        partial_sparse = collections.defaultdict(list)  # (input name, version) -> partial generators
+        partial_sparse = {}  # (input name, version) -> partial generators
         for grad_op in grad_ops:
             for name in grad_op.inputs:
-                self._check_gradient_op_input(name, g_output, fwd_idx, local_blobs)
+                self._check_gradient_op_input(name, g_output, forward_op, in_versions, out_versions, local_blobs)
             local_blobs.update(grad_op.outputs)
             for i, output in enumerate(grad_op.outputs):
                 input_index = _index_in_gradients(g_input, output)
@@ -214,11 +235,9 @@ class _IR:
                         meta = _SparseGenerator(grad_op, i, None, 0, g, grad_op.device_option)
                     else:
                         meta = _SparseGenerator(None, 0, grad_op, i, g, grad_op.device_option)
-                    partial_sparse[input_name, version].append(meta)
+                    partial_sparse.setdefault((input_name, version), []).append(meta)
                 else:
-                    self.gradient_generators[input_name][version].append(
-                        _DenseGenerator(grad_op, i, g, grad_op.device_option)
-                    )
+                    self._add_generator(input_name, version, _DenseGenerator(grad_op, i, g, grad_op.device_option))
         # Indices and values written by different operators make one generator.
         for (input_name, version), metas in partial_sparse.items():
             if len(metas) == 1:
@@ -244,26 +263,20 @@ class _IR:
                     f"Gradients for {input_name!r}: the gradient operators of {forward_op.describe()} write its "
                     f"sparse gradient {metas[0].gradient} more than once"
                 )
-            self.gradient_generators[input_name][version].append(merged)
-        # Gradients passed through from output gradients (no operator makes them), e.g. Sum's.
-        for input_index, g in enumerate(g_input):
-            if not g:
+            self._add_generator(input_name, version, merged)
+        for input_name, g in zip(forward_op.inputs, g_input, strict=True):
+            if g is None:
                 continue
-            input_name = forward_op.inputs[input_index]
             version = in_versions[input_name]
-            if isinstance(g, GradientSlice):
+            # A gradient passed through from an output gradient (no operator makes it), e.g. Sum's.
+            if type(g) is GradientSlice:
                 if g.indices not in local_blobs and g.values not in local_blobs:
-                    self.gradient_generators[input_name][version].append(
-                        _SparseGenerator(None, 0, None, 0, g, forward_op.device_option)
+                    self._add_generator(
+                        input_name, version, _SparseGenerator(None, 0, None, 0, g, forward_op.device_option)
                     )
             elif g not in local_blobs:
-                self.gradient_generators[input_name][version].append(
-                    _DenseGenerator(None, 0, g, forward_op.device_option)
-                )
-        for input_index, g in enumerate(g_input):
-            if g is not None:
-                input_name = forward_op.inputs[input_index]
-                self.gradient_frontier[input_name] = in_versions[input_name]
+                self._add_generator(input_name, version, _DenseGenerator(None, 0, g, forward_op.device_option))
+            self.gradient_frontier[input_name] = version
 
     # --- accumulation -----------------------------------------------------------
 
@@ -357,6 +370,9 @@ class _IR:
             )
         if len(generators) < 2:
             return False
+        first = generators[0].device_option
+        if all(g.device_option is first for g in generators):
+            return True  # (nearly always: one device option object for them all)
         devices = {_device_key(g.device_option): g.device_option for g in generators}
         if len(devices) > 1:
             names = ", ".join(_device_name(d) for d in devices.values())
@@ -369,12 +385,12 @@ class _IR:
     def _accumulate(self, fwd_idx):
         forward_op, in_versions, _ = self.ssa[fwd_idx]
         sum_ops, grad_map = [], {}
-        for input_name in dict.fromkeys(forward_op.inputs):
-            version = in_versions[input_name]
-            usage = self.input_usages[input_name][version]
+        # in_versions has each input once, in the order of forward_op.inputs.
+        for input_name, version in in_versions.items():
+            usage = self.readers[input_name, version]
             if len(usage) <= 1 or usage[0] != fwd_idx:
                 continue
-            generators = self.gradient_generators[input_name][version]
+            generators = self.gradient_generators.get((input_name, version), [])
             if not self._verify_generators(input_name, generators):
                 continue
             base = self._sum_output_name(generators, input_name)
@@ -408,9 +424,7 @@ class _IR:
                 grad_ops.append(autogen)
                 g = autogen.outputs[0]
                 # It can join a Sum like any gradient operator's output.
-                self.gradient_generators[y][self.frontier[y]].append(
-                    _DenseGenerator(autogen, 0, g, autogen.device_option)
-                )
+                self._add_generator(y, self.frontier[y], _DenseGenerator(autogen, 0, g, autogen.device_option))
             all_grad[y] = g
         return all_grad, grad_ops
 
@@ -419,14 +433,14 @@ class _IR:
         scope = current_device_scope()
         if scope is not None:
             return scope
-        history = self.out_version_history.get(y)
-        return self.ssa[history[-1][0]][0].device_option if history else None
+        position = self.last_writer.get(y)
+        return None if position is None else self.ssa[position][0].device_option
 
     def _gradients_of(self, fwd_idx, all_grad):
         forward_op = self.ssa[fwd_idx][0]
-        g_output = [all_grad.get(name) for name in forward_op.outputs]
+        g_output = list(map(all_grad.get, forward_op.outputs))
         # ZeroGradient has no outputs, yet its maker must run.
-        if all(g is None for g in g_output) and forward_op.type != "ZeroGradient":
+        if g_output.count(None) == len(g_output) and forward_op.type != "ZeroGradient":
             return {}, []
         try:
             grad_ops, g_input = get_gradient_defs(forward_op, g_output)
@@ -446,15 +460,18 @@ class _IR:
         for y in ys:
             version = self.frontier.setdefault(y, 0)
             self.gradient_frontier[y] = version
-            self.input_usages[y][version].append(len(self.ssa))
+            self.readers.setdefault((y, version), []).append(len(self.ssa))
         all_grad, all_ops = self._init_gradients(ys, seed_dtype)
+        # Gradients are accumulated only where the walk reaches the first of several readers of a version.
+        first_readers = {positions[0] for positions in self.readers.values() if len(positions) > 1}
         for fwd_idx in reversed(range(len(self.ssa))):
             new_grad, grad_ops = self._gradients_of(fwd_idx, all_grad)
             all_grad.update(new_grad)
             all_ops.extend(grad_ops)
-            sum_ops, summed = self._accumulate(fwd_idx)
-            all_grad.update(summed)
-            all_ops.extend(sum_ops)
+            if fwd_idx in first_readers:
+                sum_ops, summed = self._accumulate(fwd_idx)
+                all_grad.update(summed)
+                all_ops.extend(sum_ops)
         return all_ops, {name: g for name, g in all_grad.items() if g is not None}
 
 

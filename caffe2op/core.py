@@ -209,12 +209,15 @@ def _blob_names(value, what, op_type):
         ) from None
     if isinstance(value, dict):  # its keys would be taken silently
         raise TypeError(f"{op_type}: {what} must be a blob name or a list of blob names, got a dict ({value!r})")
+    exact = True  # every name a str itself, no subclass: the list is already what is returned
     for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"{op_type}: {what} must be blob names (str), got {type(name).__name__} ({name!r})")
+        if type(name) is not str:
+            if not isinstance(name, str):
+                raise TypeError(f"{op_type}: {what} must be blob names (str), got {type(name).__name__} ({name!r})")
+            exact = False
         if not name:
             raise ValueError(f"{op_type}: {what} must be non-empty blob names, got {names!r}")
-    return [str(name) for name in names]
+    return names if exact else [str(name) for name in names]
 
 
 def _plain_arg(value):
@@ -281,7 +284,10 @@ class OperatorDef:
             raise TypeError(f"OperatorDef: type must be a non-empty str, got {self.type!r}")
         self.inputs = _blob_names(self.inputs, "inputs", self.type)
         self.outputs = _blob_names(self.outputs, "outputs", self.type)
-        self.args = {} if self.args is None else {str(k): _plain_arg(v) for k, v in dict(self.args).items()}
+        if self.args is None or (type(self.args) is dict and not self.args):
+            self.args = {}  # (nearly every gradient operator's: no arguments of its own)
+        else:
+            self.args = {str(k): _plain_arg(v) for k, v in dict(self.args).items()}
         if not isinstance(self.name, str):
             raise TypeError(f"{self.type}: name must be a str, got {type(self.name).__name__} ({self.name!r})")
         if not isinstance(self.engine, str):
@@ -322,6 +328,64 @@ class OperatorDef:
         if self.name:
             extras.append(f"name={self.name!r}")
         return text + ("  " + " ".join(extras) if extras else "")
+
+
+def _fresh_copy(op):
+    """A copy of ``op`` with lists and a dict of its own (the gradient operators the backward pass renames).
+
+    What ``dataclasses.replace(op, inputs=list(op.inputs), outputs=list(op.outputs), args=dict(op.args))``
+    gives, ``is_gradient_op`` kept.  When every field already has the type ``__post_init__`` would give it
+    (a definition made by the constructor and left alone: nearly always), the checks are not run again;
+    anything else goes through the constructor, which raises what it raises.
+    """
+    args = op.args
+    if (
+        type(op) is OperatorDef
+        and type(op.type) is str
+        and op.type
+        and _exact_names(op.inputs)
+        and _exact_names(op.outputs)
+        and type(args) is dict
+        and type(op.name) is str
+        and type(op.engine) is str
+        and (op.device_option is None or isinstance(op.device_option, DeviceOption))
+    ):
+        if args:
+            for key in args:
+                if type(key) is not str:
+                    return _checked_copy(op)
+            args = {key: _plain_arg(value) for key, value in args.items()}
+        # Attributes set one by one, in the constructor's order: the instance keeps sharing its
+        # dictionary's keys with every other OperatorDef (a dict filled at once takes ~150 bytes more).
+        copy = object.__new__(OperatorDef)
+        copy.type = op.type
+        copy.inputs = list(op.inputs)
+        copy.outputs = list(op.outputs)
+        copy.args = args if args else {}
+        copy.name = op.name
+        copy.device_option = op.device_option
+        copy.engine = op.engine
+        copy.is_gradient_op = op.is_gradient_op
+        return copy
+    return _checked_copy(op)
+
+
+def _exact_names(names):
+    """Whether ``names`` is a list of non-empty str that are not subclasses (what ``_blob_names`` gives)."""
+    if type(names) is not list:
+        return False
+    for name in names:
+        if type(name) is not str or not name:
+            return False
+    return True
+
+
+def _checked_copy(op):
+    """:func:`_fresh_copy` through the constructor and its checks."""
+    is_gradient_op = op.is_gradient_op
+    copy = dataclasses.replace(op, inputs=list(op.inputs), outputs=list(op.outputs), args=dict(op.args))
+    copy.is_gradient_op = is_gradient_op
+    return copy
 
 
 _DEVICE_SCOPE = contextvars.ContextVar("caffe2op_device_scope", default=None)

@@ -201,6 +201,47 @@ def test_version_mismatch_names_the_blob_and_says_version():
     assert "version 1" in message and "version 2" in message
 
 
+@pytest.mark.parametrize(
+    ("ops", "ys", "message"),
+    [
+        (
+            [op("BwDirect", "x", "x"), op("BwDirect", "y", "x"), op("BwDirect", "x", "y")],
+            {"y": "y_grad"},
+            "Gradient name 'x_grad' is expected to correspond to version 1 of 'x', but currently we have version 2. "
+            "Maybe the same output blob is written by two operators?\n"
+            "== version history of blob 'x' (written by):\n"
+            "  version (out) 1 <- op 0: BwDirect(x) -> (x)\n"
+            "  version (out) 2 <- op 1: BwDirect(y) -> (x)",
+        ),
+        (  # a blob read twice by one operator is listed twice; written twice by one, it moves two versions
+            [op("BwUseInput", ["in", "in"], "out"), op("BwDirect", "in", ["in", "in"])],
+            {"out": "out_grad"},
+            "Gradient operator of BwUseInput(in, in) -> (out) needs input 'in' at version 0, but the forward pass "
+            "leaves it at version 2 (it is overwritten later).\n"
+            "== version history of blob 'in' (read by):\n"
+            "  version (in) 0 <- op 0: BwUseInput(in, in) -> (out)\n"
+            "  version (in) 0 <- op 0: BwUseInput(in, in) -> (out)\n"
+            "  version (in) 0 <- op 1: BwDirect(in) -> (in, in)",
+        ),
+        (
+            [op("BwUseOutput", "in", ["h", "h"]), op("BwDirect", ["h", "h"], "h"), op("BwUseOutput", "h", "out")],
+            {"out": "out_grad"},
+            "Gradient operator of BwUseOutput(in) -> (h, h) needs output 'h' at version 1, but the forward pass "
+            "leaves it at version 2 (it is overwritten later).\n"
+            "== version history of blob 'h' (written by):\n"
+            "  version (out) 0 <- op 0: BwUseOutput(in) -> (h, h)\n"
+            "  version (out) 1 <- op 0: BwUseOutput(in) -> (h, h)\n"
+            "  version (out) 2 <- op 1: BwDirect(h, h) -> (h)",
+        ),
+    ],
+)
+def test_version_errors_list_the_blob_history(ops, ys, message):
+    """The whole message: every read or write of the blob with its version (the history is replayed for it)."""
+    with pytest.raises(RuntimeError) as info:
+        get_backward_pass(ops, ys)
+    assert str(info.value) == message
+
+
 def test_use_output():
     ops = [op("BwUseOutput", "in", "hidden"), op("BwUseOutput", "hidden", "out"), op("BwDirect", "out", "sink")]
     grad_ops, _ = get_backward_pass(ops, {"sink": "sink_grad"})

@@ -272,6 +272,55 @@ def test_gradient_operators_are_fresh_objects():
     assert shared.outputs == ["x_grad"] and shared.args == {}
 
 
+class _Name(str):
+    """A str subclass: operator definitions hold plain str."""
+
+
+def test_gradient_operators_edited_by_their_maker_are_copied_through_the_checks():
+    """A maker may edit its operators after making them; the copies are what the constructor makes of them."""
+    edited = OperatorDef(type="GtEdited", inputs=["y_grad"], outputs=["x_grad"], args={"shape": [1, 2]})
+    edited.inputs = ("y_grad", _Name("y"))
+    edited.args = {"scale": np.float32(2.0), "shape": (3, np.int64(4)), "plain": [5]}
+
+    @register_gradient("GtEdited")
+    def edited_maker(op_def, g_output):
+        return [edited], ["x_grad"]
+
+    [op], _ = get_gradient_defs(OperatorDef(type="GtEdited", inputs=["x"], outputs=["y"]), ["y_grad"])
+    assert op == OperatorDef(
+        type="GtEdited", inputs=["y_grad", "y"], outputs=["x_grad"], args={"scale": 2.0, "shape": [3, 4], "plain": [5]}
+    )
+    assert [type(name) for name in op.inputs] == [str, str] and type(op.args["scale"]) is float
+    assert op.args["plain"] is not edited.args["plain"] and op.inputs is not edited.inputs
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "match"),
+    [
+        (lambda op: op.inputs.append(3), TypeError, r"GtBadEdit: inputs must be blob names \(str\), got int \(3\)"),
+        (lambda op: op.outputs.append(""), ValueError, r"GtBadEdit: outputs must be non-empty blob names"),
+        (lambda op: setattr(op, "name", 7), TypeError, r"GtBadEdit: name must be a str, got int \(7\)"),
+        (lambda op: setattr(op, "device_option", "cpu"), TypeError, r"GtBadEdit: device_option must be a DeviceOp"),
+    ],
+)
+def test_gradient_operators_edited_wrongly_by_their_maker_raise_what_the_constructor_raises(edit, error, match):
+    made = OperatorDef(type="GtBadEdit", inputs=["y_grad"], outputs=["x_grad"])
+    edit(made)
+
+    @register_gradient("GtBadEdit")
+    def bad_maker(op_def, g_output):
+        return [made], ["x_grad"]
+
+    with pytest.raises(error, match=match):
+        get_gradient_defs(OperatorDef(type="GtBadEdit", inputs=["x"], outputs=["y"]), ["y_grad"])
+
+
+def test_operator_names_of_a_str_subclass_become_str():
+    op = OperatorDef(type="GtNames", inputs=[_Name("a"), "b"], outputs=(_Name("c"),))
+    assert op.inputs == ["a", "b"] and op.outputs == ["c"]
+    assert {type(name) for name in op.inputs + op.outputs} == {str}
+
+
 def test_copy_flags_can_be_turned_off():
     @register_gradient("GtNoCopy")
     class NoCopy(GradientMakerBase):

@@ -110,7 +110,19 @@ def test_duplicate_registration_raises_unless_overwrite():
     assert lookup_operator_class(caffe2op.OperatorDef(type="RegDuplicate")) is Second
 
 
-REGISTRY_MODULES = ["errors", "_tables", "schema", "core", "registry", "gradient", "backward", "net", "workspace"]
+REGISTRY_MODULES = [
+    "errors",
+    "_tables",
+    "schema",
+    "core",
+    "registry",
+    "_gradient_makers",
+    "_gradient_registry",
+    "gradient",
+    "backward",
+    "net",
+    "workspace",
+]
 
 
 def _imports(module):
