@@ -229,7 +229,7 @@ setup(
     packages=find_packages(include=["caffe2op", "caffe2op.*"]) + ["caffe2op._cpu", "caffe2op._cl"],
     package_dir={"caffe2op._cpu": "pyx", "caffe2op._cl": "opencl_kernels"},
     package_data={"caffe2op._cl": ["*.cl", "*.h"], "caffe2op.bench": ["floor.c"]},
-    exclude_package_data={"caffe2op._cpu": ["*.pyx", "*.pxd", "*.c", "*.h"]},
+    exclude_package_data={"caffe2op._cpu": ["*.pyx", "*.pxd", "*.pxi", "*.c", "*.h"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtWithOpenMP},
     zip_safe=False,
