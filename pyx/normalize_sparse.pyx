@@ -39,7 +39,7 @@ import numpy as np
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from libc.math cimport fabs, frexp, ldexp, sqrt
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from _typedefs cimport (
     c2o_float_to_half,
@@ -373,25 +373,29 @@ def distinct(const index_t[::1] indices, Py_ssize_t n_rows):
 
 
 # ------------------------------------------- copying kernels (a new output)
+#
+# ``own`` arrays are the result's, private to the call: the caller's indices are copied into
+# them with plain loads (a copy reads each value once; only the copy is ever used), and
+# every check and every later read uses the copy, so the loops need no volatile loads and
+# vectorise.
 
 cdef inline bint _copy_increasing(const index_t* indices, index_t* own, Py_ssize_t n,
                                   Py_ssize_t n_minor) noexcept nogil:
-    """Copy ``indices[0:n]`` into ``own`` (each read once); whether they strictly increase within ``[0, n_minor)``."""
+    """Copy ``indices[0:n]`` into ``own``; whether the copy strictly increases within ``[0, n_minor)``."""
     cdef Py_ssize_t k
-    cdef index_t v, prev = -1
     cdef bint increasing = True
-    for k in range(n):
-        v = _read_index(&indices[k])
-        own[k] = v
-        increasing &= v > prev
-        prev = v
-    return increasing and <Py_ssize_t> prev < n_minor
+    if n == 0:
+        return True
+    memcpy(own, indices, n * sizeof(index_t))
+    for k in range(1, n):
+        increasing &= own[k] > own[k - 1]
+    return increasing and own[0] >= 0 and <Py_ssize_t> own[n - 1] < n_minor
 
 
 def copy_segments_normalize(const index_t[::1] indptr, const index_t[::1] indices, index_t[::1] own_indices,
                             Py_ssize_t n_minor, const storage_t[::1] src, storage_t[::1] dst,
                             bint use_max_norm, double norm, bint additive_eps, int n_threads):
-    """Copy ``indices`` into ``own_indices``, check them, and normalise every stored segment from src into dst.
+    """Copy ``indices`` into ``own_indices``, check the copy, and normalise every stored segment from src into dst.
 
     ``indptr`` must be the caller's private copy (nobody else writes it);
     ``own_indices``, ``src`` and ``dst`` have ``nnz`` values and ``indices``
@@ -439,28 +443,39 @@ cdef Py_ssize_t _copy_chunk_sums(const index_t* indices, index_t* own, const sto
                                  Py_ssize_t n_minor, double* row, Py_ssize_t* falls) noexcept nogil:
     """Copy one chunk of ``indices`` into ``own`` and add its squares into ``row`` (see ``copy_cross_sums``).
 
-    Returns the number of indices out of ``[0, n_minor)`` (skipped); adds to
-    ``falls`` the number of positions ``k >= 1`` of the chunk whose index is
-    not above the one before it.
+    Returns the number of copied indices out of ``[0, n_minor)`` (then
+    ``row`` is left unfinished); sets ``falls`` to the number of positions
+    ``k >= 1`` of the chunk whose index is not above the one before it.
     """
     cdef Py_ssize_t k, bad = 0, down = 0
-    cdef index_t v, prev = 0
+    cdef index_t v
     cdef float hx
+    # Negative indices become huge unsigned values: one comparison checks both bounds.
+    cdef uint32_t limit32 = <uint32_t> (n_minor if n_minor < (<Py_ssize_t> 1 << 31) else (<Py_ssize_t> 1 << 31))
+    cdef uint64_t limit64 = <uint64_t> n_minor
+    if n == 0:
+        falls[0] = 0
+        return 0
+    memcpy(own, indices, n * sizeof(index_t))
+    if index_t is int32_t:
+        for k in range(n):
+            bad += (<uint32_t> own[k]) >= limit32
+    else:
+        for k in range(n):
+            bad += (<uint64_t> own[k]) >= limit64
+    for k in range(1, n):
+        down += own[k] <= own[k - 1]
+    falls[0] = down
+    if bad:
+        return bad
     for k in range(n):
-        v = _read_index(&indices[k])
-        own[k] = v
-        down += k > 0 and v <= prev
-        prev = v
-        if <uint64_t> v >= <uint64_t> n_minor:
-            bad += 1
-            continue
+        v = own[k]
         if storage_t is uint16_t:
             hx = c2o_half_to_float(x[k])
             row[v] += <double> (hx * hx)
         else:
             row[v] += <double> x[k] * x[k]
-    falls[0] += down
-    return bad
+    return 0
 
 
 def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index_t[::1] own_indices,
@@ -474,8 +489,9 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
 
     Returns the number of faults: indices out of ``[0, partial.shape[1])``,
     segments whose bounds are not within ``[0, nnz]`` in order, and
-    segments whose indices do not strictly increase (duplicate entries).  0
-    means that ``partial`` holds the sums of a valid, canonical structure.
+    positions where the indices do not increase within a segment (duplicate
+    or unsorted entries).  0 means that ``partial`` holds the sums of a
+    valid, canonical structure.
     """
     cdef Py_ssize_t n_chunks = partial.shape[0], n_minor = partial.shape[1], nnz = data.shape[0]
     cdef Py_ssize_t n_major = indptr.shape[0] - 1
@@ -493,8 +509,6 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
     ip = &indices[0]
     op = &own_indices[0]
     xp = &data[0]
-    for c in range(n_chunks):
-        chunk_falls[c] = 0
     for c in prange(n_chunks, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_chunks > 1):
         memset(&partial[c, 0], 0, n_minor * sizeof(double))
@@ -502,6 +516,8 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
         end = (c + 1) * nnz // n_chunks
         bad += _copy_chunk_sums(ip + begin, op + begin, xp + begin, end - begin, n_minor, &partial[c, 0],
                                 &chunk_falls[c])
+    if bad:
+        return bad
     with nogil:
         for c in range(n_chunks):
             falls += chunk_falls[c]
@@ -517,4 +533,37 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
             broken += 1
         elif 0 < begin < end:
             boundary_falls += op[begin] <= op[begin - 1]
-    return bad + broken + (falls - boundary_falls)
+    return broken + (falls - boundary_falls)
+
+
+def apply_scales(const index_t[::1] own_indices, const storage_t[::1] src, storage_t[::1] dst,
+                 const double[::1] scales, int n_threads):
+    """``dst[k] = src[k] * scales[own_indices[k]]``: ``cross_apply`` for indices the call owns and checked.
+
+    ``own_indices`` must be a private copy already checked to lie within
+    ``scales`` (``copy_cross_sums`` returned 0): no index is re-checked.
+    float32 and float16 values are multiplied by the scales rounded to
+    float32, exactly as ``cross_apply`` does.
+    """
+    cdef Py_ssize_t nnz = src.shape[0], k
+    cdef const double* sp
+    cdef float[::1] fscales
+    cdef const float* fp
+    if dst.shape[0] != nnz or own_indices.shape[0] != nnz:
+        raise ValueError("apply_scales: src, dst and own_indices must have the same length")
+    if nnz == 0:
+        return
+    sp = &scales[0]
+    if storage_t is double:
+        for k in prange(nnz, nogil=True, schedule="static", num_threads=n_threads,
+                        use_threads_if=nnz > PARALLEL_MIN_WORK):
+            dst[k] = src[k] * sp[own_indices[k]]
+    else:
+        fscales = np.asarray(scales, dtype=np.float32)
+        fp = &fscales[0]
+        for k in prange(nnz, nogil=True, schedule="static", num_threads=n_threads,
+                        use_threads_if=nnz > PARALLEL_MIN_WORK):
+            if storage_t is uint16_t:
+                dst[k] = c2o_float_to_half(c2o_half_to_float(src[k]) * fp[own_indices[k]])
+            else:
+                dst[k] = src[k] * fp[own_indices[k]]

@@ -3,8 +3,7 @@
 
 import numpy as np
 
-from ... import _config, opencl
-from ..._cpu import normalize_sparse as _kernels
+from ... import _config, _dispatch, opencl
 from ..._validation import (
     FLOAT_DTYPES,
     index_vector,
@@ -18,6 +17,8 @@ from ...schema import Argument
 from ._common import _HALF, _INDEX, _STORAGE, _same_view, _storage, canonical_axis, scipy_sparse_of
 from .schema import _NORM
 from .sparse_opencl import normalize_sparse_opencl
+
+_kernels = _dispatch.load("normalize_sparse")
 
 
 def _by_index_and_storage(kernel):
@@ -33,6 +34,7 @@ _DISTINCT = {i: _kernels.distinct.__signatures__[s] for i, s in _INDEX.items()}
 _CROSS_RESCUE = {i: _kernels.cross_rescue.__signatures__[s] for i, s in _INDEX.items()}
 _COPY_SEGMENTS = _by_index_and_storage(_kernels.copy_segments_normalize)
 _COPY_CROSS_SUMS = _by_index_and_storage(_kernels.copy_cross_sums)
+_APPLY_SCALES = _by_index_and_storage(_kernels.apply_scales)
 
 # Cross-direction sums: at most _MAX_CHUNKS chunks of stored values, each with at least
 # _CHUNK_MIN_NNZ of them, and at most a quarter as many partial sums (chunks x vectors) as
@@ -180,7 +182,11 @@ def _normalize_cross(op, name, w, structure, src, dst, rule):
         sum_indices, sum_data = _canonical_data(op, name, w, indptr, indices, nnz)[1:]
     partial = np.empty((_n_chunks(sum_data.shape[0], n_minor), n_minor), dtype=np.float64)
     skipped = _CROSS_SUMS[sum_indices.dtype, sum_data.dtype](sum_indices, _storage(sum_data), partial, n_threads)
-    skipped += _cross_scales_and_apply(sum_indices, sum_data, indices, src, dst, partial, rule, n_threads)
+    # Only float64 sums can overflow or underflow (see pyx/_normalize_vectors.pxi).
+    rescue = np.zeros(n_minor if sum_data.dtype == np.float64 else 0, dtype=np.uint8)
+    if _kernels.cross_scales(partial, rescue, *rule, n_threads):
+        _CROSS_RESCUE[sum_indices.dtype](sum_indices, sum_data, partial[0], rescue, *rule)
+    skipped += _CROSS_APPLY[indices.dtype, src.dtype](indices, _storage(src), _storage(dst), partial[0], n_threads)
     if skipped:
         raise _structure_changed(op, name)
 
@@ -222,18 +228,6 @@ def _matrix_like(w, data, indices, indptr):
 def _new_with_data(w, data, nnz):
     """A matrix of ``w``'s class and format with a copy of ``w``'s structure (dtypes kept) and ``data``."""
     return _matrix_like(w, data, w.indices[:nnz].copy(), w.indptr.copy())
-
-
-def _cross_scales_and_apply(sum_indices, sum_data, indices, src, dst, partial, rule, n_threads):
-    """Turn the partial sums of ``sum_data`` (canonical) into scales and apply them to ``src`` into ``dst``.
-
-    Returns the number of values the apply kernel skipped (see ``cross_apply``).
-    """
-    # Only float64 sums can overflow or underflow (see pyx/_normalize_vectors.pxi).
-    rescue = np.zeros(partial.shape[1] if sum_data.dtype == np.float64 else 0, dtype=np.uint8)
-    if _kernels.cross_scales(partial, rescue, *rule, n_threads):
-        _CROSS_RESCUE[sum_indices.dtype](sum_indices, sum_data, partial[0], rescue, *rule)
-    return _CROSS_APPLY[indices.dtype, src.dtype](indices, _storage(src), _storage(dst), partial[0], n_threads)
 
 
 def _normalize_new(op, w, axis, rule):
@@ -279,8 +273,11 @@ def _normalize_new(op, w, axis, rule):
         partial = np.empty((_n_chunks(nnz, n_minor), n_minor), dtype=np.float64)
         if _COPY_CROSS_SUMS[indices.dtype, src.dtype](own_indptr, indices, own_indices, _storage(src), partial, n_threads):
             return None
-        if _cross_scales_and_apply(own_indices, src, own_indices, src, dst, partial, rule, n_threads):
-            raise _structure_changed(op, "W")  # cannot happen: the kernels read private copies only
+        # Only float64 sums can overflow or underflow (see pyx/_normalize_vectors.pxi).
+        rescue = np.zeros(n_minor if src.dtype == np.float64 else 0, dtype=np.uint8)
+        if _kernels.cross_scales(partial, rescue, *rule, n_threads):
+            _CROSS_RESCUE[own_indices.dtype](own_indices, src, partial[0], rescue, *rule)
+        _APPLY_SCALES[own_indices.dtype, src.dtype](own_indices, _storage(src), _storage(dst), partial[0], n_threads)
     return _matrix_like(w, dst, own_indices, own_indptr)
 
 
