@@ -379,17 +379,67 @@ def distinct(const index_t[::1] indices, Py_ssize_t n_rows):
 # every check and every later read uses the copy, so the loops need no volatile loads and
 # vectorise.
 
-cdef inline bint _copy_increasing(const index_t* indices, index_t* own, Py_ssize_t n,
-                                  Py_ssize_t n_minor) noexcept nogil:
-    """Copy ``indices[0:n]`` into ``own``; whether the copy strictly increases within ``[0, n_minor)``."""
-    cdef Py_ssize_t k
-    cdef bint increasing = True
-    if n == 0:
-        return True
-    memcpy(own, indices, n * sizeof(index_t))
+cdef enum:
+    # Segments per work item of copy_segments_normalize: long, predictable copy and check loops
+    # (segments are often a few values long), and enough items to balance the threads.
+    SEGMENT_BLOCK = 256
+
+
+cdef inline Py_ssize_t _count_out_of_range(const index_t* own, Py_ssize_t n, Py_ssize_t n_minor) noexcept nogil:
+    """How many of ``own[0:n]`` lie outside ``[0, n_minor)`` (a branch-free, vectorisable count)."""
+    cdef Py_ssize_t k, bad = 0
+    # Negative indices become huge unsigned values: one comparison checks both bounds.
+    cdef uint32_t limit32 = <uint32_t> (n_minor if n_minor < (<Py_ssize_t> 1 << 31) else (<Py_ssize_t> 1 << 31))
+    cdef uint64_t limit64 = <uint64_t> n_minor
+    if index_t is int32_t:
+        for k in range(n):
+            bad += (<uint32_t> own[k]) >= limit32
+    else:
+        for k in range(n):
+            bad += (<uint64_t> own[k]) >= limit64
+    return bad
+
+
+cdef inline Py_ssize_t _count_falls(const index_t* own, Py_ssize_t n) noexcept nogil:
+    """How many positions ``k >= 1`` of ``own[0:n]`` hold an index not above the one before."""
+    cdef Py_ssize_t k, down = 0
     for k in range(1, n):
-        increasing &= own[k] > own[k - 1]
-    return increasing and own[0] >= 0 and <Py_ssize_t> own[n - 1] < n_minor
+        down += own[k] <= own[k - 1]
+    return down
+
+
+cdef Py_ssize_t _copy_segment_block(const index_t* indptr, Py_ssize_t n_seg, const index_t* indices, index_t* own,
+                                    Py_ssize_t nnz, Py_ssize_t n_minor, const storage_t* x, storage_t* y,
+                                    bint use_max_norm, double norm, bint additive_eps) noexcept nogil:
+    """One work item of ``copy_segments_normalize``: the ``n_seg`` segments bounded by ``indptr[0:n_seg + 1]``.
+
+    Returns 1, leaving ``y`` unwritten, when the block's structure is
+    invalid or not canonical; else normalises its segments and returns 0.
+    """
+    cdef Py_ssize_t p, start, lo = indptr[0], hi = indptr[n_seg], down = 0, boundary = 0
+    if lo < 0 or hi < lo or hi > nnz:
+        return 1
+    for p in range(n_seg):
+        down += indptr[p + 1] < indptr[p]
+    if down:
+        return 1
+    if hi == lo:
+        return 0
+    memcpy(own + lo, indices + lo, (hi - lo) * sizeof(index_t))
+    if _count_out_of_range(own + lo, hi - lo, n_minor):
+        return 1
+    # Canonical when every fall lies at the start of a segment (where the indices may restart).
+    for p in range(1, n_seg):
+        start = indptr[p]
+        if lo < start < indptr[p + 1]:
+            boundary += own[start] <= own[start - 1]
+    if _count_falls(own + lo, hi - lo) != boundary:
+        return 1
+    for p in range(n_seg):
+        start = indptr[p]
+        _scale_into(x + start, y + start, indptr[p + 1] - start,
+                    _vector_scale(x + start, indptr[p + 1] - start, use_max_norm, norm, additive_eps))
+    return 0
 
 
 def copy_segments_normalize(const index_t[::1] indptr, const index_t[::1] indices, index_t[::1] own_indices,
@@ -399,43 +449,43 @@ def copy_segments_normalize(const index_t[::1] indptr, const index_t[::1] indice
 
     ``indptr`` must be the caller's private copy (nobody else writes it);
     ``own_indices``, ``src`` and ``dst`` have ``nnz`` values and ``indices``
-    at least that many.  A segment whose bounds do not lie within
-    ``[0, nnz]`` in order, or whose copied indices do not strictly increase
-    within ``[0, n_minor)``, is counted and its ``dst`` left unwritten.
+    at least that many.  The segments are taken in blocks of
+    ``SEGMENT_BLOCK``; a block whose bounds are not within ``[0, nnz]`` in
+    order, or whose copied indices do not strictly increase within each
+    segment and lie within ``[0, n_minor)``, is counted and its ``dst`` left
+    unwritten.  Each segment's result is that of ``segment_normalize``.
 
-    Returns the number of such segments: 0 means that the structure is
-    valid and canonical (every index pointer in order, no index out of
-    range, no duplicate entry) and ``dst`` holds the result.
+    Returns the number of such blocks: 0 means that the structure is valid
+    and canonical (every index pointer in order, no index out of range, no
+    duplicate entry) and ``dst`` holds the result.
     """
     cdef Py_ssize_t n_major = indptr.shape[0] - 1, nnz = src.shape[0]
-    cdef Py_ssize_t p, begin, end, failed = 0
+    cdef Py_ssize_t n_blocks, b, first, count, failed = 0
     cdef const index_t* ip
     cdef index_t* op
     cdef const storage_t* xp
     cdef storage_t* yp
-    cdef double unused = 0
     if dst.shape[0] != nnz or own_indices.shape[0] != nnz or indices.shape[0] < nnz:
         raise ValueError("copy_segments_normalize: src, dst and own_indices must have nnz values, indices at least")
     if n_major <= 0:
         return 0
     if nnz == 0:
-        for p in range(n_major):
-            failed += indptr[p] != 0 or indptr[p + 1] != 0
+        for b in range(n_major + 1):
+            failed += indptr[b] != 0
         return failed
     ip = &indices[0]
     op = &own_indices[0]
     xp = &src[0]
     yp = &dst[0]
-    for p in prange(n_major, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_major > 1 and (nnz > PARALLEL_MIN_WORK or n_major > PARALLEL_MIN_WORK)):
-        begin = indptr[p]
-        end = indptr[p + 1]
-        if begin < 0 or end < begin or end > nnz:
-            failed += 1
-        elif not _copy_increasing(ip + begin, op + begin, end - begin, n_minor):
-            failed += 1
-        else:
-            _segment(xp + begin, yp + begin, end - begin, &unused, _NORMALIZE, use_max_norm, norm, additive_eps)
+    n_blocks = (n_major + SEGMENT_BLOCK - 1) // SEGMENT_BLOCK
+    for b in prange(n_blocks, nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_blocks > 1 and (nnz > PARALLEL_MIN_WORK or n_major > PARALLEL_MIN_WORK)):
+        first = b * SEGMENT_BLOCK
+        count = n_major - first
+        if count > SEGMENT_BLOCK:
+            count = SEGMENT_BLOCK
+        failed += _copy_segment_block(&indptr[first], count, ip, op, nnz, n_minor, xp, yp, use_max_norm, norm,
+                                      additive_eps)
     return failed
 
 
@@ -447,25 +497,15 @@ cdef Py_ssize_t _copy_chunk_sums(const index_t* indices, index_t* own, const sto
     ``row`` is left unfinished); sets ``falls`` to the number of positions
     ``k >= 1`` of the chunk whose index is not above the one before it.
     """
-    cdef Py_ssize_t k, bad = 0, down = 0
+    cdef Py_ssize_t k, bad
     cdef index_t v
     cdef float hx
-    # Negative indices become huge unsigned values: one comparison checks both bounds.
-    cdef uint32_t limit32 = <uint32_t> (n_minor if n_minor < (<Py_ssize_t> 1 << 31) else (<Py_ssize_t> 1 << 31))
-    cdef uint64_t limit64 = <uint64_t> n_minor
     if n == 0:
         falls[0] = 0
         return 0
     memcpy(own, indices, n * sizeof(index_t))
-    if index_t is int32_t:
-        for k in range(n):
-            bad += (<uint32_t> own[k]) >= limit32
-    else:
-        for k in range(n):
-            bad += (<uint64_t> own[k]) >= limit64
-    for k in range(1, n):
-        down += own[k] <= own[k - 1]
-    falls[0] = down
+    bad = _count_out_of_range(own, n, n_minor)
+    falls[0] = _count_falls(own, n)
     if bad:
         return bad
     for k in range(n):

@@ -288,11 +288,20 @@ def test_copying_kernels_report_faults_and_copy_the_indices():
     dst = np.full(4, np.nan, np.float32)
     assert kernels.copy_segments_normalize(indptr, indices, own, 3, src, dst, False, 1.0, False, 1) == 1
     np.testing.assert_array_equal(own, indices)
-    np.testing.assert_allclose(dst[:2], [0.6, 0.8], rtol=1e-6)
-    assert np.isnan(dst[2:]).all()  # the failed segment is not written
+    assert np.isnan(dst).all()  # a failed block of segments is not written
     indices[3] = 2
     assert kernels.copy_segments_normalize(indptr, indices, own, 3, src, dst, False, 1.0, False, 1) == 0
-    assert kernels.copy_segments_normalize(indptr, indices, own, 2, src, dst, False, 1.0, False, 1) == 2  # 2 >= 2
+    np.testing.assert_allclose(dst, [0.6, 0.8, 5**-0.5, 2 * 5**-0.5], rtol=1e-6)
+    assert kernels.copy_segments_normalize(indptr, indices, own, 2, src, dst, False, 1.0, False, 1) == 1  # 2 >= 2
+    many = np.repeat(np.arange(600, dtype=np.int32), 2)  # 600 segments of two: several blocks, one bad
+    many[1::2] += 1
+    many[2 * 599 + 1] = 599  # a duplicate in the last segment
+    own_many = np.empty_like(many)
+    ones, out = np.ones(many.size, np.float32), np.full(many.size, np.nan, np.float32)
+    starts = np.arange(0, many.size + 1, 2, dtype=np.int32)
+    assert kernels.copy_segments_normalize(starts, many, own_many, 601, ones, out, False, 1.0, False, 2) == 1
+    np.testing.assert_allclose(out[:512], 2**-0.5, rtol=1e-6)  # the first two blocks of 256 segments
+    assert np.isnan(out[-2:]).all()
     assert kernels.copy_segments_normalize(np.array([0, 2, 1], np.int32), indices, own, 3, src, dst, False, 1.0,
                                            False, 1) == 1  # fmt: skip
     partial = np.empty((2, 3), np.float64)
