@@ -565,14 +565,16 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
             if begin > 0 and begin < (c + 1) * nnz // n_chunks:
                 falls += op[begin] <= op[begin - 1]
     # Canonical when every fall lies at the start of a segment; the same pass checks indptr.
-    for i in prange(n_major, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_major > PARALLEL_MIN_WORK):
-        begin = indptr[i]
-        end = indptr[i + 1]
-        if begin < 0 or end < begin or end > nnz:
-            broken += 1
-        elif 0 < begin < end:
-            boundary_falls += op[begin] <= op[begin - 1]
+    # Serial: a light pass (two loads per segment), not worth a second parallel region,
+    # whose barrier costs far more than the pass when other processes load the machine.
+    with nogil:
+        for i in range(n_major):
+            begin = indptr[i]
+            end = indptr[i + 1]
+            if begin < 0 or end < begin or end > nnz:
+                broken += 1
+            elif 0 < begin < end:
+                boundary_falls += op[begin] <= op[begin - 1]
     return broken + (falls - boundary_falls)
 
 
