@@ -53,7 +53,7 @@ if os.environ.get("CAFFE2OP_DEBUG_CYTHON") == "1":
 
 # Kernel modules (stems of pyx/*.pyx) built in every CPU variant, and the variants:
 # name -> extra compiler flags.  Names must match caffe2op/_dispatch.py's cpuid checks.
-VARIANT_MODULES = ["sparse_normalize", "stop_gradient"]
+VARIANT_MODULES = ["normalize_sparse", "sparse_normalize", "stop_gradient"]
 CPU_VARIANTS = {
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "avx512": [
@@ -229,7 +229,7 @@ setup(
     packages=find_packages(include=["caffe2op", "caffe2op.*"]) + ["caffe2op._cpu", "caffe2op._cl"],
     package_dir={"caffe2op._cpu": "pyx", "caffe2op._cl": "opencl_kernels"},
     package_data={"caffe2op._cl": ["*.cl", "*.h"], "caffe2op.bench": ["floor.c"]},
-    exclude_package_data={"caffe2op._cpu": ["*.pyx", "*.pxd", "*.c", "*.h"]},
+    exclude_package_data={"caffe2op._cpu": ["*.pyx", "*.pxd", "*.pxi", "*.c", "*.h"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtWithOpenMP},
     zip_safe=False,

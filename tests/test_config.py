@@ -84,7 +84,15 @@ for dtype in (np.float16, np.float32, np.float64):
                 caffe2op.sparse_normalize(table, rng.integers(0, 3000, 2500), use_max_norm=use_max_norm, norm=1.5)
             digest.update(table.tobytes())
 digest.update(caffe2op.stop_gradient(rng.standard_normal(1 << 20)).tobytes())
-print(_dispatch.loaded["sparse_normalize"], digest.hexdigest())
+import scipy.sparse as sp
+for dtype in (np.float16, np.float32, np.float64):
+    for fmt in ("csr", "csc"):
+        base = sp.random(3000, 200, density=0.2, format=fmt, dtype=np.float64, random_state=1)
+        matrix = type(base)((base.data.astype(dtype) * 3, base.indices, base.indptr), shape=base.shape)
+        for axis in (0, 1):
+            for out in (None, matrix.copy() if dtype != np.float16 else None):
+                digest.update(caffe2op.normalize(matrix, axis=axis, out=out).data.tobytes())
+print(_dispatch.loaded["sparse_normalize"], _dispatch.loaded["normalize_sparse"], digest.hexdigest())
 """
     runs = {}
     for variant in ("baseline", forced):
@@ -92,7 +100,8 @@ print(_dispatch.loaded["sparse_normalize"], digest.hexdigest())
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         runs[variant] = out.stdout.split()
     assert runs[forced][0] == forced or forced not in _dispatch.loaded.values() and forced != "baseline"
-    assert runs[forced][1] == runs["baseline"][1]
+    assert runs[forced][1] == runs[forced][0]
+    assert runs[forced][2] == runs["baseline"][2]
 
 
 def test_command_line_config():

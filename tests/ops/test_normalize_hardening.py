@@ -107,6 +107,26 @@ _RACES = {
             indices[k] = pristine[k]
         print(run_with_writer(lambda: caffe2op.normalize(w, axis=0), write))
     """,
+    "normalize_csr_axis1_out_of_place_indices": """
+        w = sp.random(30000, 200, density=0.05, format="csr", dtype=np.float32, random_state=0)
+        indices = w.indices
+        pristine = indices.copy()
+        def write(value, i):
+            k = (i * 104729) % indices.size
+            indices[k] = value
+            indices[k] = pristine[k]
+        print(run_with_writer(lambda: caffe2op.normalize(w, axis=1), write))
+    """,
+    "normalize_csc_axis1_out_of_place_indptr": """
+        w = sp.random(3000, 4000, density=0.05, format="csc", dtype=np.float64, random_state=0)
+        indptr = w.indptr
+        pristine = indptr.copy()
+        def write(value, i):
+            k = 1 + i % (indptr.size - 1)
+            indptr[k] = value
+            indptr[k] = pristine[k]
+        print(run_with_writer(lambda: caffe2op.normalize(w, axis=1), write))
+    """,
     "normalize_csr_axis1_indptr": """
         w = sp.random(30000, 200, density=0.05, format="csr", dtype=np.float32, random_state=0)
         indptr = w.indptr
@@ -131,7 +151,7 @@ def test_concurrent_writer_of_index_arrays_cannot_crash(case):
 
 def test_skipped_index_is_reported_not_used():
     """What the kernels do when they find an index that changed: skip it, and the call raises."""
-    from caffe2op._cpu import normalize as kernels
+    from caffe2op._cpu import normalize_sparse as kernels
 
     indices = np.array([0, 5, 1], dtype=np.int32)  # 5: as if rewritten after validation
     src = np.ones(3, dtype=np.float32)

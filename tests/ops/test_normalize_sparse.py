@@ -213,6 +213,108 @@ def test_thread_count_does_not_change_results(fmt, axis, dtype):
     assert_bit_identical(results[2], results[0])
 
 
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_new_output_has_the_bits_of_the_checked_path(fmt, axis, dtype, index_dtype):
+    # A new output is made by the copying kernels, out= by the checked ones: same sums in the same order.
+    # 120k stored values: the cross direction uses several chunks of partial sums.
+    base = sp.random(2000, 300, density=0.2, format=fmt, dtype=np.float32, random_state=3)
+    values = (base.data * 4).astype(dtype)
+
+    def matrix(data):  # scipy cannot copy or densify float16 matrices: build each from the arrays
+        return _compressed(type(base), data, base.indices, base.indptr, base.shape, index_dtype)
+
+    w = matrix(values.copy())
+    fresh = caffe2op.normalize(w, axis=axis)
+    _assert_same_structure(fresh, w)
+    assert not np.shares_memory(fresh.indices, w.indices) and not np.shares_memory(fresh.indptr, w.indptr)
+    out = matrix(np.full_like(values, np.nan))
+    caffe2op.normalize(w, axis=axis, out=out)
+    assert_bit_identical(fresh.data, out.data)
+    assert_bit_identical(w.data, values)
+    wide = matrix(values.astype(np.float64)).toarray()
+    got = matrix(fresh.data.astype(np.float64)).toarray()
+    assert_allclose_dtype(got.astype(dtype), normalize_ref(wide, axis).astype(dtype))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize(
+    "indices, indptr, error, match",
+    [
+        ([0, 7, 0], [0, 2, 3], ValueError, r"W.indices\[1\] = 7 is out of range"),
+        ([0, 2, -1], [0, 2, 3], ValueError, r"W.indices\[2\] = -1 is out of range"),
+        ([0, 2, 0], [0, 3, 2], ValueError, "W.indptr is not a valid index pointer"),
+        ([0, 2, 0], [0, 2, 5], ValueError, "W.indptr is not a valid index pointer"),
+        ([0, 2, 0], [1, 2, 3], ValueError, "W.indptr is not a valid index pointer"),
+    ],
+)
+def test_corrupt_structure_is_rejected_out_of_place(axis, indices, indptr, error, match):
+    for index_dtype in (np.int32, np.int64):
+        w = _csr()
+        w.indices = np.array(indices, index_dtype)
+        w.indptr = np.array(indptr, index_dtype)
+        before = w.data.copy(), w.indices.copy(), w.indptr.copy()
+        with pytest.raises(error, match=f"Normalize: {match}"):
+            caffe2op.normalize(w, axis=axis)
+        for kept, was in zip((w.data, w.indices, w.indptr), before):
+            assert_bit_identical(kept, was)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_unsorted_and_duplicate_indices_out_of_place(fmt, axis):
+    # Not canonical: the copying kernels report it and the checked path sums the duplicates.
+    cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+    data = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], np.float32)
+    for indices in ([2, 0, 1, 0, 1, 2], [0, 0, 1, 0, 2, 2]):
+        w = _compressed(cls, data, np.array(indices), np.array([0, 3, 3, 6]), (3, 3))
+        before = w.copy()
+        result = caffe2op.normalize(w, axis=axis)
+        _assert_same_structure(result, w)
+        assert_allclose_dtype(result.toarray(), normalize_ref(w.toarray(), axis))
+        assert_bit_identical(w.indices, before.indices)
+        assert_bit_identical(w.data, before.data)
+
+
+def test_copying_kernels_report_faults_and_copy_the_indices():
+    from caffe2op._cpu import normalize_sparse as kernels
+
+    src = np.array([3.0, 4.0, 1.0, 2.0], np.float32)
+    indices = np.array([0, 2, 1, 1], np.int32)  # the second segment holds a duplicate entry
+    indptr = np.array([0, 2, 4], np.int32)
+    own = np.full(4, -9, np.int32)
+    dst = np.full(4, np.nan, np.float32)
+    assert kernels.copy_segments_normalize(indptr, indices, own, 3, src, dst, False, 1.0, False, 1) == 1
+    np.testing.assert_array_equal(own, indices)
+    assert np.isnan(dst).all()  # a failed block of segments is not written
+    indices[3] = 2
+    assert kernels.copy_segments_normalize(indptr, indices, own, 3, src, dst, False, 1.0, False, 1) == 0
+    np.testing.assert_allclose(dst, [0.6, 0.8, 5**-0.5, 2 * 5**-0.5], rtol=1e-6)
+    assert kernels.copy_segments_normalize(indptr, indices, own, 2, src, dst, False, 1.0, False, 1) == 1  # 2 >= 2
+    many = np.repeat(np.arange(600, dtype=np.int32), 2)  # 600 segments of two: several blocks, one bad
+    many[1::2] += 1
+    many[2 * 599 + 1] = 599  # a duplicate in the last segment
+    own_many = np.empty_like(many)
+    ones, out = np.ones(many.size, np.float32), np.full(many.size, np.nan, np.float32)
+    starts = np.arange(0, many.size + 1, 2, dtype=np.int32)
+    assert kernels.copy_segments_normalize(starts, many, own_many, 601, ones, out, False, 1.0, False, 2) == 1
+    np.testing.assert_allclose(out[:512], 2**-0.5, rtol=1e-6)  # the first two blocks of 256 segments
+    assert np.isnan(out[-2:]).all()
+    assert kernels.copy_segments_normalize(np.array([0, 2, 1], np.int32), indices, own, 3, src, dst, False, 1.0,
+                                           False, 1) == 1  # fmt: skip
+    partial = np.empty((2, 3), np.float64)
+    assert kernels.copy_cross_sums(indptr, indices, own, src, partial, 1) == 0
+    np.testing.assert_array_equal(partial, [[9.0, 0.0, 16.0], [0.0, 1.0, 4.0]])
+    indices[3] = 1
+    assert kernels.copy_cross_sums(indptr, indices, own, src, partial, 1) == 1  # duplicate
+    indices[3] = 3
+    assert kernels.copy_cross_sums(indptr, indices, own, src, partial, 1) == 1  # out of range
+    indices[3] = 2
+    assert kernels.copy_cross_sums(np.array([0, 3, 2], np.int32), indices, own, src, partial, 1) > 0  # indptr falls
+
+
 def test_a_matrix_too_large_to_densify_stays_sparse():
     """10^6 x 10^6 at 10^-6 density (the dense form would take 4 TB): peak memory stays near the input's size."""
     script = textwrap.dedent(

@@ -3,8 +3,7 @@
 
 import numpy as np
 
-from ... import _config, opencl
-from ..._cpu import normalize as _kernels
+from ... import _config, _dispatch, opencl
 from ..._validation import (
     FLOAT_DTYPES,
     index_vector,
@@ -19,6 +18,8 @@ from ._common import _HALF, _INDEX, _STORAGE, _same_view, _storage, canonical_ax
 from .schema import _NORM
 from .sparse_opencl import normalize_sparse_opencl
 
+_kernels = _dispatch.load("normalize_sparse")
+
 
 def _by_index_and_storage(kernel):
     """The specialisations of a kernel fused over (index type, storage type), keyed by dtypes."""
@@ -31,6 +32,9 @@ _CROSS_APPLY = _by_index_and_storage(_kernels.cross_apply)
 _CHECK_COMPRESSED = {i: _kernels.check_compressed.__signatures__[s] for i, s in _INDEX.items()}
 _DISTINCT = {i: _kernels.distinct.__signatures__[s] for i, s in _INDEX.items()}
 _CROSS_RESCUE = {i: _kernels.cross_rescue.__signatures__[s] for i, s in _INDEX.items()}
+_COPY_SEGMENTS = _by_index_and_storage(_kernels.copy_segments_normalize)
+_COPY_CROSS_SUMS = _by_index_and_storage(_kernels.copy_cross_sums)
+_APPLY_SCALES = _by_index_and_storage(_kernels.apply_scales)
 
 # Cross-direction sums: at most _MAX_CHUNKS chunks of stored values, each with at least
 # _CHUNK_MIN_NNZ of them, and at most a quarter as many partial sums (chunks x vectors) as
@@ -137,7 +141,7 @@ def _n_chunks(nnz, n_minor):
 
 
 def _segments(op, mode, indptr, src, dst, rule, rows=None, scales=_NO_SCALES):
-    """Run the segment kernel (``segment_normalize`` in ``pyx/normalize.pyx``) on every segment or on ``rows``.
+    """Run the segment kernel (``segment_normalize`` in ``pyx/normalize_sparse.pyx``) on every segment or on ``rows``.
 
     ``rule`` is ``(use_max_norm, norm, additive_eps)``.
     """
@@ -178,7 +182,7 @@ def _normalize_cross(op, name, w, structure, src, dst, rule):
         sum_indices, sum_data = _canonical_data(op, name, w, indptr, indices, nnz)[1:]
     partial = np.empty((_n_chunks(sum_data.shape[0], n_minor), n_minor), dtype=np.float64)
     skipped = _CROSS_SUMS[sum_indices.dtype, sum_data.dtype](sum_indices, _storage(sum_data), partial, n_threads)
-    # Only float64 sums can overflow or underflow (see pyx/normalize.pyx).
+    # Only float64 sums can overflow or underflow (see pyx/_normalize_vectors.pxi).
     rescue = np.zeros(n_minor if sum_data.dtype == np.float64 else 0, dtype=np.uint8)
     if _kernels.cross_scales(partial, rescue, *rule, n_threads):
         _CROSS_RESCUE[sum_indices.dtype](sum_indices, sum_data, partial[0], rescue, *rule)
@@ -211,15 +215,70 @@ def _check_out_sparse(op, w, out):
     require_writeable(op, "out.data", out.data)
 
 
-def _new_with_data(w, data, nnz):
-    """A matrix of ``w``'s class and format with a copy of ``w``'s structure (dtypes kept) and ``data``."""
-    indices = w.indices[:nnz].copy()
-    result = type(w)((data, indices, w.indptr), shape=w.shape, copy=False)
+def _matrix_like(w, data, indices, indptr):
+    """A matrix of ``w``'s class, format and shape made of the given arrays (their index dtypes kept)."""
+    result = type(w)((data, indices, indptr), shape=w.shape, copy=False)
     # scipy may narrow int64 index arrays to int32: keep them exactly as they were.
     result.indices = indices
-    result.indptr = w.indptr.copy()
+    result.indptr = indptr
     result.data = data
     return result
+
+
+def _new_with_data(w, data, nnz):
+    """A matrix of ``w``'s class and format with a copy of ``w``'s structure (dtypes kept) and ``data``."""
+    return _matrix_like(w, data, w.indices[:nnz].copy(), w.indptr.copy())
+
+
+def _normalize_new(op, w, axis, rule):
+    """Normalise CSR/CSC ``w`` into a new matrix with the copying kernels, or None to take the checked path.
+
+    The kernels copy ``w.indices`` into the result's own array and check the
+    copy as they read it, so validation costs no pass of its own (see
+    ``pyx/normalize_sparse.pyx``).  None (nothing was returned to the caller,
+    nothing of ``w`` was written) when the structure is unusual (mixed
+    index dtypes, non-contiguous arrays, no stored values), invalid or not
+    canonical: the checked path then raises the precise error or sums the
+    duplicate entries.
+    """
+    csr = w.format == "csr"
+    n_major, n_minor = w.shape if csr else w.shape[::-1]
+    indptr, indices, data = w.indptr, w.indices, w.data
+    if (
+        indptr.dtype not in _INDEX
+        or indices.dtype != indptr.dtype
+        or indptr.ndim != 1
+        or indptr.shape[0] != n_major + 1
+        or indices.ndim != 1
+        or data.ndim != 1
+        or not (indices.flags.c_contiguous and data.flags.c_contiguous)
+        or n_major == 0
+    ):
+        return None
+    own_indptr = indptr.copy()  # private: no other thread can change what the kernels read
+    nnz = int(own_indptr[-1])
+    if own_indptr[0] != 0 or not 0 < nnz <= min(indices.shape[0], data.shape[0]):
+        return None
+    own_indices = np.empty(nnz, dtype=indices.dtype)
+    src = data[:nnz]
+    dst = np.empty(nnz, dtype=w.dtype)
+    n_threads = _config.get_num_threads()
+    if csr == (axis == 1):
+        failed = _COPY_SEGMENTS[indices.dtype, src.dtype](
+            own_indptr, indices, own_indices, n_minor, _storage(src), _storage(dst), *rule, n_threads
+        )
+        if failed:
+            return None
+    else:
+        partial = np.empty((_n_chunks(nnz, n_minor), n_minor), dtype=np.float64)
+        if _COPY_CROSS_SUMS[indices.dtype, src.dtype](own_indptr, indices, own_indices, _storage(src), partial, n_threads):
+            return None
+        # Only float64 sums can overflow or underflow (see pyx/_normalize_vectors.pxi).
+        rescue = np.zeros(n_minor if src.dtype == np.float64 else 0, dtype=np.uint8)
+        if _kernels.cross_scales(partial, rescue, *rule, n_threads):
+            _CROSS_RESCUE[own_indices.dtype](own_indices, src, partial[0], rescue, *rule)
+        _APPLY_SCALES[own_indices.dtype, src.dtype](own_indices, _storage(src), _storage(dst), partial[0], n_threads)
+    return _matrix_like(w, dst, own_indices, own_indptr)
 
 
 def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None, backend=None):
@@ -253,6 +312,10 @@ def normalize_sparse(op, w, axis, use_max_norm=False, norm=1.0, out=None, backen
         compressed.sum_duplicates()
         normalize_sparse(op, compressed, axis, use_max_norm, norm, out=compressed, backend=backend)
         return compressed.tocoo()
+    if out is None and backend is None:
+        result = _normalize_new(op, w, axis, (use_max_norm, norm, False))
+        if result is not None:
+            return result
     structure = _checked_structure(op, "W", w)
     nnz = structure[2]
     if out is not None and out is not w:
