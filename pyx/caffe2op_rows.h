@@ -203,4 +203,39 @@ static inline int c2o_ctz_u64(uint64_t w) {
 #endif
 }
 
+/* Mark indices[0..k) in the seen-rows bitmap, reading each index once (another
+ * thread may be writing them: the value checked is the value used).  Returns 0,
+ * or 1 at the first index outside [0, n_rows), with the bitmap partly marked
+ * (the caller frees it: the table is untouched). */
+static inline int c2o_mark_rows_i64(const int64_t *indices, ptrdiff_t k, int64_t n_rows, uint64_t *seen) {
+    for (ptrdiff_t i = 0; i < k; i++) {
+        const int64_t row = c2o_load_once_i64(indices + i);
+        if ((uint64_t)row >= (uint64_t)n_rows) return 1;
+        seen[row >> 6] |= (uint64_t)1 << (row & 63);
+    }
+    return 0;
+}
+
+static inline int c2o_mark_rows_i32(const int32_t *indices, ptrdiff_t k, int64_t n_rows, uint64_t *seen) {
+    for (ptrdiff_t i = 0; i < k; i++) {
+        const int64_t row = c2o_load_once_i32(indices + i);
+        if ((uint64_t)row >= (uint64_t)n_rows) return 1;
+        seen[row >> 6] |= (uint64_t)1 << (row & 63);
+    }
+    return 0;
+}
+
+/* The positions of the set bits of seen[start..stop) into rows, ascending; returns how many. */
+static inline ptrdiff_t c2o_list_bits(const uint64_t *seen, ptrdiff_t start, ptrdiff_t stop, int64_t *rows) {
+    ptrdiff_t count = 0;
+    for (ptrdiff_t w = start; w < stop; w++) {
+        uint64_t bits = seen[w];
+        while (bits) {
+            rows[count++] = ((int64_t)w << 6) + c2o_ctz_u64(bits);
+            bits &= bits - 1;
+        }
+    }
+    return count;
+}
+
 #endif /* CAFFE2OP_ROWS_H */

@@ -49,6 +49,9 @@ cdef extern from "caffe2op_rows.h" nogil:
     int c2o_ctz_u64(uint64_t w)
     int64_t c2o_load_once_i64(const int64_t* p)
     int64_t c2o_load_once_i32(const int32_t* p)
+    int c2o_mark_rows_i64(const int64_t* indices, Py_ssize_t k, int64_t n_rows, uint64_t* seen)
+    int c2o_mark_rows_i32(const int32_t* indices, Py_ssize_t k, int64_t n_rows, uint64_t* seen)
+    Py_ssize_t c2o_list_bits(const uint64_t* seen, Py_ssize_t start, Py_ssize_t stop, int64_t* rows)
 
 # Below this many table elements of row work the rows are normalised by one
 # thread.  A parallel region costs microseconds on an idle machine but a whole
@@ -132,18 +135,6 @@ cdef Py_ssize_t _count_bits(const uint64_t* seen, Py_ssize_t start, Py_ssize_t s
     return count
 
 
-cdef void _list_bits(const uint64_t* seen, Py_ssize_t start, Py_ssize_t stop, int64_t* rows) noexcept nogil:
-    """Write the positions of the set bits of ``seen[start:stop]`` to ``rows``, ascending."""
-    cdef Py_ssize_t w, count = 0
-    cdef uint64_t bits
-    for w in range(start, stop):
-        bits = seen[w]
-        while bits:
-            rows[count] = (w << 6) + c2o_ctz_u64(bits)
-            count += 1
-            bits &= bits - 1
-
-
 cdef Py_ssize_t _distinct_by_bitmap(const index_t[::1] indices, Py_ssize_t n_rows, int64_t* rows,
                                     int n_threads) noexcept nogil:
     """Distinct indices in ascending order; -1 if one is out of range, -2 without memory."""
@@ -161,20 +152,17 @@ cdef Py_ssize_t _distinct_by_bitmap(const index_t[::1] indices, Py_ssize_t n_row
                 bad += 1
             else:
                 c2o_atomic_or_u64(&seen[row >> 6], (<uint64_t> 1) << (row & 63))
-    else:
-        for i in range(k):
-            row = _index(indices, i)
-            if row < 0 or row >= n_rows:
-                bad = 1
-                break
-            seen[row >> 6] |= (<uint64_t> 1) << (row & 63)
+    elif k > 0:
+        if index_t is int64_t:
+            bad = c2o_mark_rows_i64(&indices[0], k, n_rows, seen)
+        else:
+            bad = c2o_mark_rows_i32(&indices[0], k, n_rows, seen)
     if bad:
         free(seen)
         return -1
     n_chunks = n_threads if k >= PARALLEL_MIN_INDICES and n_threads > 1 else 1
     if n_chunks == 1:
-        total = _count_bits(seen, 0, n_words)
-        _list_bits(seen, 0, n_words, rows)
+        total = c2o_list_bits(seen, 0, n_words, rows)  # rows has room for min(k, n_rows)
         free(seen)
         return total
     offsets = <Py_ssize_t*> malloc((n_chunks + 1) * sizeof(Py_ssize_t))
@@ -188,7 +176,7 @@ cdef Py_ssize_t _distinct_by_bitmap(const index_t[::1] indices, Py_ssize_t n_row
     for c in range(n_chunks):
         offsets[c + 1] += offsets[c]
     for c in prange(n_chunks, schedule="static", num_threads=n_threads):
-        _list_bits(seen, min(c * chunk, n_words), min((c + 1) * chunk, n_words), rows + offsets[c])
+        c2o_list_bits(seen, min(c * chunk, n_words), min((c + 1) * chunk, n_words), rows + offsets[c])
     total = offsets[n_chunks]
     free(offsets)
     free(seen)
