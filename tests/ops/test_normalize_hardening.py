@@ -62,6 +62,36 @@ _RACE_PRELUDE = textwrap.dedent(
 )
 
 _RACES = {
+    "sparse_normalize_dense_bitmap_int64": """
+        table = rng.standard_normal((2000, 64)).astype(np.float32)
+        idx = rng.integers(0, 2000, 2_000_000)  # the bitmap de-duplication, long enough to be hit
+        pristine = idx.copy()
+        def write(value, i):
+            k = (i * 7919) % idx.size
+            idx[k] = value
+            idx[k] = pristine[k]
+        print(run_with_writer(lambda: caffe2op.sparse_normalize(table, idx, use_max_norm=False), write))
+    """,
+    "sparse_normalize_dense_bitmap_int32": """
+        table = rng.standard_normal((2000, 64)).astype(np.float32)
+        idx = rng.integers(0, 2000, 2_000_000).astype(np.int32)
+        pristine = idx.copy()
+        def write(value, i):
+            k = (i * 7919) % idx.size
+            idx[k] = np.int32(max(min(value, 2**31 - 1), -2**31))
+            idx[k] = pristine[k]
+        print(run_with_writer(lambda: caffe2op.sparse_normalize(table, idx, use_max_norm=False), write))
+    """,
+    "sparse_normalize_dense_hash": """
+        table = rng.standard_normal((4_000_000, 2)).astype(np.float32)
+        idx = rng.integers(0, 4_000_000, 3000)  # few indices into many rows: the hash de-duplication
+        pristine = idx.copy()
+        def write(value, i):
+            k = (i * 7919) % idx.size
+            idx[k] = value
+            idx[k] = pristine[k]
+        print(run_with_writer(lambda: caffe2op.sparse_normalize(table, idx, use_max_norm=False), write))
+    """,
     "sparse_normalize_csr_index_array": """
         w = sp.random(2000, 64, density=0.2, format="csr", dtype=np.float32, random_state=0) * 10
         idx = rng.integers(0, 2000, 2_000_000)  # long: the de-duplication runs long enough to be hit
