@@ -27,14 +27,25 @@ _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
 def _opencl_program(op, backend, dtype, ptr_dtype=None):
-    """(program, ACC numpy type) of normalize.cl for ``dtype`` (TypeError for float64 without fp64)."""
+    """(program, ACC numpy type, local-memory bytes per work item) of normalize.cl for ``dtype``.
+
+    The accumulation is the device's (:func:`caffe2op.opencl.programs.accumulation`;
+    float16 is summed like float32): double, or compensated float pairs, whose
+    work-group sums need two local values per item.  TypeError for float64
+    without fp64.
+    """
     defines = opencl.dtype_defines(op, dtype, backend.info)
-    double = opencl.accumulates_in_double(dtype, backend.info)
+    mode = opencl.programs.accumulation(np.dtype(dtype), backend.info)
+    double = mode == "double"
     defines.update(ACC="double" if double else "float", PTR_T="int" if ptr_dtype == np.dtype(np.int32) else "long")
     defines["C2O_COLUMN_STRIP"] = _column_strip(backend.queue.device)
     if double:
         defines["CAFFE2OP_FP64"] = 1
-    return opencl.get_program(backend.context, "normalize.cl", defines), (np.float64 if double else np.float32)
+    if mode == "compensated":
+        defines["C2O_COMPENSATED"] = 1
+    acc = np.float64 if double else np.float32
+    local_bytes = np.dtype(acc).itemsize * (2 if mode == "compensated" else 1)
+    return opencl.get_program(backend.context, "normalize.cl", defines), acc, local_bytes
 
 
 def _column_strip(device):
@@ -123,7 +134,7 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
         _enqueue_dense(op, queue, backend, arrays, tmp, axis, rule)
         return opencl.copy_array(queue, tmp, out)
     outer, n, inner = _shape3(x.shape, axis)
-    program, acc = _opencl_program(op, backend, x.dtype)
+    program, acc, local_bytes = _opencl_program(op, backend, x.dtype)
     device = queue.device
     groups = _uses_groups(device, outer, n, inner)
     forward = rule is not None
@@ -134,7 +145,7 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
         buffers += [a.base_data, _element_offset(a)]
     buffers += [out.base_data, _element_offset(out)]
     if groups:
-        wg, n_groups = _group_launch(kernel, device, n, outer * inner, np.dtype(acc).itemsize)
+        wg, n_groups = _group_launch(kernel, device, n, outer * inner, local_bytes)
         sizes = ((wg * n_groups,), (wg,))
         shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
     else:
@@ -151,7 +162,7 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
         use_max_norm, norm = rule
         extra = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(out, x) == "same")]
     if groups:
-        extra.append(cl.LocalMemory(sizes[1][0] * np.dtype(acc).itemsize))
+        extra.append(cl.LocalMemory(sizes[1][0] * local_bytes))
     pending = [e for a in [*arrays, out] for e in a.events]
     event = opencl.launch(queue, kernel, *sizes, *buffers, *shape_args, *extra, wait_for=pending)
     out.add_event(event)

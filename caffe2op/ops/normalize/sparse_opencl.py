@@ -80,7 +80,7 @@ def _enqueue_sparse(op, w, dst, axis, rule, queue):
         _enqueue_sparse(op, w, tmp, axis, rule, queue)
         return opencl.copy_array(queue, tmp, dst)
     use_max_norm, norm = rule
-    program, acc = _opencl_program(op, backend, src.dtype, w._indptr.dtype)
+    program, acc, local_bytes = _opencl_program(op, backend, src.dtype, w._indptr.dtype)
     along_segments = (w.format == "csr") == (axis == 1)
     device = queue.device
     head = [src.base_data, _element_offset(src), dst.base_data, _element_offset(dst)]
@@ -90,9 +90,9 @@ def _enqueue_sparse(op, w, dst, axis, rule, queue):
         kernel = opencl.get_kernel(program, "caffe2op_normalize_segments_fwd")
         n_segments = w._indptr.shape[0] - 1
         n_avg = w.nnz // max(n_segments, 1)
-        wg, n_groups = _group_launch(kernel, device, n_avg, n_segments, np.dtype(acc).itemsize)
+        wg, n_groups = _group_launch(kernel, device, n_avg, n_segments, local_bytes)
         args = [*head, w._indptr.base_data, _element_offset(w._indptr), np.uint64(n_segments), *mode]
-        args.append(cl.LocalMemory(wg * np.dtype(acc).itemsize))
+        args.append(cl.LocalMemory(wg * local_bytes))
         sizes = ((wg * n_groups,), (wg,))
     else:
         order, vptr, keys = _device_grouping(w, along_segments)
