@@ -35,22 +35,22 @@
  * branch is uniform over a work-group (every item has the group's sum).
  * NormalizeGradient rescues only in compensated mode, where float sums of
  * float32 data overflow; the CPU sums those in double and never needs to.
-
+ *
  * Dense arrays are C-contiguous and seen as (outer, n, inner) around the
  * axis: element k of vector (o, i) is at o*n*inner + k*inner + i, so no
- * transposed copy is ever made.  Two launch shapes, chosen on the host:
+ * transposed copy is ever made.  Two kernels, chosen by the shape alone
+ * (the same on every device and launch shape, so the bits are too):
  *
- *   caffe2op_normalize_fwd / _bwd: a work-group per vector (work-groups loop
- *     over the vectors).  Work item l takes the chunks of 8 elements
- *     c = l, l + wg, ... (vload8 when the vector is contiguous), keeps 8
- *     lane sums, adds them in a fixed order, and the work-group adds its
- *     items' sums with a fixed-shape tree in local memory (wg is a power of
- *     two).  Used for the last axis (inner == 1), and on GPUs for the rare
- *     shapes with too few vectors to fill the device.
- *   caffe2op_normalize_columns_fwd / _bwd: a work item per block of up to 8
- *     adjacent vectors (o, i .. i + 7): it walks down k loading 8 adjacent
- *     values at a time (one vload8), 4 rows per sweep, as the CPU kernel
- *     does.  Used for every other axis.
+ *   caffe2op_normalize_fwd / _bwd: the last axis (inner == 1), a work-group
+ *     per vector (work-groups loop over the vectors), summed in the
+ *     canonical order below.  CPU devices run one item per group (its chunks
+ *     of 8 become vector instructions); GPUs a power of two covering the
+ *     vector's chunks, at most 256 (C2O_SLOTS).
+ *   caffe2op_normalize_columns_fwd / _bwd: every other axis, a work item per
+ *     block of up to 8 adjacent vectors (o, i .. i + 7): it walks down k
+ *     loading 8 adjacent values at a time (one vload8), 4 rows per sweep,
+ *     as the CPU kernel does; each vector's sum has that one serial order
+ *     whatever the block and strip sizes.
  *
  * Sparse matrices, with their structure checked on the host once:
  *
@@ -67,36 +67,47 @@
  *     summed entries and every stored part gets the same scale.  Each entry
  *     belongs to one vector, so the scattered writes never collide.
  *
- * Determinism: every vector is reduced by one work item or one work-group,
- * in an order fixed by the shape and the launch shape alone (never by
- * scheduling), with no atomics: the same device gives the same bits on
- * every run.  Offsets and sizes are 64-bit (ulong) everywhere.  In place
- * (y == x, `in_place` set) is safe: a vector is read completely before any
- * of it is written, by the same work item or after a barrier; vectors whose
- * scale is 1 are then not written at all.
+ * Determinism (issue 16): every vector's sum has one order fixed by its
+ * length alone (c2o_vector_dot: 256 slots of 8 lanes, an interleaved
+ * pairwise tree, then the lanes; serial for the columns and grouped
+ * kernels), which every work-group size computes exactly, with no atomics:
+ * the same bits on every run, under every work-group size, local-memory
+ * size and launch shape of one device and accumulation (tested across the
+ * emulated limit sets, tests/opencl/test_normalize_determinism.py).  A
+ * different compiler may still contract a * b + c differently.  Offsets
+ * and sizes are 64-bit (ulong) everywhere.  In place (y == x, `in_place`
+ * set) is safe: a vector is read completely before any of it is written,
+ * by the same work item or after a barrier; vectors whose scale is 1 are
+ * then not written at all.
  *
  * Performance model (H100 SXM: 3.35 TB/s HBM3, 132 SMs, ~600 ns DRAM
  * latency, so ~15 KB must be in flight per SM to reach peak bandwidth).
- * float32, out of place; device time of the kernel; not yet measured on a GPU.
+ * float32 data summed in double (H100: fast fp64), out of place; device
+ * time of the kernel; not yet measured on a GPU.
  *   (1M, 64) along axis 1: caffe2op_normalize_fwd, 8-item groups (8 x vload8
  *     = 64), 33,792 groups looping over ~30 vectors each.  512 MB moved:
  *     153 us at peak.  8-item groups fill a quarter of a warp and at most 32
  *     groups are resident per SM (256 items, 12.5% occupancy, ~8 KB in
- *     flight), plus 4 barriers per vector: predicted 300-500 us.
- *   (1M, 32) along axis 1: a last axis under 64 takes the columns kernel
- *     with inner = 1, a work item per row walking it with scalar loads
- *     (neighbouring items 128 B apart: 32 cache lines per warp load, reused
- *     from L1 over the next 31 loads).  256 MB: 76 us at peak; predicted
- *     150-300 us.
- *   (4096, 4096) along axis 0: 512 blocks of 8 columns are too few for 132
- *     SMs, so a work-group per column: every load is 16 KB from the previous
- *     one, a 32-byte sector per 4-byte element (8x read amplification).
- *     128 MB moved, ~0.6 GB of sectors: predicted 200-400 us.
+ *     flight), plus 5 barriers per vector (8-lane local tree): predicted
+ *     300-500 us.
+ *   (1M, 32) along axis 1: now the work-group kernel too (4-item groups, the
+ *     same canonical order as every other shape), an eighth of a warp per
+ *     group and 32 groups per SM (128 items, ~4 KB in flight): 256 MB, 76 us
+ *     at peak; predicted 250-450 us (was 150-300 us with a work item per row
+ *     in the columns kernel, whose serial order differed from the CPU
+ *     shape's; a per-row kernel in the canonical order would restore that).
+ *   (4096, 4096) along axis 0: the columns kernel on every device: 512 work
+ *     items of 8 adjacent columns (a warp reads 1 KB per row, coalesced),
+ *     16 warps on 16 of 132 SMs, each keeping 4 rows x 1 KB in flight
+ *     (~15 KB per SM, near its peak): 128 MB at ~12% of the device's peak:
+ *     predicted 250-450 us (was 200-400 us with a work-group per column).
  *   (8, 10M) along axis 1: 8 work-groups of 256 items, one per vector, on 8
  *     of 132 SMs (~80 GB/s each): 640 MB: predicted 0.8-1.6 ms.
  *   Issue 16 item 9 (vectors packed several per 256-item group, 2-D tiles
- *   for axis 0, two-pass split of very long vectors, unrolled lane sums) is
- *   predicted to bring these to 60-75% of peak; it is not written yet.
+ *   for axis 0, two-pass split of very long vectors) is predicted to bring
+ *   these to 60-75% of peak; it is not written yet.  The lane sums are
+ *   ACC8 vectors in registers (no run-time indexed array on GPUs:
+ *   C2O_ITEM_SLOTS is 1 for 256-item groups).
  */
 #pragma once
 #include "caffe2op_common.h"
@@ -279,42 +290,6 @@ static void c2o_sum8(const C2O_ACC8 h, const C2O_ACC8 l, ACC *hi, ACC *lo)
     *lo = C2O_COMP ? l1 : (ACC)0;
 }
 
-/* Fixed-shape tree sum of one pair per work item (wg a power of two; partial
- * holds wg ACC, 2 wg in compensated mode); every work item gets the total.
- * Ends with a barrier, so `partial` can be reused. */
-static void c2o_group_sum(ACC *hi, ACC *lo, __local ACC *partial)
-{
-    const size_t lid = get_local_id(0);
-    const size_t wg = get_local_size(0);
-    partial[lid] = *hi;
-#if C2O_COMP
-    __local ACC *partial_lo = partial + wg;
-    partial_lo[lid] = *lo;
-#endif
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (size_t half_width = wg >> 1; half_width > 0; half_width >>= 1) {
-        if (lid < half_width) {
-#if C2O_COMP
-            ACC h = partial[lid];
-            ACC l = partial_lo[lid];
-            C2O_ACCUM(ACC, h, l, partial[lid + half_width], partial_lo[lid + half_width]);
-            partial[lid] = h;
-            partial_lo[lid] = l;
-#else
-            partial[lid] += partial[lid + half_width];
-#endif
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    *hi = partial[0];
-#if C2O_COMP
-    *lo = partial_lo[0];
-#else
-    *lo = (ACC)0;
-#endif
-    barrier(CLK_LOCAL_MEM_FENCE);
-}
-
 /* Fixed-shape tree max (c2o_max_nan) of one value per work item; every work item gets it. */
 static ACC c2o_group_max(const ACC value, __local ACC *partial)
 {
@@ -333,47 +308,127 @@ static ACC c2o_group_max(const ACC value, __local ACC *partial)
     return total;
 }
 
-/* This work item's share of one vector's sum of squares, of its values scaled
- * by 2^-e (e = 0: as they are; ldexp by 0 is the identity, so one source
- * serves the common path and the rescue): the vector has n elements at
- * p[k * stride]; the item takes the chunks of 8 elements c = lid, lid + wg,
- * ... and the item lid == full % wg the last, partial one. */
-static void c2o_item_sumsq(__global const C2O_STORAGE *p, const ulong n, const ulong stride, const int e,
-                           ACC *hi, ACC *lo)
+/* ------------------------------------------------- canonical reduction order
+ *
+ * A vector's sum (of squares, or of products x dy) has one order, whatever
+ * the work-group size and the device: the vector is cut into chunks of 8
+ * elements (the last one padded with zeros), lane j of chunk c holds element
+ * 8c + j, and chunk c goes to slot c mod C2O_SLOTS, whose 8 lane sums add
+ * its chunks in increasing c.  The slots are then added lane by lane in the
+ * interleaved pairwise tree (slot g += slot g + h, h = C2O_SLOTS/2, ..., 1),
+ * and the 8 lanes of slot 0 in c2o_sum8's halving tree.  A work-group of wg
+ * items (a power of two <= C2O_SLOTS) computes exactly that: item l owns
+ * slots l, l + wg, ...; the levels h >= wg of the tree are inside an item,
+ * the others in local memory.  Empty slots are zero and adding a zero (or a
+ * (0, 0) pair to a normalised compensated pair) changes no bit, so a work
+ * item skips the slots past the vector's end.  One work item per vector (CPU
+ * devices, wg = 1) walks the chunks in order and keeps every slot. */
+#define C2O_SLOTS 256
+/* Slots one work item may hold: C2O_SLOTS / (its work-group size), chosen on
+ * the host per launch (1 on GPUs with 256-item groups: no private array). */
+#ifndef C2O_ITEM_SLOTS
+#  define C2O_ITEM_SLOTS C2O_SLOTS
+#endif
+
+/* Chunk c of the vector p[k * stride], k < n (zeros past n), as ACC, times 2^-e. */
+static C2O_ACC8 c2o_load_chunk(__global const C2O_STORAGE *p, const ulong n, const ulong stride, const ulong c,
+                               const int e)
 {
-    const size_t lid = get_local_id(0);
-    const size_t wg = get_local_size(0);
-    const ulong full = n / 8;
-    C2O_ACC8 acc_hi = (C2O_ACC8)((ACC)0);
-    C2O_ACC8 acc_lo = (C2O_ACC8)((ACC)0);
-    ACC tail_hi = (ACC)0;
-    ACC tail_lo = (ACC)0;
-    if (stride == 1 && e == 0) {
-        for (ulong c = lid; c < full; c += wg) {
-            const C2O_ACC8 v = C2O_LOAD8_ACC(p, c * 8);
-            C2O_ACCUM_SQ(C2O_ACC8, acc_hi, acc_lo, v);
-        }
-    } else if (stride == 1) {
-        for (ulong c = lid; c < full; c += wg) {
-            const C2O_ACC8 v = ldexp(C2O_LOAD8_ACC(p, c * 8), -e);
-            C2O_ACCUM_SQ(C2O_ACC8, acc_hi, acc_lo, v);
-        }
-    } else {
-        for (ulong c = lid; c < full; c += wg) {
-            for (int j = 0; j < 8; ++j) {
-                const ACC v = ldexp(C2O_LOAD_ACC(p, (c * 8 + j) * stride), -e);
-                C2O_ACCUM_SQ(ACC, tail_hi, tail_lo, v);
-            }
+    const ulong k0 = c * 8;
+    if (stride == 1 && k0 + 8 <= n && e == 0) {
+        return C2O_LOAD8_ACC(p, k0);
+    }
+    /* Scalar ldexp (the rescue): Oclgrind's vector ldexp(double8, int) returned zeros. */
+    ACC t[8];
+#pragma unroll
+    for (uint j = 0; j < 8; ++j) {
+        t[j] = k0 + j < n ? ldexp(C2O_LOAD_ACC(p, (k0 + j) * stride), -e) : (ACC)0;
+    }
+    return vload8(0, t);
+}
+
+/* (hi, lo) = the canonical sum over one vector of a[k] * b[k] (a scaled by
+ * 2^-e; b_is_a: the squares of a), every work item of the group gets it.
+ * scratch: 8 ACC per work item (16 in compensated mode); ends with a barrier. */
+static void c2o_vector_dot(__global const C2O_STORAGE *a, __global const C2O_STORAGE *b, const int b_is_a,
+                           const ulong n, const ulong stride, const int e, __local ACC *scratch, ACC *hi, ACC *lo)
+{
+    const uint lid = (uint)get_local_id(0);
+    const uint wg = (uint)get_local_size(0);
+    const ulong chunks = (n + 7) / 8;
+    const uint m = (uint)min(chunks, (ulong)C2O_SLOTS); /* slots that may be non-empty */
+    C2O_ACC8 h8 = (C2O_ACC8)((ACC)0);
+    C2O_ACC8 l8 = (C2O_ACC8)((ACC)0);
+#if C2O_ITEM_SLOTS == 1
+    /* One slot per item (wg == C2O_SLOTS, or a vector of at most wg chunks). */
+    for (ulong c = lid; c < chunks; c += max(wg, (uint)C2O_SLOTS)) {
+        const C2O_ACC8 va = c2o_load_chunk(a, n, stride, c, e);
+        const C2O_ACC8 vb = b_is_a ? va : c2o_load_chunk(b, n, stride, c, 0);
+        C2O_ACCUM_PROD(C2O_ACC8, h8, l8, va, vb);
+    }
+#else
+    C2O_ACC8 sh[C2O_ITEM_SLOTS];
+#  if C2O_COMP
+    C2O_ACC8 sl[C2O_ITEM_SLOTS];
+#  endif
+    const uint per = (uint)C2O_SLOTS / wg;
+    /* My non-empty slots: j < mine.  The host sizes C2O_ITEM_SLOTS for the
+     * longest vector; the clamps keep a longer one (a structure changed
+     * behind the host's back) inside the array: a wrong sum, never a stray write. */
+    const uint mine = min(lid < m ? (m - lid + wg - 1) / wg : 0u, (uint)C2O_ITEM_SLOTS);
+    for (uint j = 0; j < mine; ++j) {
+        sh[j] = (C2O_ACC8)((ACC)0);
+#  if C2O_COMP
+        sl[j] = (C2O_ACC8)((ACC)0);
+#  endif
+    }
+    for (ulong c = lid; c < chunks; c += wg) {
+        const uint j = min((uint)(c / wg) & (per - 1), (uint)C2O_ITEM_SLOTS - 1);
+        const C2O_ACC8 va = c2o_load_chunk(a, n, stride, c, e);
+        const C2O_ACC8 vb = b_is_a ? va : c2o_load_chunk(b, n, stride, c, 0);
+        C2O_ACCUM_PROD(C2O_ACC8, sh[j], sl[j], va, vb);
+    }
+    for (uint h = (uint)C2O_SLOTS / 2; h >= wg; h >>= 1) {
+        const uint hj = h / wg;
+        for (uint j = 0; j < hj && j + hj < mine; ++j) {
+            C2O_ACCUM(C2O_ACC8, sh[j], sl[j], sh[j + hj], sl[j + hj]);
         }
     }
-    if (lid == full % wg) {
-        for (ulong k = full * 8; k < n; ++k) {
-            const ACC v = ldexp(C2O_LOAD_ACC(p, k * stride), -e);
-            C2O_ACCUM_SQ(ACC, tail_hi, tail_lo, v);
-        }
+    if (mine) {
+        h8 = sh[0];
+#  if C2O_COMP
+        l8 = sl[0];
+#  endif
     }
-    c2o_sum8(acc_hi, acc_lo, hi, lo);
-    C2O_ACCUM(ACC, *hi, *lo, tail_hi, tail_lo);
+#endif
+    /* Unconditional barriers (also for wg == 1): PoCL's compiler fails on barriers under a branch here. */
+    vstore8(h8, lid, scratch);
+#if C2O_COMP
+    vstore8(l8, wg + lid, scratch);
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint h = wg >> 1; h > 0; h >>= 1) {
+        if (lid < h) {
+            C2O_ACC8 x = vload8(lid, scratch);
+            const C2O_ACC8 y = vload8(lid + h, scratch);
+#if C2O_COMP
+            C2O_ACC8 xl = vload8(wg + lid, scratch);
+            const C2O_ACC8 yl = vload8(wg + lid + h, scratch);
+            C2O_ACCUM(C2O_ACC8, x, xl, y, yl);
+            vstore8(xl, wg + lid, scratch);
+#else
+            x += y;
+#endif
+            vstore8(x, lid, scratch);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    h8 = vload8(0, scratch);
+#if C2O_COMP
+    l8 = vload8(wg, scratch);
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+    c2o_sum8(h8, l8, hi, lo);
 }
 
 /* This work item's share of the largest |value| of one vector (any order: max is exact). */
@@ -403,8 +458,7 @@ static ACC c2o_group_vector_scale(__global const C2O_STORAGE *xv, const ulong n,
                                   const int use_max_norm, const ACC norm, __local ACC *partial)
 {
     ACC hi, lo;
-    c2o_item_sumsq(xv, n, stride, 0, &hi, &lo);
-    c2o_group_sum(&hi, &lo, partial);
+    c2o_vector_dot(xv, xv, 1, n, stride, 0, partial, &hi, &lo);
     if (!C2O_NEEDS_RESCUE(hi + lo)) {
         return c2o_scale(hi, lo, use_max_norm, norm);
     }
@@ -413,8 +467,7 @@ static ACC c2o_group_vector_scale(__global const C2O_STORAGE *xv, const ulong n,
     if (e == 0) {
         return c2o_scale_of_norm(amax, use_max_norm, norm); /* all zero, an infinity, or NaN */
     }
-    c2o_item_sumsq(xv, n, stride, e, &hi, &lo);
-    c2o_group_sum(&hi, &lo, partial);
+    c2o_vector_dot(xv, xv, 1, n, stride, e, partial, &hi, &lo);
     return c2o_scale_split(hi, lo, e, use_max_norm, norm);
 }
 
@@ -468,7 +521,7 @@ static void c2o_item_scale(__global const C2O_STORAGE *x, __global C2O_STORAGE *
 /* ------------------------------------------------------------ dense forward */
 
 /* A work-group per vector; vectors v = (o, i) with o = v / inner, i = v % inner.
- * partial: get_local_size(0) ACC values (twice that in compensated mode). */
+ * partial: 8 ACC values per work item (16 in compensated mode). */
 __kernel void caffe2op_normalize_fwd(
     __global const C2O_STORAGE *x, const ulong x_offset,
     __global C2O_STORAGE *y, const ulong y_offset,
@@ -641,46 +694,24 @@ __kernel void caffe2op_normalize_columns_fwd(
 #  define C2O_GRAD_RESCUE 0
 #endif
 
-/* This work item's share of <x, x> and <x, dy> for one vector, x scaled by 2^-e (see c2o_item_sumsq). */
-static void c2o_item_dots(__global const C2O_STORAGE *x, __global const C2O_STORAGE *dy, const ulong n,
-                          const ulong stride, const int e, ACC *xx_hi, ACC *xx_lo, ACC *xy_hi, ACC *xy_lo)
+/* NormalizeGradient's factors of one column x[k * inner], k < n, by one work
+ * item, with x scaled by 2^-e, e from its largest magnitude (the rescue). */
+static void c2o_serial_rescued_grad(__global const C2O_STORAGE *x, __global const C2O_STORAGE *dy, const ulong n,
+                                    const ulong inner, ACC *a, ACC *b)
 {
-    const size_t lid = get_local_id(0);
-    const size_t wg = get_local_size(0);
-    const ulong full = n / 8;
-    C2O_ACC8 axx_hi = (C2O_ACC8)((ACC)0), axx_lo = (C2O_ACC8)((ACC)0);
-    C2O_ACC8 axy_hi = (C2O_ACC8)((ACC)0), axy_lo = (C2O_ACC8)((ACC)0);
-    ACC txx_hi = (ACC)0, txx_lo = (ACC)0, txy_hi = (ACC)0, txy_lo = (ACC)0;
-    if (stride == 1) {
-        for (ulong c = lid; c < full; c += wg) {
-            const C2O_ACC8 a = ldexp(C2O_LOAD8_ACC(x, c * 8), -e);
-            const C2O_ACC8 d = C2O_LOAD8_ACC(dy, c * 8);
-            C2O_ACCUM_SQ(C2O_ACC8, axx_hi, axx_lo, a);
-            C2O_ACCUM_PROD(C2O_ACC8, axy_hi, axy_lo, a, d);
-        }
-    } else {
-        for (ulong c = lid; c < full; c += wg) {
-            for (int j = 0; j < 8; ++j) {
-                const ulong k = (c * 8 + j) * stride;
-                const ACC a = ldexp(C2O_LOAD_ACC(x, k), -e);
-                const ACC d = C2O_LOAD_ACC(dy, k);
-                C2O_ACCUM_SQ(ACC, txx_hi, txx_lo, a);
-                C2O_ACCUM_PROD(ACC, txy_hi, txy_lo, a, d);
-            }
-        }
+    ACC amax = (ACC)0;
+    for (ulong k = 0; k < n; ++k) {
+        amax = c2o_max_nan(amax, fabs(C2O_LOAD_ACC(x, k * inner)));
     }
-    if (lid == full % wg) {
-        for (ulong k = full * 8; k < n; ++k) {
-            const ACC a = ldexp(C2O_LOAD_ACC(x, k * stride), -e);
-            const ACC d = C2O_LOAD_ACC(dy, k * stride);
-            C2O_ACCUM_SQ(ACC, txx_hi, txx_lo, a);
-            C2O_ACCUM_PROD(ACC, txy_hi, txy_lo, a, d);
-        }
+    const int e = c2o_rescue_exponent(amax);
+    ACC xx_hi = (ACC)0, xx_lo = (ACC)0, xy_hi = (ACC)0, xy_lo = (ACC)0;
+    for (ulong k = 0; k < n; ++k) {
+        const ACC v = ldexp(C2O_LOAD_ACC(x, k * inner), -e);
+        const ACC d = C2O_LOAD_ACC(dy, k * inner);
+        C2O_ACCUM_SQ(ACC, xx_hi, xx_lo, v);
+        C2O_ACCUM_PROD(ACC, xy_hi, xy_lo, v, d);
     }
-    c2o_sum8(axx_hi, axx_lo, xx_hi, xx_lo);
-    C2O_ACCUM(ACC, *xx_hi, *xx_lo, txx_hi, txx_lo);
-    c2o_sum8(axy_hi, axy_lo, xy_hi, xy_lo);
-    C2O_ACCUM(ACC, *xy_hi, *xy_lo, txy_hi, txy_lo);
+    c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, e, a, b);
 }
 
 /* A work-group per vector: dx = dy * a - x * b (computed in ACC, rounded once). */
@@ -699,19 +730,15 @@ __kernel void caffe2op_normalize_bwd(
         __global const C2O_STORAGE *dyv = dy + dy_offset + base;
         __global C2O_STORAGE *dxv = dx + dx_offset + base;
         ACC xx_hi, xx_lo, xy_hi, xy_lo, a, b;
-        int e = 0;
-        c2o_item_dots(xv, dyv, n, inner, 0, &xx_hi, &xx_lo, &xy_hi, &xy_lo);
-        c2o_group_sum(&xx_hi, &xx_lo, partial);
-        c2o_group_sum(&xy_hi, &xy_lo, partial);
+        c2o_vector_dot(xv, xv, 1, n, inner, 0, partial, &xx_hi, &xx_lo);
+        c2o_vector_dot(xv, dyv, 0, n, inner, 0, partial, &xy_hi, &xy_lo);
         if (C2O_GRAD_RESCUE && C2O_NEEDS_RESCUE(xx_hi + xx_lo)) {
-            e = c2o_rescue_exponent(c2o_group_max(c2o_item_amax(xv, n, inner), partial));
-            if (e != 0) {
-                c2o_item_dots(xv, dyv, n, inner, e, &xx_hi, &xx_lo, &xy_hi, &xy_lo);
-                c2o_group_sum(&xx_hi, &xx_lo, partial);
-                c2o_group_sum(&xy_hi, &xy_lo, partial);
-            }
+            /* Rare: every item measures the vector again on its own, in the serial order of the
+             * columns kernel (no barrier under this branch: PoCL's compiler rejects one there). */
+            c2o_serial_rescued_grad(xv, dyv, n, inner, &a, &b);
+        } else {
+            c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, 0, &a, &b);
         }
-        c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, e, &a, &b);
         const ulong full = n / 8;
         if (inner == 1) {
             for (ulong c = lid; c < full; c += wg) {
@@ -733,26 +760,6 @@ __kernel void caffe2op_normalize_bwd(
             }
         }
     }
-}
-
-/* NormalizeGradient's factors of one column x[k * inner], k < n, by one work
- * item, with x scaled by 2^-e, e from its largest magnitude (the rescue). */
-static void c2o_serial_rescued_grad(__global const C2O_STORAGE *x, __global const C2O_STORAGE *dy, const ulong n,
-                                    const ulong inner, ACC *a, ACC *b)
-{
-    ACC amax = (ACC)0;
-    for (ulong k = 0; k < n; ++k) {
-        amax = c2o_max_nan(amax, fabs(C2O_LOAD_ACC(x, k * inner)));
-    }
-    const int e = c2o_rescue_exponent(amax);
-    ACC xx_hi = (ACC)0, xx_lo = (ACC)0, xy_hi = (ACC)0, xy_lo = (ACC)0;
-    for (ulong k = 0; k < n; ++k) {
-        const ACC v = ldexp(C2O_LOAD_ACC(x, k * inner), -e);
-        const ACC d = C2O_LOAD_ACC(dy, k * inner);
-        C2O_ACCUM_SQ(ACC, xx_hi, xx_lo, v);
-        C2O_ACCUM_PROD(ACC, xy_hi, xy_lo, v, d);
-    }
-    c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, e, a, b);
 }
 
 /* A work item per strip of chunks of 8 adjacent vectors (see caffe2op_normalize_columns_fwd). */
