@@ -13,28 +13,71 @@ from ._common import canonical_axis
 # dense launch shapes, the sparse kernels and why results are deterministic).
 
 _MAX_WORK_GROUP = 256
+# Slots of the canonical reduction order (C2O_SLOTS in normalize.cl); work-groups never exceed it.
+_SLOTS = 256
 _COLUMN_WORK_GROUP = 64
 _GROUPS_PER_COMPUTE_UNIT = 256
 # CPU devices: a columns work item takes up to this many chunks of 8 vectors (2048 columns),
 # aiming at _CPU_ITEMS_PER_COMPUTE_UNIT work items per core.
 _CPU_COLUMN_STRIP = 256
 _CPU_ITEMS_PER_COMPUTE_UNIT = 4
-# Vectors at least this long get a work-group each on GPUs (shorter ones a work item).
-_GPU_GROUP_MIN_LENGTH = 64
 # False runs the GPU launch shapes on CPU devices too (the tests use it to exercise
 # the local-memory reductions on PoCL).
 _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
-def _opencl_program(op, backend, dtype, ptr_dtype=None):
-    """(program, ACC numpy type) of normalize.cl for ``dtype`` (TypeError for float64 without fp64)."""
+def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1):
+    """(program, ACC numpy type, local-memory bytes per work item) of normalize.cl for ``dtype``.
+
+    The accumulation is the device's (:func:`caffe2op.opencl.programs.accumulation`;
+    float16 is summed like float32): double, or compensated float pairs.  The
+    work-group kernels reduce 8 lanes per item in local memory (twice that
+    for pairs); ``item_slots`` is how many of the canonical order's slots one
+    work item holds (``C2O_ITEM_SLOTS``, see :func:`_group_kernel`).
+    TypeError for float64 without fp64.
+    """
     defines = opencl.dtype_defines(op, dtype, backend.info)
-    double = opencl.accumulates_in_double(dtype, backend.info)
+    mode = opencl.programs.accumulation(np.dtype(dtype), backend.info)
+    double = mode == "double"
     defines.update(ACC="double" if double else "float", PTR_T="int" if ptr_dtype == np.dtype(np.int32) else "long")
     defines["C2O_COLUMN_STRIP"] = _column_strip(backend.queue.device)
+    defines["C2O_ITEM_SLOTS"] = int(item_slots)
     if double:
         defines["CAFFE2OP_FP64"] = 1
-    return opencl.get_program(backend.context, "normalize.cl", defines), (np.float64 if double else np.float32)
+    if mode == "compensated":
+        defines["C2O_COMPENSATED"] = 1
+    acc = np.float64 if double else np.float32
+    local_bytes = 8 * np.dtype(acc).itemsize * (2 if mode == "compensated" else 1)
+    return opencl.get_program(backend.context, "normalize.cl", defines), acc, local_bytes
+
+
+def _item_slots(longest, wg):
+    """Slots (``C2O_SLOTS`` in normalize.cl) a work item of ``wg`` holds for vectors of up to ``longest`` elements.
+
+    Rounded up to 1, 8, 32 or 256, so that few programs are built (a larger
+    private array than needed costs nothing: only the used slots are touched).
+    """
+    used = min(-(-int(longest) // 8), _SLOTS)
+    needed = max(1, -(-used // wg))
+    return next(size for size in (1, 8, 32, _SLOTS) if size >= needed)
+
+
+def _group_kernel(op, backend, device, dtype, name, typical, longest, n_vectors, ptr_dtype=None):
+    """``(kernel, acc, local_bytes, wg, n_groups)`` of a work-group-per-vector kernel.
+
+    ``typical`` sizes the work-groups (:func:`_group_launch`), ``longest``
+    bounds every vector's length: the program is built for the slots a work
+    item must hold (one on GPUs with 256-item groups: no private array).
+    """
+    slots = _item_slots(longest, 1) if _on_cpu_device(device) else 1
+    while True:
+        program, acc, local_bytes = _opencl_program(op, backend, dtype, ptr_dtype, slots)
+        kernel = opencl.get_kernel(program, name)
+        wg, n_groups = _group_launch(kernel, device, typical, n_vectors, local_bytes)
+        needed = _item_slots(longest, wg)
+        if needed <= slots:
+            return kernel, acc, local_bytes, wg, n_groups
+        slots = needed
 
 
 def _column_strip(device):
@@ -76,15 +119,14 @@ def _item_launch(kernel, device, n_items):
     return ((n_items + local - 1) // local * local,), (local,)
 
 
-def _uses_groups(device, outer, n, inner):
-    """Whether a dense call runs the work-group-per-vector kernel (else the block-of-columns one)."""
-    if _on_cpu_device(device):
-        return inner == 1
-    if inner == 1:
-        return n >= _GPU_GROUP_MIN_LENGTH
-    # Few long vectors: a work-group each keeps the device busy; otherwise a work item per block.
-    blocks = outer * ((inner + 7) // 8)
-    return blocks < max(1, device.max_compute_units) * 32 and n >= 8 * _GPU_GROUP_MIN_LENGTH
+def _uses_groups(inner):
+    """Whether a dense call runs the work-group-per-vector kernel (the last axis) or the columns kernel.
+
+    The same choice on every device and launch shape: both kernels sum each
+    vector in an order fixed by its length alone (normalize.cl), so the bits
+    never depend on the device's limits or on the launch shape.
+    """
+    return inner == 1
 
 
 def _element_offset(array):
@@ -123,21 +165,21 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
         _enqueue_dense(op, queue, backend, arrays, tmp, axis, rule)
         return opencl.copy_array(queue, tmp, out)
     outer, n, inner = _shape3(x.shape, axis)
-    program, acc = _opencl_program(op, backend, x.dtype)
     device = queue.device
-    groups = _uses_groups(device, outer, n, inner)
+    groups = _uses_groups(inner)
     forward = rule is not None
     name = f"caffe2op_normalize{'' if groups else '_columns'}_{'fwd' if forward else 'bwd'}"
-    kernel = opencl.get_kernel(program, name)
     buffers = []
     for a in arrays:
         buffers += [a.base_data, _element_offset(a)]
     buffers += [out.base_data, _element_offset(out)]
     if groups:
-        wg, n_groups = _group_launch(kernel, device, n, outer * inner, np.dtype(acc).itemsize)
+        kernel, acc, local_bytes, wg, n_groups = _group_kernel(op, backend, device, x.dtype, name, n, n, outer * inner)
         sizes = ((wg * n_groups,), (wg,))
         shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
     else:
+        program, acc, local_bytes = _opencl_program(op, backend, x.dtype)
+        kernel = opencl.get_kernel(program, name)
         chunks = (inner + 7) // 8
         per_item = 1
         if _on_cpu_device(device):
@@ -151,7 +193,7 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
         use_max_norm, norm = rule
         extra = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(out, x) == "same")]
     if groups:
-        extra.append(cl.LocalMemory(sizes[1][0] * np.dtype(acc).itemsize))
+        extra.append(cl.LocalMemory(sizes[1][0] * local_bytes))
     pending = [e for a in [*arrays, out] for e in a.events]
     event = opencl.launch(queue, kernel, *sizes, *buffers, *shape_args, *extra, wait_for=pending)
     out.add_event(event)

@@ -6,7 +6,7 @@ import numpy as np
 from ... import opencl
 from ..._validation import FLOAT_DTYPES, require_dtype
 from ._common import canonical_axis
-from .dense_opencl import _element_offset, _group_launch, _item_launch, _opencl_program, _overlap
+from .dense_opencl import _element_offset, _group_kernel, _item_launch, _opencl_program, _overlap
 
 # --- sparse matrices on a device ---------------------------------------------
 
@@ -15,6 +15,16 @@ def _host_major(w):
     """The major (compressed-direction) index of every stored entry, int64."""
     counts = np.diff(w._host_indptr.astype(np.int64))
     return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
+
+
+def _longest_segment(w):
+    """The most values one stored segment of the device matrix ``w`` holds (from its host structure, once)."""
+    cached = w._cache.get("longest_segment")
+    if cached is None:
+        indptr = w._host_indptr.astype(np.int64)
+        cached = int(np.diff(indptr).max()) if indptr.shape[0] > 1 else 0
+        w._cache["longest_segment"] = cached
+    return cached
 
 
 def _device_has_duplicates(w):
@@ -80,21 +90,24 @@ def _enqueue_sparse(op, w, dst, axis, rule, queue):
         _enqueue_sparse(op, w, tmp, axis, rule, queue)
         return opencl.copy_array(queue, tmp, dst)
     use_max_norm, norm = rule
-    program, acc = _opencl_program(op, backend, src.dtype, w._indptr.dtype)
     along_segments = (w.format == "csr") == (axis == 1)
     device = queue.device
     head = [src.base_data, _element_offset(src), dst.base_data, _element_offset(dst)]
-    mode = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(dst, src) == "same")]
     pending = list(src.events) + list(dst.events)
     if along_segments and not _device_has_duplicates(w):
-        kernel = opencl.get_kernel(program, "caffe2op_normalize_segments_fwd")
         n_segments = w._indptr.shape[0] - 1
         n_avg = w.nnz // max(n_segments, 1)
-        wg, n_groups = _group_launch(kernel, device, n_avg, n_segments, np.dtype(acc).itemsize)
+        kernel, acc, local_bytes, wg, n_groups = _group_kernel(
+            op, backend, device, src.dtype, "caffe2op_normalize_segments_fwd", n_avg, _longest_segment(w), n_segments,
+            w._indptr.dtype,
+        )
+        mode = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(dst, src) == "same")]
         args = [*head, w._indptr.base_data, _element_offset(w._indptr), np.uint64(n_segments), *mode]
-        args.append(cl.LocalMemory(wg * np.dtype(acc).itemsize))
+        args.append(cl.LocalMemory(wg * local_bytes))
         sizes = ((wg * n_groups,), (wg,))
     else:
+        program, acc, _ = _opencl_program(op, backend, src.dtype, w._indptr.dtype)
+        mode = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(dst, src) == "same")]
         order, vptr, keys = _device_grouping(w, along_segments)
         kernel = opencl.get_kernel(program, "caffe2op_normalize_grouped_fwd")
         n_vectors = vptr.shape[0] - 1
