@@ -86,7 +86,6 @@ from .devices import (
     resolve_device,
 )
 from .programs import (
-    accumulates_in_double,  # noqa: F401  (for the operator modules, not public)
     accumulation,  # noqa: F401  (for the operator modules, not public)
     c_type,
     dtype_defines,

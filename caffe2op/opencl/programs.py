@@ -444,17 +444,6 @@ def accumulation(dtype, info, *, half_in_float=False):
     return "double" if info.fast_fp64 else "compensated"
 
 
-def accumulates_in_double(dtype, info):
-    """Whether a kernel reducing data of ``dtype`` on the device ``info`` sums in double.
-
-    float64 data always; float32 data on devices with fp64, as the CPU
-    kernels do; float16 data never (it is summed in float, as Caffe2 did).
-    Superseded by :func:`accumulation`, which also chooses compensated
-    float sums on devices where double is slow.
-    """
-    return dtype == np.float64 or (dtype == np.float32 and info.fp64)
-
-
 def elementwise_size(queue, n):
     """A global size for a grid-stride kernel (``C2O_FOR_EACH``) over ``n`` elements.
 

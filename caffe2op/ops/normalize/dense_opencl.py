@@ -26,27 +26,39 @@ _CPU_ITEMS_PER_COMPUTE_UNIT = 4
 _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
-def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1):
-    """(program, ACC numpy type, local-memory bytes per work item) of normalize.cl for ``dtype``.
+def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=1):
+    """(-D definitions, accumulation mode) of normalize.cl for ``dtype`` on the device ``info``.
 
     The accumulation is the device's (:func:`caffe2op.opencl.programs.accumulation`;
-    float16 is summed like float32): double, or compensated float pairs.  The
-    work-group kernels reduce 8 lanes per item in local memory (twice that
-    for pairs); ``item_slots`` is how many of the canonical order's slots one
-    work item holds (``C2O_ITEM_SLOTS``, see :func:`_group_kernel`).
+    float16 is summed like float32): double, or compensated float pairs.
+    ``item_slots`` is how many of the canonical order's slots one work item
+    holds (``C2O_ITEM_SLOTS``, see :func:`_group_kernel`; 1 on GPUs),
+    ``column_strip`` the columns kernels' strip (1 on GPUs).  Also what
+    ``.ci/gpu`` builds, so that it compiles the variants the operator runs.
     TypeError for float64 without fp64.
     """
-    defines = opencl.dtype_defines(op, dtype, backend.info)
-    mode = opencl.programs.accumulation(np.dtype(dtype), backend.info)
+    defines = opencl.dtype_defines(op, dtype, info)
+    mode = opencl.programs.accumulation(np.dtype(dtype), info)
     double = mode == "double"
     defines.update(ACC="double" if double else "float", PTR_T="int" if ptr_dtype == np.dtype(np.int32) else "long")
-    defines["C2O_COLUMN_STRIP"] = _column_strip(backend.queue.device)
+    defines["C2O_COLUMN_STRIP"] = int(column_strip)
     defines["C2O_ITEM_SLOTS"] = int(item_slots)
     if double:
         defines["CAFFE2OP_FP64"] = 1
     if mode == "compensated":
         defines["C2O_COMPENSATED"] = 1
-    acc = np.float64 if double else np.float32
+    return defines, mode
+
+
+def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1):
+    """(program, ACC numpy type, local-memory bytes per work item) of normalize.cl for ``dtype``.
+
+    Built with :func:`program_defines`.  The work-group kernels reduce 8
+    lanes per item in local memory (twice that for compensated pairs).
+    """
+    column_strip = _column_strip(backend.queue.device)
+    defines, mode = program_defines(op, dtype, backend.info, ptr_dtype, item_slots, column_strip)
+    acc = np.float64 if mode == "double" else np.float32
     local_bytes = 8 * np.dtype(acc).itemsize * (2 if mode == "compensated" else 1)
     return opencl.get_program(backend.context, "normalize.cl", defines), acc, local_bytes
 
