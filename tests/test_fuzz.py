@@ -10,10 +10,9 @@ Size: ``settings.default.max_examples`` times ``_SCALE`` examples per test, from
 by ``CAFFE2OP_HYPOTHESIS_PROFILE`` (tests/conftest.py): ``dev``/``ci`` run in seconds, ``thorough``
 is the large on-demand run.
 
-Inputs not drawn, because they expose known bugs outside Normalize that are listed for their owners
-(each marked "Known bug" below): a bool ``axis`` given to an operator; a ``norm`` beyond the table
-dtype's range, or float64 values near 1e±200, given to SparseNormalize on a dense table; an object array
-given to ``stop_gradient(..., device="opencl")``.
+Every input is drawn everywhere: extreme values (float64 near 1e±200, whose squares overflow or
+underflow), norms beyond the dtype's range, bool axes, object arrays, on the CPU, through operators and
+on the OpenCL path.  (Earlier versions left some out, as known bugs; issue 10 fixed them.)
 """
 
 import numpy as np
@@ -164,9 +163,7 @@ def hostile_arrays(draw):
 
 
 axes = st.integers(-4, 4) | st.sampled_from([True, 1.0, None, "0", np.int64(0), (0,)])
-# Known bug outside Normalize (core schema): an int argument accepts a bool, so
-# create_operator("Normalize", "x", "y", axis=True) runs along axis 1.  Not drawn for operators.
-operator_axes = st.integers(-4, 4) | st.sampled_from([1.0, None, "0", np.int64(0), (0,)])
+operator_axes = st.integers(-4, 4) | st.sampled_from([True, 1.0, None, "0", np.int64(0), (0,)])
 norms = st.floats(0, 1e3) | st.sampled_from([-1.0, np.nan, np.inf, 1e300, 0, 2, "1", None, 1e5])
 use_max_norms = st.booleans() | st.sampled_from([0, 1, 2, "yes", None])
 
@@ -182,27 +179,6 @@ def _valid_norm(norm, dtype=np.float64):
         and np.isfinite(norm)
         and 0 <= norm <= float(np.finfo(dtype).max)
     )
-
-
-def _unrepresentable_norm(norm, dtype):
-    """Known bugs outside Normalize (SparseNormalize on dense tables, CPU and OpenCL, issue 10 item 7):
-    a finite ``norm`` beyond the table dtype's range is accepted and infinities are written, and a float64
-    row of 1e200 values becomes zeros.  Neither is drawn for dense tables (no extreme values there)."""
-    return (
-        isinstance(norm, (int, float))
-        and np.dtype(dtype).kind == "f"
-        and np.isfinite(norm)
-        and norm > float(np.finfo(dtype).max)
-    )
-
-
-def _has_extreme_values(x):
-    """float64 magnitudes whose squares overflow or underflow (for the known dense-table bug above)."""
-    if x.dtype != np.float64 or not x.size:
-        return False
-    with np.errstate(invalid="ignore"):
-        magnitudes = np.abs(x[np.isfinite(x)])
-    return bool(np.any(magnitudes > 1e150) or np.any((magnitudes > 0) & (magnitudes < 1e-150)))
 
 
 def _valid_flag(flag):
@@ -382,11 +358,10 @@ def test_sparse_normalize_csr(case, rows, norm, use_max_norm):
 
 
 @FUZZ
-@given(float_arrays(min_dims=1, extreme=False) | hostile_arrays(),  # known bug: see _unrepresentable_norm
+@given(float_arrays(min_dims=1) | hostile_arrays(),
        st.lists(st.integers(-3, 8), max_size=6) | st.sampled_from([[[0, 1], [2]], [True], [0.0], np.array([1], np.uint64)]),
        norms, use_max_norms)  # fmt: skip
 def test_sparse_normalize_dense_table(param, rows, norm, use_max_norm):
-    assume(not _unrepresentable_norm(norm, param.dtype))
     before = param.copy()
     snapshot = Snapshot(param, rows if isinstance(rows, np.ndarray) else None)
     ok, result = call_checked(snapshot, caffe2op.sparse_normalize, param, rows, norm=norm, use_max_norm=use_max_norm)
@@ -424,8 +399,6 @@ def test_stop_and_zero_gradient(x, where):
        float_arrays(min_dims=1) | hostile_arrays(), operator_axes, norms, use_max_norms,
        st.lists(st.integers(-2, 6), max_size=4), st.booleans())  # fmt: skip
 def test_operators_in_a_workspace(op_type, x, axis, norm, use_max_norm, rows, in_place):
-    assume("SparseNormalize" not in op_type or not _unrepresentable_norm(norm, x.dtype))
-    assume("SparseNormalize" not in op_type or not _has_extreme_values(x))  # known bug: see _unrepresentable_norm
     ws = caffe2op.Workspace()
     index = np.array(rows, dtype=np.int64)
     snapshot = Snapshot(x, index)
@@ -494,8 +467,7 @@ def test_opencl_path(opencl_backend, data):
             expected = _on_stored(w, ref_normalize(dense, axis, norm, bool(use_max_norm)))
             assert_matches(_dense_of(result), expected, w.dtype, norm, values_only=True)
         return
-    # Extreme values only for Normalize: SparseNormalize on dense tables has a known bug (_unrepresentable_norm).
-    x = data.draw(float_arrays(min_dims=1, extreme=kind.startswith("normalize")) | hostile_arrays())
+    x = data.draw(float_arrays(min_dims=1) | hostile_arrays())
     before = x.copy()
     on_device = kind.endswith("device")
     if on_device:
@@ -519,7 +491,6 @@ def test_opencl_path(opencl_backend, data):
         elif on_device:
             assert target.get().tobytes() == np.ascontiguousarray(before).tobytes()
     elif kind.startswith("sparse_normalize"):
-        assume(not _unrepresentable_norm(norm, x.dtype))
         rows = data.draw(st.lists(st.integers(-2, 6), max_size=4))
         if on_device:
             ok, result = call_checked(snapshot, caffe2op.sparse_normalize, target, rows, norm=norm,
@@ -534,9 +505,6 @@ def test_opencl_path(opencl_backend, data):
         elif on_device:
             assert target.get().tobytes() == np.ascontiguousarray(before).tobytes()
     else:
-        # Known bug outside Normalize (issue 10 item 12): stop_gradient(object array, device="opencl")
-        # raises pyopencl's AssertionError.  Object arrays are not drawn here.
-        assume(x.dtype != object)
         ok, result = call_checked(snapshot, caffe2op.stop_gradient, x, device=option)
         if ok:
             assert result.tobytes() == before.tobytes() or x.dtype == object

@@ -308,3 +308,13 @@ def test_compensated_device_nearly_matches_a_double_device(opencl_device):
         double, compensated = results["", width], results["fast_fp64=0", width]
         ulps = np.abs(double.view(np.int32).astype(np.int64) - compensated.view(np.int32).astype(np.int64))
         assert ulps.max() <= 1 and np.count_nonzero(ulps) <= 5, (width, ulps.max(), np.count_nonzero(ulps))
+
+
+@pytest.mark.parametrize("dtype, norm", [(np.float16, 1e300), (np.float16, 70000.0), (np.float32, 1e300)])
+def test_device_table_refuses_a_norm_its_dtype_cannot_hold(opencl_device, dtype, norm):
+    """As on the host: a device table whose dtype cannot represent ``norm`` raises, untouched (found by the fuzz suite)."""
+    table = _backend(opencl_device).from_host(np.ones((3, 2), dtype))
+    for rows in ([0], []):
+        with pytest.raises(ValueError, match="norm"):
+            caffe2op.sparse_normalize(table, rows, norm=norm, use_max_norm=False)
+    assert_bit_identical(table.get(), np.ones((3, 2), dtype))

@@ -36,6 +36,7 @@ from ..._validation import (
     index_vector,
     raise_first_bad_index,
     require_dtype,
+    require_norm_fits,
 )
 from ...core import DeviceType
 from ...devices import backend_for
@@ -311,6 +312,7 @@ def sparse_normalize_opencl(op, param, indices, use_max_norm, norm, *, float16_o
     schema = FLOAT16_SPARSE_NORMALIZE_SCHEMA if float16_only else SPARSE_NORMALIZE_SCHEMA
     use_max_norm = schema.arg("use_max_norm").convert(op, use_max_norm)
     norm = schema.arg("norm").convert(op, norm)
+    require_norm_fits(op, "param", norm, param.dtype)  # as on the host: a norm the table cannot hold is refused
     device_indices, check = _device_indices(op, backend, indices, param.shape[0])
     enqueue_sparse_normalize(op, queue, backend.info, param, device_indices, use_max_norm, norm, check=check)
     return param
