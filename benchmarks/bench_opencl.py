@@ -110,21 +110,23 @@ def gpu_suite(backend, scale, repeat):
     for case, pool in (("100k random indices", rows), ("100k indices into 1k rows", 1000)):
         indices = cla.to_device(queue, rng.integers(0, pool, max(100, int(100_000 * scale))).astype(np.int64))
 
-        def run():
+        def run(indices=indices):
             events = []
-            enqueue_sparse_normalize("SparseNormalize", queue, backend.info, table, indices, False, 1.0, check=False, events=events)
+            enqueue_sparse_normalize(
+                "SparseNormalize", queue, backend.info, table, indices, False, 1.0, check=False, events=events
+            )
             queue.finish()
             # the hash-set fill, the claim pass and the row pass (sparse_normalize.cl's model)
             return [e for step, e in events if step in ("clear", "claim", "normalize")]
 
         results[f"sparse_normalize 1Mx64 f32, {case}"] = _median_device_us(run, repeat)
-    del table
+    table.data.release()  # before the Normalize cases allocate theirs
     for shape, axis in (((1_000_000, 64), 1), ((1_000_000, 32), 1), ((4096, 4096), 0), ((8, 10_000_000), 1)):
         scaled = (max(8, int(shape[0] * scale)), shape[1]) if shape[0] > 8 else (8, max(64, int(shape[1] * scale)))
         x = cla.to_device(queue, rng.standard_normal(scaled).astype(np.float32))
         out = cla.empty_like(x)
 
-        def run():
+        def run(x=x, axis=axis, out=out):
             caffe2op.normalize(x, axis=axis, out=out)
             queue.finish()
             return [out.events[-1]]
@@ -140,7 +142,16 @@ def gpu_suite(backend, scale, repeat):
     kernel = opencl.get_kernel(program, "caffe2op_sum_fwd")
 
     def run():
-        event = opencl.launch(queue, kernel, opencl.elementwise_size(queue, n), None, out.base_data, a.base_data, a.base_data, np.uint64(n))
+        event = opencl.launch(
+            queue,
+            kernel,
+            opencl.elementwise_size(queue, n),
+            None,
+            out.base_data,
+            a.base_data,
+            a.base_data,
+            np.uint64(n),
+        )
         event.wait()
         return [event]
 
@@ -173,7 +184,7 @@ def torch_embedding_renorm(scale, repeat):
 
 
 def host_table_suite(rows, cols, n_indices, repeat):
-    """sparse_normalize(numpy table, indices, device="opencl"): the compacted path against the old whole-table path and the CPU."""
+    """sparse_normalize(numpy table, indices, device="opencl"): compacted path, old whole-table path, CPU."""
     from caffe2op.ops.sparse_normalize.opencl_impl import _sparse_normalize_host_table
 
     backend = backend_for(opencl.default_device())
@@ -183,12 +194,23 @@ def host_table_suite(rows, cols, n_indices, repeat):
 
     def old_path():  # what the OpenCL path did before: the whole table down and back
         device_table = backend.from_host(table)
-        enqueue_sparse_normalize("SparseNormalize", backend.queue, backend.info, device_table, backend.from_host(indices), False, 1.0, check=False)
+        enqueue_sparse_normalize(
+            "SparseNormalize",
+            backend.queue,
+            backend.info,
+            device_table,
+            backend.from_host(indices),
+            False,
+            1.0,
+            check=False,
+        )
         np.copyto(table, backend.to_host(device_table))
 
     paths = {
         "old OpenCL path (whole table)": old_path,
-        "OpenCL, selected rows only": lambda: _sparse_normalize_host_table("SparseNormalize", table, indices, False, 1.0, backend),
+        "OpenCL, selected rows only": lambda: _sparse_normalize_host_table(
+            "SparseNormalize", table, indices, False, 1.0, backend
+        ),
         "CPU": lambda: caffe2op.sparse_normalize(table, indices, use_max_norm=False, norm=1.0),
     }
     times = {name: [] for name in paths}
@@ -204,7 +226,9 @@ def host_table_suite(rows, cols, n_indices, repeat):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=["sparse-normalize", "gpu", "host-table"], default="sparse-normalize")
-    parser.add_argument("--scale", type=float, default=1.0, help="gpu suite: scale the sizes (e.g. 0.1 on a CPU device)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="gpu suite: scale the sizes (e.g. 0.1 on a CPU device)"
+    )
     parser.add_argument("--json", help="gpu suite: also write the results to this JSON file")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--cols", type=int, default=64)
@@ -214,8 +238,11 @@ def main():
     args = parser.parse_args()
     if args.suite == "host-table":
         times = host_table_suite(args.rows, args.cols, args.indices, args.repeat)
-        print(f"sparse_normalize(numpy table {args.rows} x {args.cols} float32, {args.indices} random indices, device=...),"
-              f" median of {args.repeat} interleaved calls:")
+        print(
+            f"sparse_normalize(numpy table {args.rows} x {args.cols} float32, {args.indices} random indices, "
+            "device=...),"
+            f" median of {args.repeat} interleaved calls:"
+        )
         cpu = times["CPU"]
         for name, t in times.items():
             print(f"  {name:32s} {_ms(t)}  ({t / cpu:6.1f} x the CPU path)")
@@ -223,7 +250,10 @@ def main():
     backend = backend_for(opencl.resolve_device(args.device))
     info = backend.info
     if args.suite == "gpu":
-        print(f"device: {backend.name}; {info.platform}; {info.version}; {info.compute_units} compute units; scale {args.scale}")
+        print(
+            f"device: {backend.name}; {info.platform}; {info.version}; {info.compute_units} compute units; "
+            f"scale {args.scale}"
+        )
         results = gpu_suite(backend, args.scale, args.repeat)
         print(f"{'case':58s} {'measured':>12s}  predicted H100 (full size)")
         for case, (us, (low, high)) in results.items():
@@ -235,8 +265,16 @@ def main():
             import json
 
             with open(args.json, "w") as f:
-                json.dump({"device": backend.name, "scale": args.scale, "torch_embedding_renorm_us": renorm,
-                           "cases": {c: {"measured_us": us, "predicted_h100_us": p} for c, (us, p) in results.items()}}, f, indent=1)
+                json.dump(
+                    {
+                        "device": backend.name,
+                        "scale": args.scale,
+                        "torch_embedding_renorm_us": renorm,
+                        "cases": {c: {"measured_us": us, "predicted_h100_us": p} for c, (us, p) in results.items()},
+                    },
+                    f,
+                    indent=1,
+                )
         return
     print(f"device: {backend.name}; {info.platform}; {info.version}; {info.compute_units} compute units")
     print(f"table {args.rows} x {args.cols}, {args.indices} random int64 indices, median of {args.repeat} calls")

@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = ["detached", "host_view", "is_foreign", "like_input", "mark_written"]
 
+
 def _torch_tensor_type():
     torch = sys.modules.get("torch")
     return getattr(torch, "Tensor", None) if torch is not None else None

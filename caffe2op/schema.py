@@ -176,7 +176,9 @@ class Argument:
                 converted = _convert_scalar(value, self.type)
         except OverflowError:  # float() of an int beyond float's range: a value error, not a kind error
             digits = len(str(abs(int(value))))
-            raise SchemaError(f"{op_type}: argument {self.name!r} must be finite, got an int of {digits} digits") from None
+            raise SchemaError(
+                f"{op_type}: argument {self.name!r} must be finite, got an int of {digits} digits"
+            ) from None
         except TypeError:
             raise SchemaTypeError(
                 f"{op_type}: argument {self.name!r} must be {_type_name(self.type)}, "

@@ -98,7 +98,9 @@ def _arrays_of(value):
     if isinstance(value, np.ndarray):
         return [value]
     if sp.issparse(value):
-        return [a for a in (getattr(value, n, None) for n in ("data", "indices", "indptr", "row", "col")) if a is not None]
+        return [
+            a for a in (getattr(value, n, None) for n in ("data", "indices", "indptr", "row", "col")) if a is not None
+        ]
     return []
 
 
@@ -106,13 +108,13 @@ class Snapshot:
     """Bytes of every array reachable from the inputs, to prove a failed call changed nothing."""
 
     def __init__(self, *values):
-        self.saved = [(a, a.dtype, a.shape, a.tobytes() if a.dtype != object else list(a.ravel()))
+        self.saved = [(a, a.dtype, a.shape, a.tobytes() if a.dtype.kind != "O" else list(a.ravel()))
                       for v in values for a in _arrays_of(v)]  # fmt: skip
 
     def assert_untouched(self):
         for array, dtype, shape, content in self.saved:
             assert array.dtype == dtype and array.shape == shape
-            now = array.tobytes() if dtype != object else list(array.ravel())
+            now = array.tobytes() if dtype.kind != "O" else list(array.ravel())
             assert now == content, "a failed call modified its input"
 
 
@@ -274,7 +276,9 @@ def compressed_matrices(draw, extreme=None):
         indices[draw(st.integers(0, indices.size - 1))] = -draw(st.integers(1, 2**31))
     elif corruption == "indptr" and n_major:
         k = draw(st.integers(1, n_major))  # made to decrease, or to run past the indices: never valid
-        indptr[k] = draw(st.sampled_from([indptr[k - 1] - 1 - draw(st.integers(0, 5)), nnz + 1 + draw(st.integers(0, 2**40))]))
+        indptr[k] = draw(
+            st.sampled_from([indptr[k - 1] - 1 - draw(st.integers(0, 5)), nnz + 1 + draw(st.integers(0, 2**40))])
+        )
     index_dtype = draw(st.sampled_from([np.int32, np.int64]))
     cls = {("csr", 0): sp.csr_matrix, ("csr", 1): sp.csr_array, ("csc", 0): sp.csc_matrix, ("csc", 1): sp.csc_array}
     matrix = cls[fmt, draw(st.integers(0, 1))]((np.zeros(0), np.zeros(0, np.int32), np.zeros(n_major + 1, np.int32)),
@@ -302,7 +306,9 @@ def _with_data(matrix, data):
 
 def _copy_of(matrix):
     """A copy of a CSR/CSC matrix of any float dtype (scipy's copy() refuses float16)."""
-    copy = type(matrix)((np.zeros(0), np.zeros(0, np.int32), np.zeros(len(matrix.indptr), np.int32)), shape=matrix.shape)
+    copy = type(matrix)(
+        (np.zeros(0), np.zeros(0, np.int32), np.zeros(len(matrix.indptr), np.int32)), shape=matrix.shape
+    )
     copy.data, copy.indices, copy.indptr = matrix.data.copy(), matrix.indices.copy(), matrix.indptr.copy()
     return copy
 
@@ -359,7 +365,8 @@ def test_sparse_normalize_csr(case, rows, norm, use_max_norm):
 
 @FUZZ
 @given(float_arrays(min_dims=1) | hostile_arrays(),
-       st.lists(st.integers(-3, 8), max_size=6) | st.sampled_from([[[0, 1], [2]], [True], [0.0], np.array([1], np.uint64)]),
+       st.lists(st.integers(-3, 8), max_size=6)
+       | st.sampled_from([[[0, 1], [2]], [True], [0.0], np.array([1], np.uint64)]),
        norms, use_max_norms)  # fmt: skip
 def test_sparse_normalize_dense_table(param, rows, norm, use_max_norm):
     before = param.copy()
@@ -378,7 +385,15 @@ def test_sparse_normalize_dense_table(param, rows, norm, use_max_norm):
 @given(float_arrays() | hostile_arrays(), st.sampled_from(["new", "in place", "out", "wrong out"]))
 def test_stop_and_zero_gradient(x, where):
     before = x.copy()
-    out = x if where == "in place" else np.empty_like(x) if where == "out" else np.empty(3) if where == "wrong out" else None
+    out = (
+        x
+        if where == "in place"
+        else np.empty_like(x)
+        if where == "out"
+        else np.empty(3)
+        if where == "wrong out"
+        else None
+    )
     snapshot = Snapshot(x)
     ok, result = call_checked(snapshot, caffe2op.stop_gradient, x, out)
     if ok:
@@ -452,8 +467,9 @@ def opencl_backend(opencl_device):
 @given(data=st.data())
 def test_opencl_path(opencl_backend, data):
     option, backend = opencl_backend
-    kind = data.draw(st.sampled_from(["normalize host", "normalize device", "normalize sparse host",
-                                      "sparse_normalize host", "sparse_normalize device", "stop_gradient"]))  # fmt: skip
+    kinds = ["normalize host", "normalize device", "normalize sparse host", "sparse_normalize host",
+             "sparse_normalize device", "stop_gradient"]  # fmt: skip
+    kind = data.draw(st.sampled_from(kinds))
     norm, use_max_norm = data.draw(norms), data.draw(use_max_norms)
     if kind == "normalize sparse host":
         w, corruption = data.draw(compressed_matrices())

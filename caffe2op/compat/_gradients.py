@@ -6,7 +6,6 @@ from ..backward import get_backward_pass
 from ..gradient import get_gradient_defs, register_gradient
 from . import caffe2_pb2
 
-
 # --- gradients -----------------------------------------------------------------------------------
 
 

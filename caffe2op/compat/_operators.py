@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Caffe2's ``DeviceOption``, ``DeviceScope`` and ``CreateOperator`` for :mod:`caffe2op.compat.core` (which re-exports them)."""
+"""Caffe2's ``DeviceOption``, ``DeviceScope`` and ``CreateOperator`` (re-exported by :mod:`caffe2op.compat.core`)."""
 
 import contextlib
 import numbers

@@ -381,7 +381,9 @@ class HypothesisTestCase(test_util.TestCase):
             self._assert_grad_reference_checks(native, inputs, expected, output_to_grad, grad_reference, threshold)
         return results
 
-    def _assert_grad_reference_checks(self, native, inputs, reference_outputs, output_to_grad, grad_reference, threshold):
+    def _assert_grad_reference_checks(
+        self, native, inputs, reference_outputs, output_to_grad, grad_reference, threshold
+    ):
         """Caffe2's gradient half of assertReferenceChecks, in the workspace ``native`` just ran in."""
         if output_to_grad is None:
             raise ValueError("assertReferenceChecks: grad_reference needs output_to_grad (the output to differentiate)")

@@ -33,8 +33,9 @@ def _forget_in_fork_child():
     initialised again in the same process: the functional API then sends
     host-data calls to a helper process (:mod:`caffe2op.opencl.fork_proxy`),
     and anything that needs a device object in the child is refused with a
-    RuntimeError (see :func:`_refuse_in_fork_child`) instead of hanging.  The inherited objects are kept alive and never released:
-    releasing them would call into the driver with the parent's state.
+    RuntimeError (see :func:`_refuse_in_fork_child`) instead of hanging.
+    The inherited objects are kept alive and never released: releasing
+    them would call into the driver with the parent's state.
     """
     _LOCK._at_fork_reinit()  # another thread of the parent may have held it while forking
     # caffe2op's own probe, or the caller's use of pyopencl (which caffe2op cannot see: once
@@ -188,7 +189,8 @@ class OpenCLBackend:
         if nbytes > self.info.max_alloc_bytes:
             raise ValueError(
                 f"{op}: an array of shape {tuple(shape)} and dtype {dtype} needs {nbytes} bytes; the largest "
-                f"buffer {self.name} allows is {self.info.max_alloc_bytes} bytes ({self.info.max_alloc_bytes / 2**30:.2f} GiB)"
+                f"buffer {self.name} allows is {self.info.max_alloc_bytes} bytes "
+                f"({self.info.max_alloc_bytes / 2**30:.2f} GiB)"
             )
 
     def empty(self, shape, dtype):

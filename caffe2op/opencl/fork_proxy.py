@@ -45,7 +45,9 @@ def needed(target):
     """
     from . import backend as backend_module
 
-    return bool(backend_module._FORK["driver_from_parent"]) and target is not None and target.device_type != DeviceType.CPU
+    return (
+        bool(backend_module._FORK["driver_from_parent"]) and target is not None and target.device_type != DeviceType.CPU
+    )
 
 
 def _start():

@@ -399,7 +399,7 @@ def launch(queue, kernel, global_size, local_size, *args, wait_for=None):
 
 
 def accumulation(dtype, info, *, half_in_float=False):
-    """How a kernel reducing data of ``dtype`` on the device ``info`` sums: ``"double"``, ``"compensated"`` or ``"float"``.
+    """How a kernel reducing ``dtype`` data on the device ``info`` sums: ``"double"``, ``"compensated"`` or ``"float"``.
 
     Parameters
     ----------
@@ -431,7 +431,9 @@ def accumulation(dtype, info, *, half_in_float=False):
     >>> import numpy as np
     >>> from caffe2op.opencl.devices import OpenCLDeviceInfo
     >>> from caffe2op.opencl.programs import accumulation
-    >>> gpu = OpenCLDeviceInfo(0, 0, "NVIDIA CUDA", "NVIDIA GeForce RTX 4090", "NVIDIA", "OpenCL 3.0", "", True, False, 1, 1, 128)
+    >>> gpu = OpenCLDeviceInfo(
+    ...     0, 0, "NVIDIA CUDA", "NVIDIA GeForce RTX 4090", "NVIDIA", "OpenCL 3.0", "", True, False, 1, 1, 128
+    ... )
     >>> accumulation(np.dtype(np.float32), gpu), accumulation(np.dtype(np.float64), gpu)
     ('compensated', 'double')
     >>> accumulation(np.dtype(np.float16), gpu, half_in_float=True)

@@ -157,8 +157,14 @@ class DeviceSparseMatrix:
         host_indptr = backend.to_host(indptr)
         host_indices = backend.to_host(indices)
         self._init(
-            backend, data, backend.from_host(host_indices), backend.from_host(host_indptr), shape, fmt,
-            host_indptr, host_indices,
+            backend,
+            data,
+            backend.from_host(host_indices),
+            backend.from_host(host_indptr),
+            shape,
+            fmt,
+            host_indptr,
+            host_indices,
         )
 
     @staticmethod

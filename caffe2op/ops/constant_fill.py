@@ -229,7 +229,9 @@ def fill_device_array(queue, out, value):
         raise TypeError(f"ConstantFill: OpenCL cannot fill dtype {out.dtype}")
     cl = opencl.require_pyopencl()
     pattern = np.asarray(value, dtype=out.dtype).reshape(1).view(bits)
-    event = cl.enqueue_fill_buffer(queue, out.base_data, pattern, out.offset, out.nbytes, wait_for=list(out.events) or None)
+    event = cl.enqueue_fill_buffer(
+        queue, out.base_data, pattern, out.offset, out.nbytes, wait_for=list(out.events) or None
+    )
     out.add_event(event)
     return event
 

@@ -17,9 +17,7 @@ without torch raises ImportError.
 try:
     import torch as _torch  # noqa: F401  (absolute: the top-level torch, not this module)
 except ImportError as err:  # pragma: no cover - exercised in a subprocess without torch
-    raise ImportError(
-        'caffe2op.torch needs PyTorch, which is not installed: pip install "caffe2op[torch]"'
-    ) from err
+    raise ImportError('caffe2op.torch needs PyTorch, which is not installed: pip install "caffe2op[torch]"') from err
 
 from caffe2op.torch._constraint import RowNormConstraint
 from caffe2op.torch._ops import OPERATORS  # noqa: F401  (registers torch.ops.caffe2op.*)

@@ -155,7 +155,11 @@ def test_grad_reference_needs_output_to_grad():
     op = core.CreateOperator("Normalize", ["X"], ["Y"])
     with pytest.raises(ValueError, match="output_to_grad"):
         CASE.assertReferenceChecks(
-            hu.cpu_do, op, [np.ones((2, 2), np.float32)], lambda X: (X / np.sqrt(2),), grad_reference=lambda g, r, i: [g]
+            hu.cpu_do,
+            op,
+            [np.ones((2, 2), np.float32)],
+            lambda X: (X / np.sqrt(2),),
+            grad_reference=lambda g, r, i: [g],
         )
 
 

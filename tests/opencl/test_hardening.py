@@ -90,7 +90,7 @@ def _child_opencl_report(device_name):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_child_runs_opencl_through_a_helper_process(opencl_device):
-    """After the parent used OpenCL, a forked child's functional OpenCL calls work (in a helper process); CPU calls too."""
+    """After the parent used OpenCL, a fork child's functional OpenCL calls work (in a helper process), CPU ones too."""
     table = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
     caffe2op.sparse_normalize(table, np.arange(2000), device=_name(opencl_device))
     read, write = os.pipe()
@@ -340,7 +340,9 @@ def test_constant_fill_larger_than_the_largest_buffer(opencl_device):
     info = backend_for(opencl_device).info
     op = caffe2op.create_operator("ConstantFill", [], "f", shape=[2**31, 4], value=1.0, device_option=opencl_device)
     ws = caffe2op.Workspace()
-    with pytest.raises(ValueError, match=rf"ConstantFill: .* the largest buffer .* allows is {info.max_alloc_bytes} bytes"):
+    with pytest.raises(
+        ValueError, match=rf"ConstantFill: .* the largest buffer .* allows is {info.max_alloc_bytes} bytes"
+    ):
         ws.run_operator_once(op)
 
 
@@ -353,7 +355,9 @@ def test_blob_in_a_callers_context_is_named_as_such(opencl_device):
     ws = caffe2op.Workspace()
     ws._blobs["x"] = foreign
     op = caffe2op.create_operator("StopGradient", "x", "y", device_option=opencl_device)
-    with pytest.raises(ValueError, match="lives on a caller's own pyopencl context on OPENCL:.* but the operator runs on OPENCL"):
+    with pytest.raises(
+        ValueError, match="lives on a caller's own pyopencl context on OPENCL:.* but the operator runs on OPENCL"
+    ):
         ws.run_operator_once(op)
 
 

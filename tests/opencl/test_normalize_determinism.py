@@ -24,8 +24,13 @@ from caffe2op.ops.normalize import dense_opencl as dense_opencl_module
 # Each group shares one accumulation (double where fast, or compensated), so bits must agree inside it.
 LIMIT_GROUPS = {
     "double": ["", "shape=gpu", "shape=gpu,work_group=64", "shape=gpu,work_group=128,local_mem=2048", "shape=cpu"],
-    "compensated": ["fast_fp64=0", "shape=gpu,fast_fp64=0", "shape=gpu,fast_fp64=0,work_group=64",
-                    "shape=gpu,fast_fp64=0,work_group=128,local_mem=2048", "shape=cpu,fast_fp64=0"],  # fmt: skip
+    "compensated": [
+        "fast_fp64=0",
+        "shape=gpu,fast_fp64=0",
+        "shape=gpu,fast_fp64=0,work_group=64",
+        "shape=gpu,fast_fp64=0,work_group=128,local_mem=2048",
+        "shape=cpu,fast_fp64=0",
+    ],  # fmt: skip
 }
 LENGTHS = [1, 3, 63, 64, 65, 1000, 2049, 20000]
 
@@ -96,10 +101,9 @@ def test_same_bits_under_every_limit_set(opencl_device, restore_limits, accumula
         if reference is None:
             reference = (limits_text, results)
             continue
-        differing = [i for i, (a, b) in enumerate(zip(reference[1], results)) if a != b]
-        assert len(results) == len(reference[1]) and not differing, (
-            f"{limits_text!r} differs from {reference[0]!r} in results {differing}"
-        )
+        assert len(results) == len(reference[1])
+        differing = [i for i, (a, b) in enumerate(zip(reference[1], results, strict=True)) if a != b]
+        assert not differing, f"{limits_text!r} differs from {reference[0]!r} in results {differing}"
 
 
 def test_launch_shapes_really_differ(opencl_device, restore_limits):
@@ -110,7 +114,7 @@ def test_launch_shapes_really_differ(opencl_device, restore_limits):
         _under(limits_text)
         seen = []
 
-        def spy(*args, **kwargs):
+        def spy(*args, seen=seen, **kwargs):
             result = real(*args, **kwargs)
             seen.append(result[0])
             return result

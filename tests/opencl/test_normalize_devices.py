@@ -367,7 +367,9 @@ def test_out_in_another_context(opencl_device):
     x = _weights()
     dx = backend.from_host(x)
     foreign = cla.to_device(queue, np.zeros((4, 3), np.float32))
-    with pytest.raises(ValueError, match="Normalize: out lives on a caller's own pyopencl context on OPENCL.*, not on OPENCL"):
+    with pytest.raises(
+        ValueError, match="Normalize: out lives on a caller's own pyopencl context on OPENCL.*, not on OPENCL"
+    ):
         caffe2op.normalize(dx, out=foreign)
     assert_bit_identical(dx.get(), x)
     assert_bit_identical(foreign.get(), np.zeros((4, 3), np.float32))

@@ -235,7 +235,9 @@ def test_indices_from_another_context(opencl_device):
     backend = backend_for(opencl_device)
     queue = cl.CommandQueue(cl.Context([backend.device]))
     table = backend.from_host(np.ones((3, 2), np.float32))
-    with pytest.raises(ValueError, match="indices live on a caller's own pyopencl context on OPENCL.* but param lives on"):
+    with pytest.raises(
+        ValueError, match="indices live on a caller's own pyopencl context on OPENCL.* but param lives on"
+    ):
         caffe2op.sparse_normalize(table, cla.to_device(queue, np.array([0])))
 
 

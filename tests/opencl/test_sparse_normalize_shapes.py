@@ -122,7 +122,9 @@ def test_overflow_and_underflow_rows(opencl_device, limits):
             for use_max_norm, norm in ((False, 1.0), (True, 1.0), (False, 2.0), (True, 1e-3)):
                 cpu = caffe2op.sparse_normalize(table.copy(), indices, use_max_norm=use_max_norm, norm=norm)
                 device_table = backend.from_host(table)
-                caffe2op.sparse_normalize(device_table, backend.from_host(indices), use_max_norm=use_max_norm, norm=norm)
+                caffe2op.sparse_normalize(
+                    device_table, backend.from_host(indices), use_max_norm=use_max_norm, norm=norm
+                )
                 result = device_table.get()
                 assert np.all(np.isfinite(result)), (dtype, use_max_norm, norm, result)
                 ref = scaled_reference(table, indices, use_max_norm, norm)
@@ -161,7 +163,11 @@ def test_nan_and_inf_rows_as_the_cpu(opencl_device, limits):
             for use_max_norm in (False, True):
                 cpu = caffe2op.sparse_normalize(table.copy(), [0, 1, 2, 3], use_max_norm=use_max_norm, norm=1.0)
                 out = caffe2op.sparse_normalize(
-                    table.copy(), [0, 1, 2, 3], use_max_norm=use_max_norm, norm=1.0, device=f"opencl:{opencl_device.device_id}"
+                    table.copy(),
+                    [0, 1, 2, 3],
+                    use_max_norm=use_max_norm,
+                    norm=1.0,
+                    device=f"opencl:{opencl_device.device_id}",
                 )
                 np.testing.assert_array_equal(np.isnan(out), np.isnan(cpu))
                 assert_allclose_dtype(np.nan_to_num(out), np.nan_to_num(cpu))
@@ -302,7 +308,9 @@ def test_compensated_device_nearly_matches_a_double_device(opencl_device):
                 pytest.skip("the device sums float32 in compensated float already")
             for width, table in tables.items():
                 device_table = backend.from_host(table)
-                caffe2op.sparse_normalize(device_table, backend.from_host(np.arange(2000)), use_max_norm=False, norm=1.0)
+                caffe2op.sparse_normalize(
+                    device_table, backend.from_host(np.arange(2000)), use_max_norm=False, norm=1.0
+                )
                 results[limits, width] = device_table.get()
     for width in tables:
         double, compensated = results["", width], results["fast_fp64=0", width]
@@ -312,7 +320,7 @@ def test_compensated_device_nearly_matches_a_double_device(opencl_device):
 
 @pytest.mark.parametrize("dtype, norm", [(np.float16, 1e300), (np.float16, 70000.0), (np.float32, 1e300)])
 def test_device_table_refuses_a_norm_its_dtype_cannot_hold(opencl_device, dtype, norm):
-    """As on the host: a device table whose dtype cannot represent ``norm`` raises, untouched (found by the fuzz suite)."""
+    """As on the host: a device table whose dtype cannot hold ``norm`` raises, untouched (found by the fuzz suite)."""
     table = _backend(opencl_device).from_host(np.ones((3, 2), dtype))
     for rows in ([0], []):
         with pytest.raises(ValueError, match="norm"):

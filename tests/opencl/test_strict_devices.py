@@ -130,7 +130,9 @@ def _normalize_sparse_on(matrix, axis, on):
 
 
 def _sum_on(a, b, device):
-    option = caffe2op.DeviceOption(caffe2op.DeviceType.CPU) if device == "cpu" else caffe2op.opencl.resolve_device(device)
+    option = (
+        caffe2op.DeviceOption(caffe2op.DeviceType.CPU) if device == "cpu" else caffe2op.opencl.resolve_device(device)
+    )
     ws = caffe2op.Workspace()
     ws.feed_blob("a", a, option)
     ws.feed_blob("b", b, option)
@@ -139,7 +141,9 @@ def _sum_on(a, b, device):
 
 
 def _fill_on(shape, value, device):
-    option = caffe2op.DeviceOption(caffe2op.DeviceType.CPU) if device == "cpu" else caffe2op.opencl.resolve_device(device)
+    option = (
+        caffe2op.DeviceOption(caffe2op.DeviceType.CPU) if device == "cpu" else caffe2op.opencl.resolve_device(device)
+    )
     ws = caffe2op.Workspace()
     ws.run_operator_once(
         caffe2op.create_operator("ConstantFill", [], "f", shape=list(shape), value=value, device_option=option)
@@ -205,7 +209,9 @@ def test_rows_exactly_at_norm_are_kept_under_every_limit(opencl_device, limits):
         for width in (2, 7, 64):
             table = _table(dtype, 40, width, 11)
             before = table.copy()
-            caffe2op.sparse_normalize(table, [2, 2, 5], use_max_norm=True, norm=5.0, device=f"opencl:{opencl_device.device_id}")
+            caffe2op.sparse_normalize(
+                table, [2, 2, 5], use_max_norm=True, norm=5.0, device=f"opencl:{opencl_device.device_id}"
+            )
             assert table[2].tobytes() == before[2].tobytes(), (np.dtype(dtype), width, limits)
 
 

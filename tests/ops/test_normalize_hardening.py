@@ -196,9 +196,12 @@ def test_skipped_index_is_reported_not_used():
     assert skipped == 2 and rows.tolist() == [1]
     indptr = np.array([0, 2, 99], dtype=np.int64)
     out = np.zeros(3, dtype=np.float32)
-    assert kernels.segment_normalize(
-        indptr, src, out, np.empty(0, np.int64), True, np.empty(0), kernels.SEGMENT_NORMALIZE, False, 1.0, False, 1
-    ) == 1
+    assert (
+        kernels.segment_normalize(
+            indptr, src, out, np.empty(0, np.int64), True, np.empty(0), kernels.SEGMENT_NORMALIZE, False, 1.0, False, 1
+        )
+        == 1
+    )
     np.testing.assert_allclose(out, [2**-0.5, 2**-0.5, 0.0], rtol=1e-6)
 
 
@@ -406,7 +409,9 @@ def test_unsupported_index_dtypes_name_the_operator(index_dtype):
 @pytest.mark.parametrize("dtype, norm", [(np.float16, 70000.0), (np.float32, 1e300)])
 def test_norm_beyond_the_dtype_is_rejected(dtype, norm):
     x = np.ones((2, 3), dtype=dtype)
-    with pytest.raises(ValueError, match=re.escape(f"Normalize: norm={norm!r} cannot be represented in {np.dtype(dtype)}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"Normalize: norm={norm!r} cannot be represented in {np.dtype(dtype)}")
+    ):
         caffe2op.normalize(x, norm=norm, out=x)
     assert_bit_identical(x, np.ones((2, 3), dtype=dtype))
     w = sp.csr_matrix(np.ones((2, 3), dtype=np.float32))

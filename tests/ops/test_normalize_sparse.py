@@ -258,7 +258,7 @@ def test_corrupt_structure_is_rejected_out_of_place(axis, indices, indptr, error
         before = w.data.copy(), w.indices.copy(), w.indptr.copy()
         with pytest.raises(error, match=f"Normalize: {match}"):
             caffe2op.normalize(w, axis=axis)
-        for kept, was in zip((w.data, w.indices, w.indptr), before):
+        for kept, was in zip((w.data, w.indices, w.indptr), before, strict=True):
             assert_bit_identical(kept, was)
 
 

@@ -71,4 +71,3 @@ def test_ddp_replicas_stay_bit_identical():
         p.join(120)
     outcome = dict(results.get(timeout=5) for _ in procs)
     assert outcome == {0: True, 1: True} and all(p.exitcode == 0 for p in procs)
-

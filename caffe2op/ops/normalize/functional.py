@@ -202,7 +202,9 @@ def normalize(W, *, axis=-1, norm=1.0, use_max_norm=False, out=None, device=None
                 return normalize_sparse_opencl(op, W, axis, use_max_norm, norm, out)
             return normalize_opencl(op, W, axis, use_max_norm, norm, out, backend=home, name="W")
         if not on_cpu and fork_proxy.needed(target):  # a fork child of an OpenCL parent: run in a helper process
-            result = fork_proxy.call("normalize", W, axis=axis, norm=norm, use_max_norm=use_max_norm, out=out, device=device)
+            result = fork_proxy.call(
+                "normalize", W, axis=axis, norm=norm, use_max_norm=use_max_norm, out=out, device=device
+            )
             return fork_proxy.copy_back(result, out)
         if not on_cpu:
             backend = opencl.backend_for(target)  # RuntimeError if there is no such device

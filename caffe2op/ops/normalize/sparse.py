@@ -271,7 +271,9 @@ def _normalize_new(op, w, axis, rule):
             return None
     else:
         partial = np.empty((_n_chunks(nnz, n_minor), n_minor), dtype=np.float64)
-        if _COPY_CROSS_SUMS[indices.dtype, src.dtype](own_indptr, indices, own_indices, _storage(src), partial, n_threads):
+        if _COPY_CROSS_SUMS[indices.dtype, src.dtype](
+            own_indptr, indices, own_indices, _storage(src), partial, n_threads
+        ):
             return None
         # Only float64 sums can overflow or underflow (see pyx/_normalize_vectors.pxi).
         rescue = np.zeros(n_minor if src.dtype == np.float64 else 0, dtype=np.uint8)
@@ -385,8 +387,9 @@ def sparse_normalize_csr(param, indices, *, use_max_norm=True, norm=1.0, device=
         or int64, or the indices are not integers.
     ValueError
         If ``param`` is not 2-D, its data is read-only or its structure is
-        invalid (or another thread rewrote an index array during the call), ``norm`` is negative or not finite, or ``device`` is not the
-        CPU.
+        invalid (or another thread rewrote an index array during the
+        call), ``norm`` is negative or not finite, or ``device`` is not
+        the CPU.
     IndexError
         If an index is negative or ``>= param.shape[0]``; ``param`` is left
         bit-identical.

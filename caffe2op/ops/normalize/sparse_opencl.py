@@ -98,7 +98,14 @@ def _enqueue_sparse(op, w, dst, axis, rule, queue):
         n_segments = w._indptr.shape[0] - 1
         n_avg = w.nnz // max(n_segments, 1)
         kernel, acc, local_bytes, wg, n_groups = _group_kernel(
-            op, backend, device, src.dtype, "caffe2op_normalize_segments_fwd", n_avg, _longest_segment(w), n_segments,
+            op,
+            backend,
+            device,
+            src.dtype,
+            "caffe2op_normalize_segments_fwd",
+            n_avg,
+            _longest_segment(w),
+            n_segments,
             w._indptr.dtype,
         )
         mode = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(dst, src) == "same")]

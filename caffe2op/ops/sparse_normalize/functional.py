@@ -119,7 +119,9 @@ def _sparse_normalize_in_helper_process(param, indices, use_max_norm, norm, devi
     op = "SparseNormalize"
     host_indices, use_max_norm, norm = check_sparse_normalize_args(op, param, indices, use_max_norm, norm)
     if host_indices.size == 0 or param.size == 0:
-        fork_proxy.call("sparse_normalize", param[:0], host_indices[:0], norm=norm, device=device)  # dtype/device checks
+        fork_proxy.call(
+            "sparse_normalize", param[:0], host_indices[:0], norm=norm, device=device
+        )  # dtype/device checks
         return param
     rows = np.unique(host_indices)  # a private copy: re-checked in case another thread changed the indices
     if rows[0] < 0 or rows[-1] >= param.shape[0]:

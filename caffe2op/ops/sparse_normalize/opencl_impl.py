@@ -176,10 +176,11 @@ def enqueue_sparse_normalize(op, queue, info, table, indices, use_max_norm, norm
     kernel bounds-checks the indices and claims each distinct row for one
     position; with ``check`` its status is read back and an IndexError is
     raised, the table untouched, if an index is out of range.  Without it
-    the caller guarantees they are in range (they were checked on the host).  The 4-byte status is read without blocking the
-    queue, and waited for (with the kernels before it) only just before
-    returning; without ``check`` the call returns at once.  ``events``, a list, receives ``(step, event)`` pairs for
-    profiling.
+    the caller guarantees they are in range (they were checked on the
+    host).  The 4-byte status is read without blocking the queue, and
+    waited for (with the kernels before it) only just before returning;
+    without ``check`` the call returns at once.  ``events``, a list,
+    receives ``(step, event)`` pairs for profiling.
     """
     cl = opencl.require_pyopencl()
     k = int(indices.size)
