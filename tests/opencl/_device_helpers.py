@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Helpers of the device tests: run one operator in a workspace on a device."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -109,3 +110,33 @@ def run_large_table_script(device, body, timeout=900):
         pytest.skip(result.stdout.strip())
     assert result.stdout.startswith("OK"), result.stdout + result.stderr
     assert int(result.stdout.split()[1]) > 2**31
+
+
+# --- emulated device limits ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def emulated_limits(limits):
+    """Re-probe the devices under ``CAFFE2OP_OPENCL_LIMITS=limits``, then restore the environment's setting."""
+    from caffe2op.opencl import backend as backend_module
+
+    saved = os.environ.get("CAFFE2OP_OPENCL_LIMITS")
+    os.environ["CAFFE2OP_OPENCL_LIMITS"] = limits
+    backend_module._reprobe_devices()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["CAFFE2OP_OPENCL_LIMITS"]
+        else:
+            os.environ["CAFFE2OP_OPENCL_LIMITS"] = saved
+        backend_module._reprobe_devices()
+
+
+def limits_fixture_value(request):
+    """Generator body of a ``limits`` fixture: "" keeps the environment's setting, else :func:`emulated_limits`."""
+    if not request.param:
+        yield os.environ.get("CAFFE2OP_OPENCL_LIMITS", "")
+        return
+    with emulated_limits(request.param):
+        yield request.param

@@ -15,8 +15,6 @@ accurate over 2**24-element vectors.  Every case runs under several emulated
 limit sets and is compared with the CPU path.
 """
 
-import os
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -28,6 +26,7 @@ from caffe2op.ops.normalize import dense as dense_module
 from caffe2op.ops.normalize import dense_opencl as dense_opencl_module
 
 from .._helpers import assert_allclose_dtype, assert_bit_identical
+from ._device_helpers import limits_fixture_value
 
 LIMITS = [
     "",
@@ -45,20 +44,7 @@ DTYPES = [np.float16, np.float32, np.float64]
 @pytest.fixture(params=LIMITS, ids=lambda text: text or "env")
 def limits(request):
     """Re-probe the devices under ``CAFFE2OP_OPENCL_LIMITS=<param>`` for one test, then restore."""
-    if not request.param:
-        yield os.environ.get("CAFFE2OP_OPENCL_LIMITS", "")
-        return
-    saved = os.environ.get("CAFFE2OP_OPENCL_LIMITS")
-    os.environ["CAFFE2OP_OPENCL_LIMITS"] = request.param
-    backend_module._reprobe_devices()
-    try:
-        yield request.param
-    finally:
-        if saved is None:
-            del os.environ["CAFFE2OP_OPENCL_LIMITS"]
-        else:
-            os.environ["CAFFE2OP_OPENCL_LIMITS"] = saved
-        backend_module._reprobe_devices()
+    yield from limits_fixture_value(request)
 
 
 def _backend_or_refused(device, dtype):

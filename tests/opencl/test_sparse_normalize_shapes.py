@@ -12,10 +12,8 @@
   a caller's context alive.
 """
 
-import contextlib
 import gc
 import math
-import os
 import threading
 import weakref
 
@@ -28,6 +26,7 @@ from caffe2op.opencl import backend as backend_module
 from caffe2op.opencl import programs
 
 from .._helpers import assert_allclose_dtype, assert_bit_identical
+from ._device_helpers import emulated_limits as emulated
 
 DTYPES = [np.float16, np.float32, np.float64]
 
@@ -43,22 +42,6 @@ COMPENSATED_LIMITS = [
 ]
 ALL_LIMITS = DOUBLE_LIMITS + COMPENSATED_LIMITS + ["shape=gpu,fp64=0", "shape=cpu,fp64=0"]
 WIDTHS = [1, 3, 4, 63, 64, 65, 300, 1024]
-
-
-@contextlib.contextmanager
-def emulated(limits):
-    """Re-probe the devices under ``CAFFE2OP_OPENCL_LIMITS=limits``, then restore the environment's setting."""
-    saved = os.environ.get("CAFFE2OP_OPENCL_LIMITS")
-    os.environ["CAFFE2OP_OPENCL_LIMITS"] = limits
-    backend_module._reprobe_devices()
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["CAFFE2OP_OPENCL_LIMITS"]
-        else:
-            os.environ["CAFFE2OP_OPENCL_LIMITS"] = saved
-        backend_module._reprobe_devices()
 
 
 def _backend(device):

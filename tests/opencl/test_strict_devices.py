@@ -18,9 +18,9 @@ import scipy.sparse as sp
 
 import caffe2op
 from caffe2op.devices import backend_for
-from caffe2op.opencl import backend as backend_module
 
 from .._helpers import assert_allclose_dtype
+from ._device_helpers import limits_fixture_value
 
 # "" is the environment's own setting (what .ci/oclgrind passes); the others emulate smaller GPUs.
 LIMITS = [
@@ -44,20 +44,7 @@ if SIMULATED:
 @pytest.fixture(params=LIMITS, ids=lambda text: text or "env")
 def limits(request):
     """Re-probe the devices under ``CAFFE2OP_OPENCL_LIMITS=<param>`` for one test, then restore."""
-    if not request.param:
-        yield os.environ.get("CAFFE2OP_OPENCL_LIMITS", "")
-        return
-    saved = os.environ.get("CAFFE2OP_OPENCL_LIMITS")
-    os.environ["CAFFE2OP_OPENCL_LIMITS"] = request.param
-    backend_module._reprobe_devices()
-    try:
-        yield request.param
-    finally:
-        if saved is None:
-            del os.environ["CAFFE2OP_OPENCL_LIMITS"]
-        else:
-            os.environ["CAFFE2OP_OPENCL_LIMITS"] = saved
-        backend_module._reprobe_devices()
+    yield from limits_fixture_value(request)
 
 
 def _rng(seed):
