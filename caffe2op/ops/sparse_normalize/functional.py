@@ -4,11 +4,10 @@
 import numpy as np
 
 from ... import _interop, opencl
-from ..._validation import raise_first_bad_index
 from ...opencl import fork_proxy
 from ..normalize.sparse import sparse_normalize_csr
-from .cpu import check_sparse_normalize_args, sparse_normalize_cpu
-from .opencl_impl import _sparse_normalize_elsewhere
+from .cpu import sparse_normalize_cpu
+from .opencl_impl import _sparse_normalize_elsewhere, selected_rows
 
 __all__ = ["sparse_normalize"]
 
@@ -117,15 +116,10 @@ def _sparse_normalize_in_helper_process(param, indices, use_max_norm, norm, devi
     and only they are written, as on the direct path.
     """
     op = "SparseNormalize"
-    host_indices, use_max_norm, norm = check_sparse_normalize_args(op, param, indices, use_max_norm, norm)
-    if host_indices.size == 0 or param.size == 0:
-        fork_proxy.call(
-            "sparse_normalize", param[:0], host_indices[:0], norm=norm, device=device
-        )  # dtype/device checks
+    rows, use_max_norm, norm = selected_rows(op, param, indices, use_max_norm, norm)
+    if rows.size == 0:
+        fork_proxy.call("sparse_normalize", param[:0], rows, norm=norm, device=device)  # dtype/device checks
         return param
-    rows = np.unique(host_indices)  # a private copy: re-checked in case another thread changed the indices
-    if rows[0] < 0 or rows[-1] >= param.shape[0]:
-        raise_first_bad_index(op, "indices", rows, param.shape[0])
     compact = fork_proxy.call(
         "sparse_normalize",
         np.ascontiguousarray(param[rows]),

@@ -319,6 +319,23 @@ def sparse_normalize_opencl(op, param, indices, use_max_norm, norm, *, float16_o
     return param
 
 
+def selected_rows(op, param, indices, use_max_norm, norm):
+    """Check a NumPy table's call; return (its distinct selected rows ascending, use_max_norm, norm).
+
+    The host-table paths move only these rows (empty when there is nothing
+    to do).  ``np.unique`` makes a private sorted copy whose ends re-check
+    the range, in case another thread changed the caller's indices after
+    they were checked.
+    """
+    host_indices, use_max_norm, norm = check_sparse_normalize_args(op, param, indices, use_max_norm, norm)
+    if host_indices.size == 0 or param.size == 0:
+        return np.zeros(0, np.int64), use_max_norm, norm
+    rows = np.unique(host_indices)
+    if rows[0] < 0 or rows[-1] >= param.shape[0]:
+        raise_first_bad_index(op, "indices", rows, param.shape[0])
+    return rows, use_max_norm, norm
+
+
 def _sparse_normalize_host_table(op, param, indices, use_max_norm, norm, backend):
     """``sparse_normalize(numpy_table, indices, device="opencl")``: only the selected rows travel.
 
@@ -328,15 +345,10 @@ def _sparse_normalize_host_table(op, param, indices, use_max_norm, norm, backend
     is never read or written, so concurrent calls on other rows of the same
     table lose no update, as on the CPU path.
     """
-    host_indices, use_max_norm, norm = check_sparse_normalize_args(op, param, indices, use_max_norm, norm)
+    rows, use_max_norm, norm = selected_rows(op, param, indices, use_max_norm, norm)
     opencl.dtype_defines(op, param.dtype, backend.info)  # TypeError: float64 without fp64
-    if host_indices.size == 0 or param.size == 0:
+    if rows.size == 0:
         return param
-    # np.unique makes a private sorted copy; its ends re-check the range, in case
-    # another thread changed the caller's indices after they were checked.
-    rows = np.unique(host_indices)
-    if rows[0] < 0 or rows[-1] >= param.shape[0]:
-        raise_first_bad_index(op, "indices", rows, param.shape[0])
     compact = backend.from_host(param[rows])
     positions = backend.from_host(np.arange(rows.shape[0], dtype=np.int64 if rows.shape[0] > 2**31 - 1 else np.int32))
     enqueue_sparse_normalize(op, backend.queue, backend.info, compact, positions, use_max_norm, norm, check=False)
