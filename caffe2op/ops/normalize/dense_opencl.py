@@ -9,7 +9,8 @@ from ._common import canonical_axis
 
 # ------------------------------------------------------------------- OpenCL
 #
-# Kernels: opencl_kernels/normalize.cl (its header comment describes the two
+# Kernels: opencl_kernels/normalize.cl (work-group per vector, sparse) and
+# normalize_columns.cl; normalize_common.h describes the two
 # dense launch shapes, the sparse kernels and why results are deterministic).
 
 _MAX_WORK_GROUP = 256
@@ -50,17 +51,18 @@ def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=
     return defines, mode
 
 
-def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1):
-    """(program, ACC numpy type, local-memory bytes per work item) of normalize.cl for ``dtype``.
+def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1, filename="normalize.cl"):
+    """(program, ACC numpy type, local-memory bytes per work item) of a Normalize kernel file for ``dtype``.
 
-    Built with :func:`program_defines`.  The work-group kernels reduce 8
+    ``filename`` is ``normalize.cl`` (the work-group and sparse kernels) or
+    ``normalize_columns.cl``; both are built with :func:`program_defines`.  The work-group kernels reduce 8
     lanes per item in local memory (twice that for compensated pairs).
     """
     column_strip = _column_strip(backend.queue.device)
     defines, mode = program_defines(op, dtype, backend.info, ptr_dtype, item_slots, column_strip)
     acc = np.float64 if mode == "double" else np.float32
     local_bytes = 8 * np.dtype(acc).itemsize * (2 if mode == "compensated" else 1)
-    return opencl.get_program(backend.context, "normalize.cl", defines), acc, local_bytes
+    return opencl.get_program(backend.context, filename, defines), acc, local_bytes
 
 
 def _item_slots(longest, wg):
@@ -190,7 +192,7 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
         sizes = ((wg * n_groups,), (wg,))
         shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
     else:
-        program, acc, local_bytes = _opencl_program(op, backend, x.dtype)
+        program, acc, local_bytes = _opencl_program(op, backend, x.dtype, filename="normalize_columns.cl")
         kernel = opencl.get_kernel(program, name)
         chunks = (inner + 7) // 8
         per_item = 1
