@@ -154,9 +154,9 @@ class GradientMakerBase:
     copy_arguments = True
 
     def __init__(self, op_def, g_output):
-        if not isinstance(op_def, OperatorDef):
+        if type(op_def) is not OperatorDef and not isinstance(op_def, OperatorDef):
             raise TypeError(f"{type(self).__name__}: expected an OperatorDef, got {type(op_def).__name__}")
-        g_output = list(g_output)
+        g_output = g_output.copy() if type(g_output) is list else list(g_output)
         if len(g_output) != len(op_def.outputs):
             raise ValueError(
                 f"{op_def.type}: g_output must have one entry per output ({len(op_def.outputs)}), got {len(g_output)}"
@@ -169,11 +169,15 @@ class GradientMakerBase:
     # --- names of the forward operator ---------------------------------------
 
     def _input_index(self, i):
+        if type(i) is int and 0 <= i < len(self.def_.inputs):
+            return i
         if not isinstance(i, int) or not 0 <= i < len(self.def_.inputs):
             raise IndexError(f"{self.def_.type}: input index {i!r} out of range ({len(self.def_.inputs)} inputs)")
         return i
 
     def _output_index(self, i):
+        if type(i) is int and 0 <= i < len(self.def_.outputs):
+            return i
         if not isinstance(i, int) or not 0 <= i < len(self.def_.outputs):
             raise IndexError(f"{self.def_.type}: output index {i!r} out of range ({len(self.def_.outputs)} outputs)")
         return i
@@ -673,8 +677,8 @@ class GradientMakerBase:
         """
         ops = self.get_gradient_defs()
         ops = [] if ops is None else ops
-        for op in ops if isinstance(ops, (list, tuple)) else ():
-            if isinstance(op, OperatorDef):
+        for op in ops if type(ops) is list or isinstance(ops, (list, tuple)) else ():
+            if type(op) is OperatorDef or isinstance(op, OperatorDef):
                 op.is_gradient_op = True
         return ops, self.g_input()
 

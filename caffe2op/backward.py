@@ -219,8 +219,21 @@ class _IR:
         forward_op, in_versions, out_versions = self.ssa[fwd_idx]
         local_blobs = set()
         partial_sparse = {}  # (input name, version) -> partial generators
+        frontier = self.frontier
+        # Nearly always every output gradient is a name or None: a forward input at the version this
+        # operator read, that is not also an output gradient, then needs no further check.
+        dense_outputs = GradientSlice not in map(type, g_output)
         for grad_op in grad_ops:
             for name in grad_op.inputs:
+                version = in_versions.get(name)
+                if (
+                    version is not None
+                    and dense_outputs
+                    and frontier[name] == version
+                    and name not in out_versions
+                    and name not in g_output
+                ):
+                    continue
                 self._check_gradient_op_input(name, g_output, forward_op, in_versions, out_versions, local_blobs)
             local_blobs.update(grad_op.outputs)
             for i, output in enumerate(grad_op.outputs):

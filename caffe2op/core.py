@@ -220,6 +220,16 @@ def _blob_names(value, what, op_type):
     return names if exact else [str(name) for name in names]
 
 
+def _copied_names(value, what, op_type):
+    """:func:`_blob_names` of ``value``, a new list; a list of plain non-empty str is copied without a further call."""
+    if type(value) is list:
+        for name in value:
+            if type(name) is not str or not name:
+                return _blob_names(value, what, op_type)
+        return value.copy()
+    return _blob_names(value, what, op_type)
+
+
 def _plain_arg(value):
     """Turn NumPy scalars, tuples and 1-D arrays into plain Python values."""
     if isinstance(value, np.generic):
@@ -280,24 +290,29 @@ class OperatorDef:
     is_gradient_op: bool = dataclasses.field(default=False, compare=False)
 
     def __post_init__(self):
-        if not isinstance(self.type, str) or not self.type:
-            raise TypeError(f"OperatorDef: type must be a non-empty str, got {self.type!r}")
-        self.inputs = _blob_names(self.inputs, "inputs", self.type)
-        self.outputs = _blob_names(self.outputs, "outputs", self.type)
-        if self.args is None or (type(self.args) is dict and not self.args):
+        # Exact types are tested first: a backward pass builds one definition per operator, and the
+        # common case (plain str, a list of plain str, no arguments) then costs no further call.
+        op_type = self.type
+        if type(op_type) is not str and not isinstance(op_type, str) or not op_type:
+            raise TypeError(f"OperatorDef: type must be a non-empty str, got {op_type!r}")
+        self.inputs = _copied_names(self.inputs, "inputs", op_type)
+        self.outputs = _copied_names(self.outputs, "outputs", op_type)
+        args = self.args
+        if args is None or (type(args) is dict and not args):
             self.args = {}  # (nearly every gradient operator's: no arguments of its own)
         else:
-            self.args = {str(k): _plain_arg(v) for k, v in dict(self.args).items()}
-        if not isinstance(self.name, str):
-            raise TypeError(f"{self.type}: name must be a str, got {type(self.name).__name__} ({self.name!r})")
-        if not isinstance(self.engine, str):
+            self.args = {str(k): _plain_arg(v) for k, v in dict(args).items()}
+        if type(self.name) is not str and not isinstance(self.name, str):
+            raise TypeError(f"{op_type}: name must be a str, got {type(self.name).__name__} ({self.name!r})")
+        if type(self.engine) is not str and not isinstance(self.engine, str):
             raise TypeError(
-                f"{self.type}: engine must be a str (engine names, comma separated), got "
+                f"{op_type}: engine must be a str (engine names, comma separated), got "
                 f"{type(self.engine).__name__} ({self.engine!r})"
             )
-        if self.device_option is not None and not isinstance(self.device_option, DeviceOption):
+        device_option = self.device_option
+        if device_option is not None and not isinstance(device_option, DeviceOption):
             raise TypeError(
-                f"{self.type}: device_option must be a DeviceOption or None, got {type(self.device_option).__name__}"
+                f"{op_type}: device_option must be a DeviceOption or None, got {type(device_option).__name__}"
             )
 
     @property
@@ -343,13 +358,17 @@ def _fresh_copy(op):
         type(op) is OperatorDef
         and type(op.type) is str
         and op.type
-        and _exact_names(op.inputs)
-        and _exact_names(op.outputs)
+        and type(op.inputs) is list
+        and type(op.outputs) is list
         and type(args) is dict
         and type(op.name) is str
         and type(op.engine) is str
         and (op.device_option is None or isinstance(op.device_option, DeviceOption))
     ):
+        for names in (op.inputs, op.outputs):
+            for name in names:
+                if type(name) is not str or not name:
+                    return _checked_copy(op)
         if args:
             for key in args:
                 if type(key) is not str:
@@ -368,16 +387,6 @@ def _fresh_copy(op):
         copy.is_gradient_op = op.is_gradient_op
         return copy
     return _checked_copy(op)
-
-
-def _exact_names(names):
-    """Whether ``names`` is a list of non-empty str that are not subclasses (what ``_blob_names`` gives)."""
-    if type(names) is not list:
-        return False
-    for name in names:
-        if type(name) is not str or not name:
-            return False
-    return True
 
 
 def _checked_copy(op):

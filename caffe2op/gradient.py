@@ -146,9 +146,10 @@ def get_gradient_defs(op_def, g_output):
     >>> ops[0].describe(), ops[0].is_gradient_op, g_input
     ('ConstantFill(h) -> (h_grad)  value=0.0', True, ['h_grad'])
     """
-    if not isinstance(op_def, OperatorDef):
+    # Exact types are tested first throughout: a backward pass calls this once per operator.
+    if type(op_def) is not OperatorDef and not isinstance(op_def, OperatorDef):
         raise TypeError(f"get_gradient_defs: expected an OperatorDef, got {type(op_def).__name__}")
-    if isinstance(g_output, (str, bytes, dict)) or not hasattr(g_output, "__iter__"):
+    if type(g_output) is not list and (isinstance(g_output, (str, bytes, dict)) or not hasattr(g_output, "__iter__")):
         raise TypeError(
             f"{op_def.type}: g_output must be a list with one gradient (a blob name, a GradientSlice or None) "
             f"per output, got {type(g_output).__name__} ({g_output!r})"
@@ -170,21 +171,22 @@ def get_gradient_defs(op_def, g_output):
     # Caffe2 returns the operators of a Python gradient function as the function made them; only
     # its C++ makers (our GradientMakerBase classes) copy the forward operator's settings.
     is_function = issubclass(maker_cls, _FunctionMaker)
-    if isinstance(ops, OperatorDef):
-        ops = [ops]
-    try:
-        ops = list(ops)
-    except TypeError:
-        raise TypeError(
-            f"{op_def.type}: the gradient maker must return a list of OperatorDef, got {type(ops).__name__}"
-        ) from None
+    if type(ops) is not list:
+        if isinstance(ops, OperatorDef):
+            ops = [ops]
+        try:
+            ops = list(ops)
+        except TypeError:
+            raise TypeError(
+                f"{op_def.type}: the gradient maker must return a list of OperatorDef, got {type(ops).__name__}"
+            ) from None
     if not is_function:
         device_option = op_def.device_option if maker_cls.copy_device_option else None
         engine = op_def.engine if maker_cls.copy_engine else ""
         forward_args = op_def.args if maker_cls.copy_arguments else None
     grad_ops = []
     for op in ops:
-        if not isinstance(op, OperatorDef):
+        if type(op) is not OperatorDef and not isinstance(op, OperatorDef):
             raise TypeError(
                 f"{op_def.type}: the gradient maker returned {type(op).__name__} ({op!r}) among its operators; "
                 f"expected OperatorDef"
@@ -200,17 +202,18 @@ def get_gradient_defs(op_def, g_output):
                 op.args = {**forward_args, **op.args}
             op.is_gradient_op = True
         grad_ops.append(op)
-    if isinstance(g_input, (str, bytes, dict)):
-        raise TypeError(
-            f"{op_def.type}: the gradient maker must return g_input as a list with one gradient per input, "
-            f"got {type(g_input).__name__} ({g_input!r})"
-        )
-    try:
-        g_input = list(g_input)
-    except TypeError:
-        raise TypeError(
-            f"{op_def.type}: the gradient maker must return g_input as a list, got {type(g_input).__name__}"
-        ) from None
+    if type(g_input) is not list:
+        if isinstance(g_input, (str, bytes, dict)):
+            raise TypeError(
+                f"{op_def.type}: the gradient maker must return g_input as a list with one gradient per input, "
+                f"got {type(g_input).__name__} ({g_input!r})"
+            )
+        try:
+            g_input = list(g_input)
+        except TypeError:
+            raise TypeError(
+                f"{op_def.type}: the gradient maker must return g_input as a list, got {type(g_input).__name__}"
+            ) from None
     if len(g_input) != len(op_def.inputs):
         raise ValueError(
             f"{op_def.type}: the gradient maker returned {len(g_input)} input gradients for {len(op_def.inputs)} inputs"

@@ -321,6 +321,17 @@ def test_operator_names_of_a_str_subclass_become_str():
     assert {type(name) for name in op.inputs + op.outputs} == {str}
 
 
+def test_operator_names_are_copied_from_the_callers_lists():
+    """A definition owns its name lists: editing the caller's list afterwards changes nothing."""
+    inputs, outputs = ["a", "b"], ["c"]
+    op = OperatorDef(type="GtOwnNames", inputs=inputs, outputs=outputs)
+    inputs.append("z")
+    outputs[0] = "renamed"
+    assert op.inputs == ["a", "b"] and op.outputs == ["c"]
+    with pytest.raises(ValueError, match="GtOwnNames: inputs must be non-empty blob names"):
+        OperatorDef(type="GtOwnNames", inputs=["a", ""])
+
+
 def test_copy_flags_can_be_turned_off():
     @register_gradient("GtNoCopy")
     class NoCopy(GradientMakerBase):
