@@ -227,13 +227,25 @@ __kernel void caffe2op_normalize_columns_fwd(
                 l[r] = acc_lo[C2O_PART(j, r)];
 #endif
             }
-            for (uint q = 0; q < rows; q += 8) {
-                const ulong e = (k + q) * inner + j * 8;
+            if (w == 8 && rows == C2O_BAND_ROWS) { /* the common case: whole chunks, a whole band */
 #pragma unroll
-                for (uint r = 0; r < 8; ++r) {
-                    if (q + r < rows) {
-                        const C2O_ACC8 a = c2o_load_block(xb, e + r * inner, w);
+                for (uint q = 0; q < C2O_BAND_ROWS; q += 8) {
+                    const ulong e = (k + q) * inner + j * 8;
+#pragma unroll
+                    for (uint r = 0; r < 8; ++r) {
+                        const C2O_ACC8 a = C2O_LOAD8_ACC(xb, e + r * inner);
                         C2O_ACCUM_SQ(C2O_ACC8, h[r], l[r], a);
+                    }
+                }
+            } else {
+                for (uint q = 0; q < rows; q += 8) {
+                    const ulong e = (k + q) * inner + j * 8;
+#pragma unroll
+                    for (uint r = 0; r < 8; ++r) {
+                        if (q + r < rows) {
+                            const C2O_ACC8 a = c2o_load_block(xb, e + r * inner, w);
+                            C2O_ACCUM_SQ(C2O_ACC8, h[r], l[r], a);
+                        }
                     }
                 }
             }
@@ -327,15 +339,29 @@ __kernel void caffe2op_normalize_columns_bwd(
                 ly[r] = axy_lo[C2O_PART(j, r)];
 #endif
             }
-            for (uint q = 0; q < rows; q += 8) {
-                const ulong e = (k + q) * inner + j * 8;
+            if (w == 8 && rows == C2O_BAND_ROWS) { /* the common case: whole chunks, a whole band */
 #pragma unroll
-                for (uint r = 0; r < 8; ++r) {
-                    if (q + r < rows) {
-                        const C2O_ACC8 a = c2o_load_block(xb, e + r * inner, w);
-                        const C2O_ACC8 d = c2o_load_block(dyb, e + r * inner, w);
+                for (uint q = 0; q < C2O_BAND_ROWS; q += 8) {
+                    const ulong e = (k + q) * inner + j * 8;
+#pragma unroll
+                    for (uint r = 0; r < 8; ++r) {
+                        const C2O_ACC8 a = C2O_LOAD8_ACC(xb, e + r * inner);
+                        const C2O_ACC8 d = C2O_LOAD8_ACC(dyb, e + r * inner);
                         C2O_ACCUM_SQ(C2O_ACC8, hx[r], lx[r], a);
                         C2O_ACCUM_PROD(C2O_ACC8, hy[r], ly[r], a, d);
+                    }
+                }
+            } else {
+                for (uint q = 0; q < rows; q += 8) {
+                    const ulong e = (k + q) * inner + j * 8;
+#pragma unroll
+                    for (uint r = 0; r < 8; ++r) {
+                        if (q + r < rows) {
+                            const C2O_ACC8 a = c2o_load_block(xb, e + r * inner, w);
+                            const C2O_ACC8 d = c2o_load_block(dyb, e + r * inner, w);
+                            C2O_ACCUM_SQ(C2O_ACC8, hx[r], lx[r], a);
+                            C2O_ACCUM_PROD(C2O_ACC8, hy[r], ly[r], a, d);
+                        }
                     }
                 }
             }
