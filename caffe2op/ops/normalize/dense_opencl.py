@@ -6,6 +6,7 @@ import numpy as np
 from ... import opencl
 from ..._validation import FLOAT_DTYPES, require_dtype
 from ._common import canonical_axis
+from .columns_opencl import CPU_COLUMN_STRIP, enqueue_columns
 
 # ------------------------------------------------------------------- OpenCL
 #
@@ -18,9 +19,6 @@ _MAX_WORK_GROUP = 256
 _SLOTS = 256
 _COLUMN_WORK_GROUP = 64
 _GROUPS_PER_COMPUTE_UNIT = 256
-# CPU devices: a columns work item takes up to this many chunks of 8 vectors (2048 columns),
-# aiming at _CPU_ITEMS_PER_COMPUTE_UNIT work items per core.
-_CPU_COLUMN_STRIP = 256
 _CPU_ITEMS_PER_COMPUTE_UNIT = 4
 # False runs the GPU launch shapes on CPU devices too (the tests use it to exercise
 # the local-memory reductions on PoCL).
@@ -96,7 +94,7 @@ def _group_kernel(op, backend, device, dtype, name, typical, longest, n_vectors,
 
 def _column_strip(device):
     """Most chunks of 8 vectors per work item of the columns kernels (a build option)."""
-    return _CPU_COLUMN_STRIP if _on_cpu_device(device) else 1
+    return CPU_COLUMN_STRIP if _on_cpu_device(device) else 1
 
 
 def _on_cpu_device(device):
@@ -180,34 +178,26 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
         return opencl.copy_array(queue, tmp, out)
     outer, n, inner = _shape3(x.shape, axis)
     device = queue.device
-    groups = _uses_groups(inner)
+    if not _uses_groups(inner):
+        program, acc, _ = _opencl_program(op, backend, x.dtype, filename="normalize_columns.cl")
+        return enqueue_columns(
+            queue, program, acc, arrays, out, (outer, n, inner), rule,
+            on_cpu=_on_cpu_device(device), in_place=_overlap(out, x) == "same", info=backend.info,
+        )  # fmt: skip
     forward = rule is not None
-    name = f"caffe2op_normalize{'' if groups else '_columns'}_{'fwd' if forward else 'bwd'}"
+    name = f"caffe2op_normalize_{'fwd' if forward else 'bwd'}"
     buffers = []
     for a in arrays:
         buffers += [a.base_data, _element_offset(a)]
     buffers += [out.base_data, _element_offset(out)]
-    if groups:
-        kernel, acc, local_bytes, wg, n_groups = _group_kernel(op, backend, device, x.dtype, name, n, n, outer * inner)
-        sizes = ((wg * n_groups,), (wg,))
-        shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
-    else:
-        program, acc, local_bytes = _opencl_program(op, backend, x.dtype, filename="normalize_columns.cl")
-        kernel = opencl.get_kernel(program, name)
-        chunks = (inner + 7) // 8
-        per_item = 1
-        if _on_cpu_device(device):
-            wanted = max(1, device.max_compute_units) * _CPU_ITEMS_PER_COMPUTE_UNIT
-            per_item = int(min(_CPU_COLUMN_STRIP, max(1, -(-(outer * chunks) // wanted)), chunks))
-        n_items = outer * -(-chunks // per_item)
-        sizes = _item_launch(kernel, device, n_items)
-        shape_args = [np.uint64(n_items), np.uint64(n), np.uint64(inner), np.uint32(per_item)]
+    kernel, acc, local_bytes, wg, n_groups = _group_kernel(op, backend, device, x.dtype, name, n, n, outer * inner)
+    sizes = ((wg * n_groups,), (wg,))
+    shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
     extra = []
     if forward:
         use_max_norm, norm = rule
         extra = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(out, x) == "same")]
-    if groups:
-        extra.append(cl.LocalMemory(sizes[1][0] * local_bytes))
+    extra.append(cl.LocalMemory(sizes[1][0] * local_bytes))
     pending = [e for a in [*arrays, out] for e in a.events]
     event = opencl.launch(queue, kernel, *sizes, *buffers, *shape_args, *extra, wait_for=pending)
     out.add_event(event)
