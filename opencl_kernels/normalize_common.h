@@ -41,11 +41,14 @@
  * transposed copy is ever made.  Two kernels, chosen by the shape alone
  * (the same on every device and launch shape, so the bits are too):
  *
- *   caffe2op_normalize_fwd / _bwd: the last axis (inner == 1), a work-group
- *     per vector (work-groups loop over the vectors), summed in the
- *     canonical order below.  CPU devices run one item per group (its chunks
- *     of 8 become vector instructions); GPUs a power of two covering the
- *     vector's chunks, at most 256 (C2O_SLOTS).
+ *   caffe2op_normalize_fwd / _bwd: the last axis (inner == 1), a team of
+ *     work items per vector, several teams per work-group (work-groups loop
+ *     over the vectors), summed in the canonical order below.  CPU devices
+ *     run one item per group and per vector (its chunks of 8 become vector
+ *     instructions); GPUs 256-item work-groups of teams of P items, P a
+ *     power of two covering the vector's chunks, or one item per vector
+ *     under 64 elements (normalize.cl's header has the launch shapes and
+ *     their performance model).
  *   caffe2op_normalize_columns_fwd / _bwd: every other axis, a work item per
  *     block of up to 8 adjacent vectors (o, i .. i + 7): it walks down k
  *     loading 8 adjacent values at a time (one vload8), 4 rows per sweep,
@@ -55,7 +58,7 @@
  * Sparse matrices, with their structure checked on the host once:
  *
  *   caffe2op_normalize_segments_fwd: along the compressed direction (CSR
- *     rows, CSC columns) without duplicate entries: a work-group per stored
+ *     rows, CSC columns) without duplicate entries: a team per stored
  *     segment data[indptr[s] .. indptr[s + 1]), reduced like a dense row.
  *   caffe2op_normalize_grouped_fwd: any other case (across the compressed
  *     direction, or duplicate entries): a work item per vector v, whose
@@ -68,7 +71,7 @@
  *     belongs to one vector, so the scattered writes never collide.
  *
  * Determinism (issue 16): every vector's sum has one order fixed by its
- * length alone (c2o_vector_dot: 256 slots of 8 lanes, an interleaved
+ * length alone (c2o_team_dot: 256 slots of 8 lanes, an interleaved
  * pairwise tree, then the lanes; serial for the columns and grouped
  * kernels), which every work-group size computes exactly, with no atomics:
  * the same bits on every run, under every work-group size, local-memory
@@ -78,36 +81,18 @@
  * and sizes are 64-bit (ulong) everywhere.  In place (y == x, `in_place`
  * set) is safe: a vector is read completely before any of it is written,
  * by the same work item or after a barrier; vectors whose scale is 1 are
- * then not written at all.
+ * then not written at all.  The rescue measures a vector again serially
+ * (c2o_serial_rescued_scale, the columns kernels' order), on every device
+ * and launch shape alike.
  *
  * Performance model (H100 SXM: 3.35 TB/s HBM3, 132 SMs, ~600 ns DRAM
  * latency, so ~15 KB must be in flight per SM to reach peak bandwidth).
- * float32 data summed in double (H100: fast fp64), out of place; device
- * time of the kernel; not yet measured on a GPU.
- *   (1M, 64) along axis 1: caffe2op_normalize_fwd, 8-item groups (8 x vload8
- *     = 64), 33,792 groups looping over ~30 vectors each.  512 MB moved:
- *     153 us at peak.  8-item groups fill a quarter of a warp and at most 32
- *     groups are resident per SM (256 items, 12.5% occupancy, ~8 KB in
- *     flight), plus 5 barriers per vector (8-lane local tree): predicted
- *     300-500 us.
- *   (1M, 32) along axis 1: now the work-group kernel too (4-item groups, the
- *     same canonical order as every other shape), an eighth of a warp per
- *     group and 32 groups per SM (128 items, ~4 KB in flight): 256 MB, 76 us
- *     at peak; predicted 250-450 us (was 150-300 us with a work item per row
- *     in the columns kernel, whose serial order differed from the CPU
- *     shape's; a per-row kernel in the canonical order would restore that).
+ * The work-group (rows and sparse segments) kernels: see normalize.cl.
  *   (4096, 4096) along axis 0: the columns kernel on every device: 512 work
  *     items of 8 adjacent columns (a warp reads 1 KB per row, coalesced),
  *     16 warps on 16 of 132 SMs, each keeping 4 rows x 1 KB in flight
  *     (~15 KB per SM, near its peak): 128 MB at ~12% of the device's peak:
  *     predicted 250-450 us (was 200-400 us with a work-group per column).
- *   (8, 10M) along axis 1: 8 work-groups of 256 items, one per vector, on 8
- *     of 132 SMs (~80 GB/s each): 640 MB: predicted 0.8-1.6 ms.
- *   Issue 16 item 9 (vectors packed several per 256-item group, 2-D tiles
- *   for axis 0, two-pass split of very long vectors) is predicted to bring
- *   these to 60-75% of peak; it is not written yet.  The lane sums are
- *   ACC8 vectors in registers (no run-time indexed array on GPUs:
- *   C2O_ITEM_SLOTS is 1 for 256-item groups).
  */
 #pragma once
 #include "caffe2op_common.h"
@@ -290,24 +275,6 @@ static void c2o_sum8(const C2O_ACC8 h, const C2O_ACC8 l, ACC *hi, ACC *lo)
     *lo = C2O_COMP ? l1 : (ACC)0;
 }
 
-/* Fixed-shape tree max (c2o_max_nan) of one value per work item; every work item gets it. */
-static ACC c2o_group_max(const ACC value, __local ACC *partial)
-{
-    const size_t lid = get_local_id(0);
-    const size_t wg = get_local_size(0);
-    partial[lid] = value;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (size_t half_width = wg >> 1; half_width > 0; half_width >>= 1) {
-        if (lid < half_width) {
-            partial[lid] = c2o_max_nan(partial[lid], partial[lid + half_width]);
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const ACC total = partial[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
-}
-
 /* ------------------------------------------------- canonical reduction order
  *
  * A vector's sum (of squares, or of products x dy) has one order, whatever
@@ -316,129 +283,156 @@ static ACC c2o_group_max(const ACC value, __local ACC *partial)
  * 8c + j, and chunk c goes to slot c mod C2O_SLOTS, whose 8 lane sums add
  * its chunks in increasing c.  The slots are then added lane by lane in the
  * interleaved pairwise tree (slot g += slot g + h, h = C2O_SLOTS/2, ..., 1),
- * and the 8 lanes of slot 0 in c2o_sum8's halving tree.  A work-group of wg
- * items (a power of two <= C2O_SLOTS) computes exactly that: item l owns
- * slots l, l + wg, ...; the levels h >= wg of the tree are inside an item,
- * the others in local memory.  Empty slots are zero and adding a zero (or a
- * (0, 0) pair to a normalised compensated pair) changes no bit, so a work
- * item skips the slots past the vector's end.  One work item per vector (CPU
- * devices, wg = 1) walks the chunks in order and keeps every slot. */
+ * and the 8 lanes of slot 0 in c2o_sum8's halving tree.
+ *
+ * A team of P work items (P a power of two, a run-time kernel argument)
+ * computes exactly that for one vector: item t owns slots t, t + P, ...,
+ * of which it holds C2O_ITEM_SLOTS (S, a build option: S * P >= the
+ * vector's non-empty slots, or S * P == C2O_SLOTS).  It walks the vector in
+ * rounds of C2O_SLOTS chunks, adding chunk round + j P + t into its slot j
+ * (j < S, an unrolled loop: every private-array index is a compile-time
+ * constant, nothing spills to the stack); the tree levels h >= P are inside
+ * the item (j += j + h / P, again unrolled), the levels h < P in the team's
+ * slice of local memory.  A work-group of wg items is wg / P teams, each on
+ * its own vector; every item runs the same loops, so the barriers are
+ * uniform.  C2O_SOLO (P == 1: CPU devices, and GPU vectors under 64
+ * elements) keeps everything in registers, with no local memory and no
+ * barrier.  Empty slots are zero and are never added (adding a zero, or a
+ * (0, 0) pair to a normalised compensated pair, would change no bit
+ * anyway), so every P and S give the same bits.
+ *
+ * Chunks are read with one vload8 only where the vector starts at a
+ * multiple of 8 elements (decided once per vector); elsewhere (odd lengths,
+ * offset views, sparse segments) element by element, into the components
+ * of an ACC8 (no private array). */
 #define C2O_SLOTS 256
-/* Slots one work item may hold: C2O_SLOTS / (its work-group size), chosen on
- * the host per launch (1 on GPUs with 256-item groups: no private array). */
 #ifndef C2O_ITEM_SLOTS
-#  define C2O_ITEM_SLOTS C2O_SLOTS
+#  define C2O_ITEM_SLOTS 1
+#endif
+#ifndef C2O_SOLO
+#  define C2O_SOLO 0
+#endif
+/* Unroll the loops over an item's slots on GPUs (S <= 8); CPU items may hold up to 256. */
+#if C2O_ITEM_SLOTS <= 8
+#  define C2O_UNROLL_SLOTS _Pragma("unroll")
+#else
+#  define C2O_UNROLL_SLOTS
 #endif
 
-/* Chunk c of the vector p[k * stride], k < n (zeros past n), as ACC, times 2^-e. */
-static C2O_ACC8 c2o_load_chunk(__global const C2O_STORAGE *p, const ulong n, const ulong stride, const ulong c,
-                               const int e)
+/* Element k0 + j of p as ACC, zero at or past n. */
+#define C2O_LANE(p, k0, j, n) ((k0) + (j) < (n) ? C2O_LOAD_ACC((p), (k0) + (j)) : (ACC)0)
+
+/* Chunk c of the vector p[k], k < n (zeros past n), as ACC; aligned: p is at a multiple of 8 elements. */
+static C2O_ACC8 c2o_load_chunk(__global const C2O_STORAGE *p, const ulong n, const ulong c, const int aligned)
 {
     const ulong k0 = c * 8;
-    if (stride == 1 && k0 + 8 <= n && e == 0) {
+    if (aligned && k0 + 8 <= n) {
         return C2O_LOAD8_ACC(p, k0);
     }
-    /* Scalar ldexp (the rescue): Oclgrind's vector ldexp(double8, int) returned zeros. */
-    ACC t[8];
-#pragma unroll
-    for (uint j = 0; j < 8; ++j) {
-        t[j] = k0 + j < n ? ldexp(C2O_LOAD_ACC(p, (k0 + j) * stride), -e) : (ACC)0;
-    }
-    return vload8(0, t);
+    return (C2O_ACC8)(C2O_LANE(p, k0, 0, n), C2O_LANE(p, k0, 1, n), C2O_LANE(p, k0, 2, n), C2O_LANE(p, k0, 3, n),
+                      C2O_LANE(p, k0, 4, n), C2O_LANE(p, k0, 5, n), C2O_LANE(p, k0, 6, n), C2O_LANE(p, k0, 7, n));
 }
 
-/* (hi, lo) = the canonical sum over one vector of a[k] * b[k] (a scaled by
- * 2^-e; b_is_a: the squares of a), every work item of the group gets it.
- * scratch: 8 ACC per work item (16 in compensated mode); ends with a barrier. */
-static void c2o_vector_dot(__global const C2O_STORAGE *a, __global const C2O_STORAGE *b, const int b_is_a,
-                           const ulong n, const ulong stride, const int e, __local ACC *scratch, ACC *hi, ACC *lo)
+/* Work item t's place in its team of P items, and the team's slice of local memory. */
+typedef struct {
+    uint t;     /* index in the team */
+    uint p;     /* team size */
+    uint slice; /* first local slot of the team (its first item's id) */
+    uint wg;    /* work-group size (the compensated low parts follow the high ones) */
+} c2o_team;
+
+static c2o_team c2o_team_of(const uint team_size)
 {
+    c2o_team tm;
     const uint lid = (uint)get_local_id(0);
-    const uint wg = (uint)get_local_size(0);
+    tm.p = team_size;
+    tm.t = lid & (team_size - 1);
+    tm.slice = lid - tm.t;
+    tm.wg = (uint)get_local_size(0);
+    return tm;
+}
+
+/* (hi, lo) = the canonical sum over one vector of a[k] * b[k] (b_is_a: the
+ * squares of a); every item of the team gets it.  a_aligned, b_aligned: the
+ * vectors start at a multiple of 8 elements.  scratch: 8 ACC per work item
+ * (16 in compensated mode).  Outside C2O_SOLO every item of the work-group
+ * must call it (its barriers), an idle team with n == 0; it ends with a barrier. */
+static void c2o_team_dot(__global const C2O_STORAGE *a, const int a_aligned, __global const C2O_STORAGE *b,
+                         const int b_aligned, const int b_is_a, const ulong n, const c2o_team tm,
+                         __local ACC *scratch, ACC *hi, ACC *lo)
+{
     const ulong chunks = (n + 7) / 8;
     const uint m = (uint)min(chunks, (ulong)C2O_SLOTS); /* slots that may be non-empty */
-    C2O_ACC8 h8 = (C2O_ACC8)((ACC)0);
-    C2O_ACC8 l8 = (C2O_ACC8)((ACC)0);
-#if C2O_ITEM_SLOTS == 1
-    /* One slot per item (wg == C2O_SLOTS, or a vector of at most wg chunks). */
-    for (ulong c = lid; c < chunks; c += max(wg, (uint)C2O_SLOTS)) {
-        const C2O_ACC8 va = c2o_load_chunk(a, n, stride, c, e);
-        const C2O_ACC8 vb = b_is_a ? va : c2o_load_chunk(b, n, stride, c, 0);
-        C2O_ACCUM_PROD(C2O_ACC8, h8, l8, va, vb);
-    }
-#else
     C2O_ACC8 sh[C2O_ITEM_SLOTS];
-#  if C2O_COMP
+#if C2O_COMP
     C2O_ACC8 sl[C2O_ITEM_SLOTS];
-#  endif
-    const uint per = (uint)C2O_SLOTS / wg;
-    /* My non-empty slots: j < mine.  The host sizes C2O_ITEM_SLOTS for the
-     * longest vector; the clamps keep a longer one (a structure changed
-     * behind the host's back) inside the array: a wrong sum, never a stray write. */
-    const uint mine = min(lid < m ? (m - lid + wg - 1) / wg : 0u, (uint)C2O_ITEM_SLOTS);
-    for (uint j = 0; j < mine; ++j) {
+#endif
+    C2O_UNROLL_SLOTS
+    for (uint j = 0; j < C2O_ITEM_SLOTS; ++j) {
         sh[j] = (C2O_ACC8)((ACC)0);
-#  if C2O_COMP
+#if C2O_COMP
         sl[j] = (C2O_ACC8)((ACC)0);
-#  endif
+#endif
     }
-    for (ulong c = lid; c < chunks; c += wg) {
-        const uint j = min((uint)(c / wg) & (per - 1), (uint)C2O_ITEM_SLOTS - 1);
-        const C2O_ACC8 va = c2o_load_chunk(a, n, stride, c, e);
-        const C2O_ACC8 vb = b_is_a ? va : c2o_load_chunk(b, n, stride, c, 0);
-        C2O_ACCUM_PROD(C2O_ACC8, sh[j], sl[j], va, vb);
-    }
-    for (uint h = (uint)C2O_SLOTS / 2; h >= wg; h >>= 1) {
-        const uint hj = h / wg;
-        for (uint j = 0; j < hj && j + hj < mine; ++j) {
-            C2O_ACCUM(C2O_ACC8, sh[j], sl[j], sh[j + hj], sl[j + hj]);
+    /* The host sizes S * P for the longest vector; a longer one (a structure
+     * changed behind the host's back) gets a wrong sum, never a stray access. */
+    for (ulong round = 0; round < chunks; round += C2O_SLOTS) {
+        C2O_UNROLL_SLOTS
+        for (uint j = 0; j < C2O_ITEM_SLOTS; ++j) {
+            const ulong c = round + (ulong)(j * tm.p + tm.t);
+            if (c < chunks) {
+                const C2O_ACC8 va = c2o_load_chunk(a, n, c, a_aligned);
+                const C2O_ACC8 vb = b_is_a ? va : c2o_load_chunk(b, n, c, b_aligned);
+                C2O_ACCUM_PROD(C2O_ACC8, sh[j], sl[j], va, vb);
+            }
         }
     }
-    if (mine) {
-        h8 = sh[0];
-#  if C2O_COMP
-        l8 = sl[0];
-#  endif
+    /* Tree levels h >= P: slot j P + t += slot (j + h / P) P + t, where that one is non-empty. */
+    C2O_UNROLL_SLOTS
+    for (uint hj = C2O_ITEM_SLOTS / 2; hj > 0; hj >>= 1) {
+        C2O_UNROLL_SLOTS
+        for (uint j = 0; j < hj; ++j) {
+            if ((j + hj) * tm.p + tm.t < m) {
+                C2O_ACCUM(C2O_ACC8, sh[j], sl[j], sh[j + hj], sl[j + hj]);
+            }
+        }
     }
-#endif
-    /* Unconditional barriers (also for wg == 1): PoCL's compiler fails on barriers under a branch here. */
-    vstore8(h8, lid, scratch);
+    C2O_ACC8 h8 = sh[0];
 #if C2O_COMP
-    vstore8(l8, wg + lid, scratch);
-#endif
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint h = wg >> 1; h > 0; h >>= 1) {
-        if (lid < h) {
-            C2O_ACC8 x = vload8(lid, scratch);
-            const C2O_ACC8 y = vload8(lid + h, scratch);
-#if C2O_COMP
-            C2O_ACC8 xl = vload8(wg + lid, scratch);
-            const C2O_ACC8 yl = vload8(wg + lid + h, scratch);
-            C2O_ACCUM(C2O_ACC8, x, xl, y, yl);
-            vstore8(xl, wg + lid, scratch);
+    C2O_ACC8 l8 = sl[0];
 #else
-            x += y;
+    const C2O_ACC8 l8 = (C2O_ACC8)((ACC)0);
 #endif
-            vstore8(x, lid, scratch);
+#if !C2O_SOLO
+    /* Levels h < P in the team's slice (every team runs the same levels: uniform barriers). */
+    vstore8(h8, tm.slice + tm.t, scratch);
+#  if C2O_COMP
+    vstore8(l8, tm.wg + tm.slice + tm.t, scratch);
+#  endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint h = tm.p >> 1; h > 0; h >>= 1) {
+        if (tm.t < h) {
+            C2O_ACC8 x = vload8(tm.slice + tm.t, scratch);
+            const C2O_ACC8 y = vload8(tm.slice + tm.t + h, scratch);
+#  if C2O_COMP
+            C2O_ACC8 xl = vload8(tm.wg + tm.slice + tm.t, scratch);
+            const C2O_ACC8 yl = vload8(tm.wg + tm.slice + tm.t + h, scratch);
+            C2O_ACCUM(C2O_ACC8, x, xl, y, yl);
+            vstore8(xl, tm.wg + tm.slice + tm.t, scratch);
+#  else
+            x += y;
+#  endif
+            vstore8(x, tm.slice + tm.t, scratch);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    h8 = vload8(0, scratch);
-#if C2O_COMP
-    l8 = vload8(wg, scratch);
-#endif
+    h8 = vload8(tm.slice, scratch);
+#  if C2O_COMP
+    l8 = vload8(tm.wg + tm.slice, scratch);
+#  endif
     barrier(CLK_LOCAL_MEM_FENCE);
+#endif
     c2o_sum8(h8, l8, hi, lo);
-}
-
-/* This work item's share of the largest |value| of one vector (any order: max is exact). */
-static ACC c2o_item_amax(__global const C2O_STORAGE *p, const ulong n, const ulong stride)
-{
-    ACC amax = (ACC)0;
-    for (ulong k = get_local_id(0); k < n; k += get_local_size(0)) {
-        amax = c2o_max_nan(amax, fabs(C2O_LOAD_ACC(p, k * stride)));
-    }
-    return amax;
 }
 
 /* Exponent e of 2^e >= amax > 2^(e-1) for a finite non-zero amax; 0 (no
@@ -450,25 +444,6 @@ static int c2o_rescue_exponent(const ACC amax)
         frexp(amax, &e);
     }
     return e;
-}
-
-/* The scale of one vector (a work-group's), rescued if its sum needs it.
- * Every work item of the group takes the same branches. */
-static ACC c2o_group_vector_scale(__global const C2O_STORAGE *xv, const ulong n, const ulong stride,
-                                  const int use_max_norm, const ACC norm, __local ACC *partial)
-{
-    ACC hi, lo;
-    c2o_vector_dot(xv, xv, 1, n, stride, 0, partial, &hi, &lo);
-    if (!C2O_NEEDS_RESCUE(hi + lo)) {
-        return c2o_scale(hi, lo, use_max_norm, norm);
-    }
-    const ACC amax = c2o_group_max(c2o_item_amax(xv, n, stride), partial);
-    const int e = c2o_rescue_exponent(amax);
-    if (e == 0) {
-        return c2o_scale_of_norm(amax, use_max_norm, norm); /* all zero, an infinity, or NaN */
-    }
-    c2o_vector_dot(xv, xv, 1, n, stride, e, partial, &hi, &lo);
-    return c2o_scale_split(hi, lo, e, use_max_norm, norm);
 }
 
 /* The rescued scale of one vector of n values at p[k * stride], by one work item. */
@@ -492,28 +467,40 @@ static ACC c2o_serial_rescued_scale(__global const C2O_STORAGE *p, const ulong n
     return c2o_scale_split(hi, lo, e, use_max_norm, norm);
 }
 
-/* y = x * s over this work item's chunks of one vector (see c2o_item_sumsq). */
-static void c2o_item_scale(__global const C2O_STORAGE *x, __global C2O_STORAGE *y, const ulong n,
-                           const ulong stride, const C2O_VALUE s)
+/* The scale of one vector (a team's), from its canonical sum of squares; a
+ * sum that needs the rescue is measured again by every item of the team on
+ * its own, in the serial order of the columns kernel (rare; no barrier under
+ * this branch, so teams may take it or not).  Ends with a barrier outside
+ * C2O_SOLO, so that in place the vector is read completely before any of it
+ * is written.  Every item of the work-group must call it. */
+static ACC c2o_team_vector_scale(__global const C2O_STORAGE *xv, const int aligned, const ulong n,
+                                 const int use_max_norm, const ACC norm, const c2o_team tm, __local ACC *scratch)
 {
-    const size_t lid = get_local_id(0);
-    const size_t wg = get_local_size(0);
-    const ulong full = n / 8;
-    if (stride == 1) {
-        for (ulong c = lid; c < full; c += wg) {
+    ACC hi, lo;
+    c2o_team_dot(xv, aligned, xv, aligned, 1, n, tm, scratch, &hi, &lo);
+    const ACC scale = C2O_NEEDS_RESCUE(hi + lo) ? c2o_serial_rescued_scale(xv, n, 1, use_max_norm, norm)
+                                                : c2o_scale(hi, lo, use_max_norm, norm);
+#if !C2O_SOLO
+    barrier(CLK_LOCAL_MEM_FENCE); /* the rescue's reads before the team's writes */
+#endif
+    return scale;
+}
+
+/* y = x * s over one vector of n elements, by its team (aligned: x and y both start at a multiple of 8 elements). */
+static void c2o_team_scale(__global const C2O_STORAGE *x, __global C2O_STORAGE *y, const int aligned, const ulong n,
+                           const C2O_VALUE s, const c2o_team tm)
+{
+    if (aligned) {
+        const ulong full = n / 8;
+        for (ulong c = tm.t; c < full; c += tm.p) {
             C2O_STORE8(y, c * 8, C2O_LOAD8(x, c * 8) * s);
         }
-    } else {
-        for (ulong c = lid; c < full; c += wg) {
-            for (int j = 0; j < 8; ++j) {
-                const ulong e = (c * 8 + j) * stride;
-                C2O_STORE(y, e, (C2O_VALUE)C2O_LOAD(x, e) * s);
-            }
+        for (ulong k = full * 8 + tm.t; k < n; k += tm.p) {
+            C2O_STORE(y, k, (C2O_VALUE)C2O_LOAD(x, k) * s);
         }
-    }
-    if (lid == full % wg) {
-        for (ulong k = full * 8; k < n; ++k) {
-            C2O_STORE(y, k * stride, (C2O_VALUE)C2O_LOAD(x, k * stride) * s);
+    } else {
+        for (ulong k = tm.t; k < n; k += tm.p) {
+            C2O_STORE(y, k, (C2O_VALUE)C2O_LOAD(x, k) * s);
         }
     }
 }
@@ -549,4 +536,40 @@ static void c2o_serial_rescued_grad(__global const C2O_STORAGE *x, __global cons
         C2O_ACCUM_PROD(ACC, xy_hi, xy_lo, v, d);
     }
     c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, e, a, b);
+}
+
+/* c2o_serial_rescued_grad for the team kernels, whose factors must stay representable for huge
+ * vectors: c2o_grad_factors' b carries 2^-2e, which underflows in float once e passes ~63.  For
+ * e > 0, with x' = x 2^-e and n its norm: dx = (dy * a - x' * b) 2^-e, a = 1 / n,
+ * b = <x', dy> / n^3, and 2^-e applied as c1 c2 (each at least 2^-64: normal numbers); the
+ * caller computes ((dy * a - ((x * c1) * c2) * b) * c1) * c2.  Otherwise (no rescue needed or
+ * a tiny vector) c1 = c2 = 1 and the factors of c2o_serial_rescued_grad. */
+static void c2o_serial_rescued_grad_split(__global const C2O_STORAGE *x, __global const C2O_STORAGE *dy,
+                                          const ulong n, ACC *a, ACC *b, ACC *c1, ACC *c2)
+{
+    ACC amax = (ACC)0;
+    for (ulong k = 0; k < n; ++k) {
+        amax = c2o_max_nan(amax, fabs(C2O_LOAD_ACC(x, k)));
+    }
+    const int e = c2o_rescue_exponent(amax);
+    *c1 = (ACC)1;
+    *c2 = (ACC)1;
+    if (e <= 0) {
+        c2o_serial_rescued_grad(x, dy, n, 1, a, b);
+        return;
+    }
+    ACC xx_hi = (ACC)0, xx_lo = (ACC)0, xy_hi = (ACC)0, xy_lo = (ACC)0;
+    for (ulong k = 0; k < n; ++k) {
+        const ACC v = ldexp(C2O_LOAD_ACC(x, k), -e);
+        const ACC d = C2O_LOAD_ACC(dy, k);
+        C2O_ACCUM_SQ(ACC, xx_hi, xx_lo, v);
+        C2O_ACCUM_PROD(ACC, xy_hi, xy_lo, v, d);
+    }
+    ACC norm = c2o_norm_of(xx_hi, xx_lo);
+    const ACC eps = ldexp((ACC)C2O_NORMALIZE_EPS, -e);
+    norm = norm < eps ? eps : norm;
+    *a = (ACC)1 / norm;
+    *b = (xy_hi + xy_lo) / (norm * norm * norm);
+    *c1 = ldexp((ACC)1, -(e / 2));
+    *c2 = ldexp((ACC)1, -(e - e / 2));
 }

@@ -25,16 +25,17 @@ _CPU_ITEMS_PER_COMPUTE_UNIT = 4
 _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
-def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=1):
+def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=1, solo=False):
     """(-D definitions, accumulation mode) of normalize.cl for ``dtype`` on the device ``info``.
 
     The accumulation is the device's (:func:`caffe2op.opencl.programs.accumulation`;
     float16 is summed like float32): double, or compensated float pairs.
     ``item_slots`` is how many of the canonical order's slots one work item
-    holds (``C2O_ITEM_SLOTS``, see :func:`_group_kernel`; 1 on GPUs),
+    holds (``C2O_ITEM_SLOTS``, see :func:`_team_shape`), ``solo`` whether
+    teams are one work item (``C2O_SOLO``: no local memory, no barrier),
     ``column_strip`` the columns kernels' strip (1 on GPUs).  Also what
-    ``.ci/gpu`` builds, so that it compiles the variants the operator runs.
-    TypeError for float64 without fp64.
+    ``.ci/gpu`` builds (with :data:`GPU_GROUP_VARIANTS`), so that it compiles
+    the variants the operator runs.  TypeError for float64 without fp64.
     """
     defines = opencl.dtype_defines(op, dtype, info)
     mode = opencl.programs.accumulation(np.dtype(dtype), info)
@@ -42,6 +43,7 @@ def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=
     defines.update(ACC="double" if double else "float", PTR_T="int" if ptr_dtype == np.dtype(np.int32) else "long")
     defines["C2O_COLUMN_STRIP"] = int(column_strip)
     defines["C2O_ITEM_SLOTS"] = int(item_slots)
+    defines["C2O_SOLO"] = int(bool(solo))
     if double:
         defines["CAFFE2OP_FP64"] = 1
     if mode == "compensated":
@@ -49,7 +51,7 @@ def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=
     return defines, mode
 
 
-def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1, filename="normalize.cl"):
+def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1, filename="normalize.cl", solo=False):
     """(program, ACC numpy type, local-memory bytes per work item) of a Normalize kernel file for ``dtype``.
 
     ``filename`` is ``normalize.cl`` (the work-group and sparse kernels) or
@@ -57,39 +59,78 @@ def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1, filename="
     lanes per item in local memory (twice that for compensated pairs).
     """
     column_strip = _column_strip(backend.queue.device)
-    defines, mode = program_defines(op, dtype, backend.info, ptr_dtype, item_slots, column_strip)
+    defines, mode = program_defines(op, dtype, backend.info, ptr_dtype, item_slots, column_strip, solo)
     acc = np.float64 if mode == "double" else np.float32
     local_bytes = 8 * np.dtype(acc).itemsize * (2 if mode == "compensated" else 1)
     return opencl.get_program(backend.context, filename, defines), acc, local_bytes
 
 
-def _item_slots(longest, wg):
-    """Slots (``C2O_SLOTS`` in normalize.cl) a work item of ``wg`` holds for vectors of up to ``longest`` elements.
+# Teams (normalize_common.h): a vector shorter than this runs on one work item
+# (all its slots in registers); GPU work items hold at most _GPU_ITEM_SLOTS slots
+# (8 ACC8 sums: 64 registers in float, 128 in double, unrolled).
+_SOLO_BELOW = 64
+_GPU_ITEM_SLOTS = 8
+# (solo, item slots) of every team program a GPU launch shape may build (.ci/gpu builds them all).
+GPU_GROUP_VARIANTS = tuple((solo, slots) for solo in (True, False) for slots in (1, 2, 4, 8))
 
-    Rounded up to 1, 8, 32 or 256, so that few programs are built (a larger
-    private array than needed costs nothing: only the used slots are touched).
+
+def _pow2_at_least(value):
+    return 1 << max(0, int(value) - 1).bit_length()
+
+
+def _pow2_at_most(value):
+    return 1 << (max(1, int(value)).bit_length() - 1)
+
+
+def _team_shape(typical, longest, cap):
+    """(team size P, item slots S) on GPU launch shapes, for work-groups of at most ``cap`` items.
+
+    P covers the ``typical`` vector's chunks of 8 (1 under 64 elements: one
+    work item per vector, no local memory); S covers the ``longest`` one's
+    with P items (S P >= its non-empty slots, or S P = 256), at most
+    ``_GPU_ITEM_SLOTS`` (P grows instead) unless the work-group cap forces more.
     """
-    used = min(-(-int(longest) // 8), _SLOTS)
-    needed = max(1, -(-used // wg))
-    return next(size for size in (1, 8, 32, _SLOTS) if size >= needed)
+    cap = _pow2_at_most(min(cap, _SLOTS))
+    used = min(max(1, -(-int(longest) // 8)), _SLOTS)
+    p = 1 if typical < _SOLO_BELOW else min(cap, _pow2_at_least(-(-int(typical) // 8)))
+    while True:
+        s = min(_SLOTS // p, _pow2_at_least(-(-used // p)))
+        if s <= _GPU_ITEM_SLOTS or p >= cap:
+            return p, s
+        p *= 2
+
+
+def _item_slots(longest):
+    """Slots (``C2O_SLOTS`` in normalize.cl) one work item holds for vectors of up to ``longest`` elements (CPU shape).
+
+    Rounded up to 1, 8, 32 or 256, so that few programs are built.
+    """
+    used = min(max(1, -(-int(longest) // 8)), _SLOTS)
+    return next(size for size in (1, 8, 32, _SLOTS) if size >= used)
 
 
 def _group_kernel(op, backend, device, dtype, name, typical, longest, n_vectors, ptr_dtype=None):
-    """``(kernel, acc, local_bytes, wg, n_groups)`` of a work-group-per-vector kernel.
+    """``(kernel, acc, local_bytes, wg, n_groups, team)`` of a team-per-vector kernel.
 
-    ``typical`` sizes the work-groups (:func:`_group_launch`), ``longest``
-    bounds every vector's length: the program is built for the slots a work
-    item must hold (one on GPUs with 256-item groups: no private array).
+    ``typical`` sizes the teams, ``longest`` bounds every vector's length
+    (:func:`_team_shape`); the program is built for the slots a work item
+    must hold.  CPU devices run one work item per group and per vector.
     """
-    slots = _item_slots(longest, 1) if _on_cpu_device(device) else 1
-    while True:
-        program, acc, local_bytes = _opencl_program(op, backend, dtype, ptr_dtype, slots)
+    if _on_cpu_device(device):
+        program, acc, local_bytes = _opencl_program(op, backend, dtype, ptr_dtype, _item_slots(longest), solo=True)
         kernel = opencl.get_kernel(program, name)
-        wg, n_groups = _group_launch(kernel, device, typical, n_vectors, local_bytes)
-        needed = _item_slots(longest, wg)
-        if needed <= slots:
-            return kernel, acc, local_bytes, wg, n_groups
-        slots = needed
+        wg, n_groups = _group_launch(kernel, device, 1, n_vectors, local_bytes)
+        return kernel, acc, local_bytes, wg, n_groups, 1
+    cap = _SLOTS
+    for _ in range(4):  # a variant's own work-group cap may be lower: shrink and rebuild
+        team, slots = _team_shape(typical, longest, cap)
+        program, acc, local_bytes = _opencl_program(op, backend, dtype, ptr_dtype, slots, solo=team == 1)
+        kernel = opencl.get_kernel(program, name)
+        wg, n_groups = _group_launch(kernel, device, team, n_vectors, 0 if team == 1 else local_bytes)
+        if wg >= team:
+            break
+        cap = wg
+    return kernel, acc, local_bytes, wg, n_groups, team
 
 
 def _column_strip(device):
@@ -101,22 +142,21 @@ def _on_cpu_device(device):
     return _CPU_SHAPE_ON_CPU_DEVICES and not opencl.programs.gpu_launch_shape(device)
 
 
-def _group_launch(kernel, device, n, n_vectors, local_bytes_per_item=8):
-    """(work-group size, number of work-groups) of a work-group-per-vector kernel.
+def _group_launch(kernel, device, team, n_vectors, local_bytes_per_item=8):
+    """(work-group size, number of work-groups) of a team-per-vector kernel with teams of ``team`` items.
 
     CPU devices (PoCL): one work item per group (its chunks of 8 become
     vector instructions; barriers would turn into loops over the items).
-    GPUs: a power of two covering the vector in chunks of 8, at most 256.
+    GPUs: 256 items (or the kernel's cap, a power of two), 256 / team vectors at a time.
     """
     units = max(1, device.max_compute_units)
-    groups = int(min(n_vectors, units * _GROUPS_PER_COMPUTE_UNIT, 1 << 20))
     if _on_cpu_device(device):
-        return 1, groups
+        return 1, int(min(n_vectors, units * _GROUPS_PER_COMPUTE_UNIT, 1 << 20))
     cap = opencl.programs.work_group_cap(kernel, device, _MAX_WORK_GROUP, local_bytes_per_item)
-    size = 1
-    while size * 8 < n and size * 2 <= cap:
-        size *= 2
-    return size, groups
+    size = _pow2_at_most(cap)
+    teams = max(1, size // team)
+    groups = int(min(-(-n_vectors // teams), units * _GROUPS_PER_COMPUTE_UNIT, 1 << 20))
+    return size, max(1, groups)
 
 
 def _item_launch(kernel, device, n_items):
@@ -190,14 +230,17 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
     for a in arrays:
         buffers += [a.base_data, _element_offset(a)]
     buffers += [out.base_data, _element_offset(out)]
-    kernel, acc, local_bytes, wg, n_groups = _group_kernel(op, backend, device, x.dtype, name, n, n, outer * inner)
+    kernel, acc, local_bytes, wg, n_groups, team = _group_kernel(
+        op, backend, device, x.dtype, name, n, n, outer * inner
+    )
     sizes = ((wg * n_groups,), (wg,))
-    shape_args = [np.uint64(outer * inner), np.uint64(n), np.uint64(inner)]
+    shape_args = [np.uint64(outer * inner), np.uint64(n)]
     extra = []
     if forward:
         use_max_norm, norm = rule
         extra = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(out, x) == "same")]
-    extra.append(cl.LocalMemory(sizes[1][0] * local_bytes))
+    # Solo teams (one item per vector) touch no local memory.
+    extra += [np.uint32(team), cl.LocalMemory((wg if team > 1 else 1) * local_bytes)]
     pending = [e for a in [*arrays, out] for e in a.events]
     event = opencl.launch(queue, kernel, *sizes, *buffers, *shape_args, *extra, wait_for=pending)
     out.add_event(event)

@@ -17,13 +17,21 @@ def _host_major(w):
     return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
 
 
-def _longest_segment(w):
-    """The most values one stored segment of the device matrix ``w`` holds (from its host structure, once)."""
-    cached = w._cache.get("longest_segment")
+def _segment_lengths(w):
+    """(typical, longest) stored segment length of the device matrix ``w`` (from its host structure, once).
+
+    The typical length (the 90th percentile) sizes the teams of the segments
+    kernel, the longest the slots each of their work items must hold.
+    """
+    cached = w._cache.get("segment_lengths")
     if cached is None:
-        indptr = w._host_indptr.astype(np.int64)
-        cached = int(np.diff(indptr).max()) if indptr.shape[0] > 1 else 0
-        w._cache["longest_segment"] = cached
+        lengths = np.diff(w._host_indptr.astype(np.int64))
+        if lengths.shape[0]:
+            typical = int(np.partition(lengths, (lengths.shape[0] * 9) // 10)[(lengths.shape[0] * 9) // 10])
+            cached = (typical, int(lengths.max()))
+        else:
+            cached = (0, 0)
+        w._cache["segment_lengths"] = cached
     return cached
 
 
@@ -96,21 +104,21 @@ def _enqueue_sparse(op, w, dst, axis, rule, queue):
     pending = list(src.events) + list(dst.events)
     if along_segments and not _device_has_duplicates(w):
         n_segments = w._indptr.shape[0] - 1
-        n_avg = w.nnz // max(n_segments, 1)
-        kernel, acc, local_bytes, wg, n_groups = _group_kernel(
+        typical, longest = _segment_lengths(w)
+        kernel, acc, local_bytes, wg, n_groups, team = _group_kernel(
             op,
             backend,
             device,
             src.dtype,
             "caffe2op_normalize_segments_fwd",
-            n_avg,
-            _longest_segment(w),
+            typical,
+            longest,
             n_segments,
             w._indptr.dtype,
         )
         mode = [np.int32(use_max_norm), acc(norm), np.int32(_overlap(dst, src) == "same")]
         args = [*head, w._indptr.base_data, _element_offset(w._indptr), np.uint64(n_segments), *mode]
-        args.append(cl.LocalMemory(wg * local_bytes))
+        args += [np.uint32(team), cl.LocalMemory((wg if team > 1 else 1) * local_bytes)]
         sizes = ((wg * n_groups,), (wg,))
     else:
         program, acc, _ = _opencl_program(op, backend, src.dtype, w._indptr.dtype)
