@@ -72,9 +72,6 @@
 
 /* ------------------------------------------------------------ dense forward */
 
-/* Whether element offset `offset` is a multiple of 8 (a chunk may be read with one vload8). */
-#define C2O_ALIGNED8(offset) (((offset) & 7) == 0)
-
 /* Teams of `team_size` items per vector along the last axis (normalize_common.h):
  * vector v is x[v * n .. (v + 1) * n).  Every item runs the same number of
  * rounds (teams past the last vector reduce an empty one), so the barriers

@@ -301,10 +301,12 @@ static void c2o_sum8(const C2O_ACC8 h, const C2O_ACC8 l, ACC *hi, ACC *lo)
  * (0, 0) pair to a normalised compensated pair, would change no bit
  * anyway), so every P and S give the same bits.
  *
- * Chunks are read with one vload8 only where the vector starts at a
- * multiple of 8 elements (decided once per vector); elsewhere (odd lengths,
- * offset views, sparse segments) element by element, into the components
- * of an ACC8 (no private array). */
+ * On GPUs chunks are read with one vload8 only where the vector starts at
+ * a multiple of 8 elements (decided once per vector); elsewhere (odd
+ * lengths, offset views, sparse segments) element by element, into the
+ * components of an ACC8 (no private array).  CPU builds
+ * (C2O_ALIGNED_VLOAD=0) use vload8 everywhere; the values, and so the bits,
+ * are the same. */
 #define C2O_SLOTS 256
 #ifndef C2O_ITEM_SLOTS
 #  define C2O_ITEM_SLOTS 1
@@ -322,7 +324,18 @@ static void c2o_sum8(const C2O_ACC8 h, const C2O_ACC8 l, ACC *hi, ACC *lo)
 /* Element k0 + j of p as ACC, zero at or past n. */
 #define C2O_LANE(p, k0, j, n) ((k0) + (j) < (n) ? C2O_LOAD_ACC((p), (k0) + (j)) : (ACC)0)
 
-/* Chunk c of the vector p[k], k < n (zeros past n), as ACC; aligned: p is at a multiple of 8 elements. */
+/* Whether a vector starting at element `offset` may be read with vload8: on GPUs only at a
+ * multiple of 8 elements (C2O_ALIGNED_VLOAD, a build option); CPUs load unaligned vectors as fast. */
+#ifndef C2O_ALIGNED_VLOAD
+#  define C2O_ALIGNED_VLOAD 1
+#endif
+#if C2O_ALIGNED_VLOAD
+#  define C2O_ALIGNED8(offset) (((offset) & 7) == 0)
+#else
+#  define C2O_ALIGNED8(offset) 1
+#endif
+
+/* Chunk c of the vector p[k], k < n (zeros past n), as ACC; aligned: vload8 allowed (C2O_ALIGNED8). */
 static C2O_ACC8 c2o_load_chunk(__global const C2O_STORAGE *p, const ulong n, const ulong c, const int aligned)
 {
     const ulong k0 = c * 8;
@@ -376,6 +389,16 @@ static void c2o_team_dot(__global const C2O_STORAGE *a, const int a_aligned, __g
     }
     /* The host sizes S * P for the longest vector; a longer one (a structure
      * changed behind the host's back) gets a wrong sum, never a stray access. */
+#if C2O_ITEM_SLOTS > 8
+    /* CPU devices (one item per vector, up to 256 slots): the item walks its chunks in order,
+     * indexing its slots at run time (cheap on a CPU; GPU builds never have S > 8). */
+    for (ulong c = tm.t; c < chunks; c += tm.p) {
+        const uint j = min((uint)(c / tm.p) & (C2O_SLOTS / tm.p - 1), (uint)C2O_ITEM_SLOTS - 1);
+        const C2O_ACC8 va = c2o_load_chunk(a, n, c, a_aligned);
+        const C2O_ACC8 vb = b_is_a ? va : c2o_load_chunk(b, n, c, b_aligned);
+        C2O_ACCUM_PROD(C2O_ACC8, sh[j], sl[j], va, vb);
+    }
+#else
     for (ulong round = 0; round < chunks; round += C2O_SLOTS) {
         C2O_UNROLL_SLOTS
         for (uint j = 0; j < C2O_ITEM_SLOTS; ++j) {
@@ -387,14 +410,14 @@ static void c2o_team_dot(__global const C2O_STORAGE *a, const int a_aligned, __g
             }
         }
     }
-    /* Tree levels h >= P: slot j P + t += slot (j + h / P) P + t, where that one is non-empty. */
+#endif
+    /* Tree levels h >= P: slot j P + t += slot (j + h / P) P + t, where that one is non-empty
+     * (the non-empty slots of an item are its first ones: the loop stops at the first empty one). */
     C2O_UNROLL_SLOTS
     for (uint hj = C2O_ITEM_SLOTS / 2; hj > 0; hj >>= 1) {
         C2O_UNROLL_SLOTS
-        for (uint j = 0; j < hj; ++j) {
-            if ((j + hj) * tm.p + tm.t < m) {
-                C2O_ACCUM(C2O_ACC8, sh[j], sl[j], sh[j + hj], sl[j + hj]);
-            }
+        for (uint j = 0; j < hj && (j + hj) * tm.p + tm.t < m; ++j) {
+            C2O_ACCUM(C2O_ACC8, sh[j], sl[j], sh[j + hj], sl[j + hj]);
         }
     }
     C2O_ACC8 h8 = sh[0];

@@ -25,7 +25,7 @@ _CPU_ITEMS_PER_COMPUTE_UNIT = 4
 _CPU_SHAPE_ON_CPU_DEVICES = True
 
 
-def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=1, solo=False):
+def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=1, solo=False, aligned_vload=True):
     """(-D definitions, accumulation mode) of normalize.cl for ``dtype`` on the device ``info``.
 
     The accumulation is the device's (:func:`caffe2op.opencl.programs.accumulation`;
@@ -33,6 +33,8 @@ def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=
     ``item_slots`` is how many of the canonical order's slots one work item
     holds (``C2O_ITEM_SLOTS``, see :func:`_team_shape`), ``solo`` whether
     teams are one work item (``C2O_SOLO``: no local memory, no barrier),
+    ``aligned_vload`` whether vload8 is kept to vectors starting at a
+    multiple of 8 elements (``C2O_ALIGNED_VLOAD``: GPUs; CPUs load any),
     ``column_strip`` the columns kernels' strip (1 on GPUs).  Also what
     ``.ci/gpu`` builds (with :data:`GPU_GROUP_VARIANTS`), so that it compiles
     the variants the operator runs.  TypeError for float64 without fp64.
@@ -44,6 +46,7 @@ def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=
     defines["C2O_COLUMN_STRIP"] = int(column_strip)
     defines["C2O_ITEM_SLOTS"] = int(item_slots)
     defines["C2O_SOLO"] = int(bool(solo))
+    defines["C2O_ALIGNED_VLOAD"] = int(bool(aligned_vload))
     if double:
         defines["CAFFE2OP_FP64"] = 1
     if mode == "compensated":
@@ -58,8 +61,10 @@ def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1, filename="
     ``normalize_columns.cl``; both are built with :func:`program_defines`.  The work-group kernels reduce 8
     lanes per item in local memory (twice that for compensated pairs).
     """
-    column_strip = _column_strip(backend.queue.device)
-    defines, mode = program_defines(op, dtype, backend.info, ptr_dtype, item_slots, column_strip, solo)
+    device = backend.queue.device
+    defines, mode = program_defines(
+        op, dtype, backend.info, ptr_dtype, item_slots, _column_strip(device), solo, not _on_cpu_device(device)
+    )
     acc = np.float64 if mode == "double" else np.float32
     local_bytes = 8 * np.dtype(acc).itemsize * (2 if mode == "compensated" else 1)
     return opencl.get_program(backend.context, filename, defines), acc, local_bytes
@@ -122,15 +127,14 @@ def _group_kernel(op, backend, device, dtype, name, typical, longest, n_vectors,
         wg, n_groups = _group_launch(kernel, device, 1, n_vectors, local_bytes)
         return kernel, acc, local_bytes, wg, n_groups, 1
     cap = _SLOTS
-    for _ in range(4):  # a variant's own work-group cap may be lower: shrink and rebuild
+    while True:  # a variant's own work-group cap may be lower: shrink (strictly; team 1 always fits) and rebuild
         team, slots = _team_shape(typical, longest, cap)
         program, acc, local_bytes = _opencl_program(op, backend, dtype, ptr_dtype, slots, solo=team == 1)
         kernel = opencl.get_kernel(program, name)
         wg, n_groups = _group_launch(kernel, device, team, n_vectors, 0 if team == 1 else local_bytes)
         if wg >= team:
-            break
+            return kernel, acc, local_bytes, wg, n_groups, team
         cap = wg
-    return kernel, acc, local_bytes, wg, n_groups, team
 
 
 def _column_strip(device):
