@@ -84,7 +84,7 @@ PREDICTED_H100_US = {
     "sparse_normalize 1Mx64 f32, 100k indices into 1k rows": (10, 20),
     "normalize (1M, 64) f32 axis 1": (200, 260),
     "normalize (1M, 32) f32 axis 1": (100, 130),
-    "normalize (4096, 4096) f32 axis 0": (200, 400),
+    "normalize (4096, 4096) f32 axis 0": (150, 250),
     "normalize (8, 10M) f32 axis 1": (800, 1600),
     "sum 1,000,003 f32 (prime)": (5, 8),
 }

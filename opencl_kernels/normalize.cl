@@ -89,7 +89,7 @@ __kernel void caffe2op_normalize_fwd(
         const ulong v = first + team;
         const ulong len = v < n_vectors ? n : 0;
         const ulong base = v < n_vectors ? v * n : 0;
-        const int aligned = C2O_ALIGNED8(x_offset + base) && C2O_ALIGNED8(y_offset + base);
+        const int aligned = C2O_ALIGNED8(x_offset + base) & C2O_ALIGNED8(y_offset + base); /* 0 or 1 each */
         __global const C2O_STORAGE *xv = x + x_offset + base;
         const ACC scale = c2o_team_vector_scale(xv, C2O_ALIGNED8(x_offset + base), len, use_max_norm, norm, tm,
                                                 partial);
@@ -119,7 +119,7 @@ __kernel void caffe2op_normalize_bwd(
         const ulong base = v < n_vectors ? v * n : 0;
         const int x_aligned = C2O_ALIGNED8(x_offset + base);
         const int dy_aligned = C2O_ALIGNED8(dy_offset + base);
-        const int aligned = x_aligned && dy_aligned && C2O_ALIGNED8(dx_offset + base);
+        const int aligned = x_aligned & dy_aligned & C2O_ALIGNED8(dx_offset + base); /* 0 or 1 each */
         __global const C2O_STORAGE *xv = x + x_offset + base;
         __global const C2O_STORAGE *dyv = dy + dy_offset + base;
         __global C2O_STORAGE *dxv = dx + dx_offset + base;
@@ -132,8 +132,8 @@ __kernel void caffe2op_normalize_bwd(
         c2o_team_dot(xv, x_aligned, dyv, dy_aligned, 0, len, tm, partial, &xy_hi, &xy_lo);
         if (C2O_GRAD_RESCUE && C2O_NEEDS_RESCUE(xx_hi + xx_lo)) {
             /* Rare: every item of the team measures the vector again on its own, in the serial
-             * order of the columns kernel (no barrier under this branch). */
-            c2o_serial_rescued_grad_split(xv, dyv, len, &a, &b, &c1, &c2);
+             * rescue order, k increasing (no barrier under this branch). */
+            c2o_serial_rescued_grad_split(xv, dyv, len, 1, &a, &b, &c1, &c2);
         } else {
             c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, 0, &a, &b);
         }
@@ -174,7 +174,7 @@ __kernel void caffe2op_normalize_segments_fwd(
         const ulong s = first + team;
         const ulong begin = s < n_segments ? (ulong)indptr[indptr_offset + s] : 0;
         const ulong n = s < n_segments ? (ulong)indptr[indptr_offset + s + 1] - begin : 0;
-        const int aligned = C2O_ALIGNED8(x_offset + begin) && C2O_ALIGNED8(y_offset + begin);
+        const int aligned = C2O_ALIGNED8(x_offset + begin) & C2O_ALIGNED8(y_offset + begin); /* 0 or 1 each */
         __global const C2O_STORAGE *xs = x + x_offset + begin;
         const ACC scale = c2o_team_vector_scale(xs, C2O_ALIGNED8(x_offset + begin), n, use_max_norm, norm, tm,
                                                 partial);

@@ -385,7 +385,7 @@ __kernel void caffe2op_normalize_columns_bwd(
         c2o_residue_tree(axx + C2O_PART(j, 0), axx + C2O_PART(j, 0), &sxx, &sxx_lo);
         c2o_residue_tree(axy + C2O_PART(j, 0), axy + C2O_PART(j, 0), &sxy, &sxy_lo);
 #endif
-        ACC fa[8], fb[8], xx[8], xy[8], xx_lo[8], xy_lo[8];
+        ACC fa[8], fb[8], f1[8], f2[8], xx[8], xy[8], xx_lo[8], xy_lo[8];
         vstore8(sxx, 0, xx);
         vstore8(sxy, 0, xy);
         vstore8(sxx_lo, 0, xx_lo);
@@ -393,20 +393,35 @@ __kernel void caffe2op_normalize_columns_bwd(
         const uint w = j + 1 == m ? last : 8u;
 #pragma unroll
         for (uint l = 0; l < 8; ++l) {
+            f1[l] = (ACC)1;
+            f2[l] = (ACC)1;
             if (C2O_GRAD_RESCUE && l < w && C2O_NEEDS_RESCUE(xx[l] + xx_lo[l])) {
-                c2o_serial_rescued_grad(xb + j * 8 + l, dyb + j * 8 + l, n, inner, &fa[l], &fb[l]);
+                c2o_serial_rescued_grad_split(xb + j * 8 + l, dyb + j * 8 + l, n, inner, &fa[l], &fb[l], &f1[l],
+                                              &f2[l]);
             } else {
                 c2o_grad_factors(xx[l], xx_lo[l], xy[l], xy_lo[l], 0, &fa[l], &fb[l]);
             }
         }
+        /* The chunk's partials are spent: parts 1 and 2 keep the rescue's 2^-e = c1 c2. */
         axx[C2O_PART(j, 0)] = vload8(0, fa);
         axy[C2O_PART(j, 0)] = vload8(0, fb);
+        axx[C2O_PART(j, 1)] = vload8(0, f1);
+        axx[C2O_PART(j, 2)] = vload8(0, f2);
     }
     for (ulong k = 0; k < n; ++k) {
         for (uint j = 0; j < m; ++j) {
             const uint w = j + 1 == m ? last : 8u;
             const ulong e = k * inner + j * 8;
+#if C2O_GRAD_RESCUE
+            /* ((dy a - ((x c1) c2) b) c1) c2 (see c2o_serial_rescued_grad_split): with c1 = c2 = 1
+             * the bits of dy a - x b. */
+            const C2O_ACC8 c1 = axx[C2O_PART(j, 1)];
+            const C2O_ACC8 c2 = axx[C2O_PART(j, 2)];
+            const C2O_ACC8 xs = (c2o_load_block(xb, e, w) * c1) * c2;
+            const C2O_ACC8 r = ((c2o_load_block(dyb, e, w) * axx[C2O_PART(j, 0)] - xs * axy[C2O_PART(j, 0)]) * c1) * c2;
+#else
             const C2O_ACC8 r = c2o_load_block(dyb, e, w) * axx[C2O_PART(j, 0)] - c2o_load_block(xb, e, w) * axy[C2O_PART(j, 0)];
+#endif
             c2o_store_block(dxb, e, w, C2O_TO_VALUE8(r));
         }
     }
@@ -534,7 +549,7 @@ __kernel void caffe2op_normalize_columns_tile_bwd(
         c2o_tile_partial_sums(xc, dyc, valid, n, inner, tile, slices, c, s, part, cross);
         barrier(CLK_LOCAL_MEM_FENCE);
         if (s == 0) {
-            ACC fa = (ACC)0, fb = (ACC)0;
+            ACC fa = (ACC)0, fb = (ACC)0, c1 = (ACC)1, c2 = (ACC)1;
             if (valid) {
                 ACC xx, xx_lo, xy, xy_lo;
 #if C2O_COMP
@@ -545,20 +560,35 @@ __kernel void caffe2op_normalize_columns_tile_bwd(
                 c2o_sum8(c2o_tile_partials(cross, tile, c), (C2O_ACC8)((ACC)0), &xy, &xy_lo);
 #endif
                 if (C2O_GRAD_RESCUE && C2O_NEEDS_RESCUE(xx + xx_lo)) {
-                    c2o_serial_rescued_grad(xc, dyc, n, inner, &fa, &fb);
+                    c2o_serial_rescued_grad_split(xc, dyc, n, inner, &fa, &fb, &c1, &c2);
                 } else {
                     c2o_grad_factors(xx, xx_lo, xy, xy_lo, 0, &fa, &fb);
                 }
             }
             factors[c] = fa;
             factors[tile + c] = fb;
+#if C2O_GRAD_RESCUE
+            /* Column c's own partial slots are spent (no other item reads them): 2^-e = c1 c2. */
+            part[c] = c1;
+            part[tile + c] = c2;
+#endif
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         const ACC fa = factors[c];
         const ACC fb = factors[tile + c];
+#if C2O_GRAD_RESCUE
+        const ACC c1 = part[c];
+        const ACC c2 = part[tile + c];
+#endif
         if (valid) {
             for (ulong k = s; k < n; k += slices) {
+#if C2O_GRAD_RESCUE
+                /* ((dy a - ((x c1) c2) b) c1) c2: with c1 = c2 = 1 the bits of dy a - x b */
+                const ACC xs = (C2O_LOAD_ACC(xc, k * inner) * c1) * c2;
+                const ACC r = ((C2O_LOAD_ACC(dyc, k * inner) * fa - xs * fb) * c1) * c2;
+#else
                 const ACC r = C2O_LOAD_ACC(dyc, k * inner) * fa - C2O_LOAD_ACC(xc, k * inner) * fb;
+#endif
                 C2O_STORE(dxc, k * inner, (C2O_VALUE)r);
             }
         }

@@ -49,11 +49,11 @@
  *     power of two covering the vector's chunks, or one item per vector
  *     under 64 elements (normalize.cl's header has the launch shapes and
  *     their performance model).
- *   caffe2op_normalize_columns_fwd / _bwd: every other axis, a work item per
- *     block of up to 8 adjacent vectors (o, i .. i + 7): it walks down k
- *     loading 8 adjacent values at a time (one vload8), 4 rows per sweep,
- *     as the CPU kernel does; each vector's sum has that one serial order
- *     whatever the block and strip sizes.
+ *   caffe2op_normalize_columns_* (normalize_columns.cl): every other axis;
+ *     each column's sum is 8 partials (partial r adds rows k = r mod 8 in
+ *     increasing k) added in c2o_sum8's tree, computed by a strip kernel on
+ *     CPU devices and by 2-D tiles (adjacent columns x 8 row-slices) on GPUs;
+ *     that file's header has the launch shapes and their performance model.
  *
  * Sparse matrices, with their structure checked on the host once:
  *
@@ -72,8 +72,9 @@
  *
  * Determinism (issue 16): every vector's sum has one order fixed by its
  * length alone (c2o_team_dot: 256 slots of 8 lanes, an interleaved
- * pairwise tree, then the lanes; serial for the columns and grouped
- * kernels), which every work-group size computes exactly, with no atomics:
+ * pairwise tree, then the lanes; columns: 8 residue partials and a tree,
+ * normalize_columns.cl; grouped: serial), which every work-group size
+ * computes exactly, with no atomics:
  * the same bits on every run, under every work-group size, local-memory
  * size and launch shape of one device and accumulation (tested across the
  * emulated limit sets, tests/opencl/test_normalize_determinism.py).  A
@@ -82,17 +83,13 @@
  * set) is safe: a vector is read completely before any of it is written,
  * by the same work item or after a barrier; vectors whose scale is 1 are
  * then not written at all.  The rescue measures a vector again serially
- * (c2o_serial_rescued_scale, the columns kernels' order), on every device
- * and launch shape alike.
+ * (c2o_serial_rescued_scale: k in increasing order), on every device and
+ * launch shape alike.
  *
  * Performance model (H100 SXM: 3.35 TB/s HBM3, 132 SMs, ~600 ns DRAM
  * latency, so ~15 KB must be in flight per SM to reach peak bandwidth).
- * The work-group (rows and sparse segments) kernels: see normalize.cl.
- *   (4096, 4096) along axis 0: the columns kernel on every device: 512 work
- *     items of 8 adjacent columns (a warp reads 1 KB per row, coalesced),
- *     16 warps on 16 of 132 SMs, each keeping 4 rows x 1 KB in flight
- *     (~15 KB per SM, near its peak): 128 MB at ~12% of the device's peak:
- *     predicted 250-450 us (was 200-400 us with a work-group per column).
+ * The work-group (rows and sparse segments) kernels: see normalize.cl; the
+ * columns kernels: see normalize_columns.cl.
  */
 #pragma once
 #include "caffe2op_common.h"
@@ -492,7 +489,7 @@ static ACC c2o_serial_rescued_scale(__global const C2O_STORAGE *p, const ulong n
 
 /* The scale of one vector (a team's), from its canonical sum of squares; a
  * sum that needs the rescue is measured again by every item of the team on
- * its own, in the serial order of the columns kernel (rare; no barrier under
+ * its own, in the serial rescue order (k increasing) (rare; no barrier under
  * this branch, so teams may take it or not).  Ends with a barrier outside
  * C2O_SOLO, so that in place the vector is read completely before any of it
  * is written.  Every item of the work-group must call it. */
@@ -561,30 +558,31 @@ static void c2o_serial_rescued_grad(__global const C2O_STORAGE *x, __global cons
     c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, e, a, b);
 }
 
-/* c2o_serial_rescued_grad for the team kernels, whose factors must stay representable for huge
- * vectors: c2o_grad_factors' b carries 2^-2e, which underflows in float once e passes ~63.  For
- * e > 0, with x' = x 2^-e and n its norm: dx = (dy * a - x' * b) 2^-e, a = 1 / n,
+/* c2o_serial_rescued_grad (vector x[k * stride]) for the team and columns kernels, whose factors
+ * must stay representable for huge vectors: c2o_grad_factors' b carries 2^-2e, which
+ * underflows in float once e passes ~63.  For e > 0, with x' = x 2^-e and n its norm:
+ * dx = (dy * a - x' * b) 2^-e, a = 1 / n,
  * b = <x', dy> / n^3, and 2^-e applied as c1 c2 (each at least 2^-64: normal numbers); the
  * caller computes ((dy * a - ((x * c1) * c2) * b) * c1) * c2.  Otherwise (no rescue needed or
  * a tiny vector) c1 = c2 = 1 and the factors of c2o_serial_rescued_grad. */
 static void c2o_serial_rescued_grad_split(__global const C2O_STORAGE *x, __global const C2O_STORAGE *dy,
-                                          const ulong n, ACC *a, ACC *b, ACC *c1, ACC *c2)
+                                          const ulong n, const ulong stride, ACC *a, ACC *b, ACC *c1, ACC *c2)
 {
     ACC amax = (ACC)0;
     for (ulong k = 0; k < n; ++k) {
-        amax = c2o_max_nan(amax, fabs(C2O_LOAD_ACC(x, k)));
+        amax = c2o_max_nan(amax, fabs(C2O_LOAD_ACC(x, k * stride)));
     }
     const int e = c2o_rescue_exponent(amax);
     *c1 = (ACC)1;
     *c2 = (ACC)1;
     if (e <= 0) {
-        c2o_serial_rescued_grad(x, dy, n, 1, a, b);
+        c2o_serial_rescued_grad(x, dy, n, stride, a, b);
         return;
     }
     ACC xx_hi = (ACC)0, xx_lo = (ACC)0, xy_hi = (ACC)0, xy_lo = (ACC)0;
     for (ulong k = 0; k < n; ++k) {
-        const ACC v = ldexp(C2O_LOAD_ACC(x, k), -e);
-        const ACC d = C2O_LOAD_ACC(dy, k);
+        const ACC v = ldexp(C2O_LOAD_ACC(x, k * stride), -e);
+        const ACC d = C2O_LOAD_ACC(dy, k * stride);
         C2O_ACCUM_SQ(ACC, xx_hi, xx_lo, v);
         C2O_ACCUM_PROD(ACC, xy_hi, xy_lo, v, d);
     }

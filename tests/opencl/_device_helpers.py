@@ -23,6 +23,30 @@ def run_op(device, op_type, feeds, inputs, outputs, **args):
     return ws, {name: ws.fetch_blob(name) for name in ([outputs] if isinstance(outputs, str) else outputs)}
 
 
+def assert_gradient_close(dx, x, dy, axis):
+    """NormalizeGradient's ``dx`` from a device within the dtype's tolerance of the CPU's.
+
+    dX is a difference of two terms, each bounded by ||dY|| / ||X|| along the
+    axis, so each element may differ by ``tol * (|dX| + 2 ||dY|| / ||X||)``;
+    elements the CPU gives as inf or NaN must be the same on the device.
+    """
+    from caffe2op.ops.normalize import dense as dense_module
+
+    cpu = dense_module.normalize_gradient_dense("G", x, dy, axis).astype(np.float64)
+    wide_x, wide_dy = x.astype(np.float64), dy.astype(np.float64)
+    with np.errstate(all="ignore"):
+        # Scaled by the largest magnitude first: the norms of 1e200 vectors stay finite.
+        scale = np.maximum(np.max(np.abs(wide_x), axis=axis, keepdims=True), np.finfo(np.float64).tiny)
+        n = np.maximum(np.sqrt(np.sum((wide_x / scale) ** 2, axis=axis, keepdims=True)) * scale, 1e-12)
+        bound = np.sqrt(np.sum(wide_dy**2, axis=axis, keepdims=True)) / n
+        err = np.abs(dx.astype(np.float64) - cpu)
+    finite = np.isfinite(cpu) & np.isfinite(np.broadcast_to(bound, cpu.shape))
+    np.testing.assert_array_equal(dx[~np.isfinite(cpu)].astype(np.float64), cpu[~np.isfinite(cpu)])
+    tol = {np.float16: 1e-2, np.float32: 1e-5, np.float64: 1e-12}[x.dtype.type]
+    limit = np.broadcast_to(tol * (np.abs(cpu) + 2 * bound), cpu.shape)
+    assert np.all(err[finite] <= limit[finite]), float(np.max(err[finite] - limit[finite]))
+
+
 def on_device(device, array):
     """A copy of ``array`` on ``device`` (a NumPy copy for the CPU)."""
     return backend_for(device).from_host(np.asarray(array))

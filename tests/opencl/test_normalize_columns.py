@@ -23,9 +23,9 @@ import caffe2op
 from caffe2op.devices import backend_for
 from caffe2op.opencl import backend as backend_module
 from caffe2op.ops.normalize import columns_opencl, dense_opencl
-from caffe2op.ops.normalize import dense as dense_module
 
 from .._helpers import assert_allclose_dtype
+from ._device_helpers import assert_gradient_close
 
 # Each group shares one accumulation, so its limit sets must agree bit for bit: the CPU shape ("" and
 # shape=cpu on PoCL), full tiles, tiles with fewer slices (work_group=64) and narrower tiles (local_mem).
@@ -84,27 +84,6 @@ def _cases(dtype):
     yield "rescue (37, 20) axis 0", x.astype(dtype), rng.standard_normal((37, 20)).astype(dtype), 0
 
 
-def _gradient_close(dx, x, dy, axis, rescued):
-    cpu = dense_module.normalize_gradient_dense("G", x, dy, axis)
-    if rescued:
-        # As test_normalize_extremes.py's gradient test: in compensated mode a rescued column's
-        # x * <x, dy> / n^3 term underflows float (c2o_grad_factors' 2^-2e), so dX keeps only dy / n
-        # there (a known limit of normalize_common.h's rescue, reported on issue 16).
-        finite = cpu.astype(np.float64)[np.isfinite(cpu)]
-        bound = np.abs(dy.astype(np.float64)).max() * (np.abs(finite).max() if finite.size else 0.0) + 1.0
-        np.testing.assert_allclose(dx.astype(np.float64), cpu.astype(np.float64), rtol=2e-3, atol=1e-6 * bound)
-        return
-    wide_x, wide_dy = x.astype(np.float64), dy.astype(np.float64)
-    with np.errstate(all="ignore"):
-        n = np.maximum(np.sqrt(np.sum(wide_x**2, axis=axis, keepdims=True)), 1e-12)
-        bound = np.sqrt(np.sum(wide_dy**2, axis=axis, keepdims=True)) / n
-    finite = np.isfinite(cpu) & np.isfinite(bound)
-    tol = {np.float16: 1e-2, np.float32: 1e-5, np.float64: 1e-12}[x.dtype.type]
-    with np.errstate(invalid="ignore"):
-        err = np.abs(dx.astype(np.float64) - cpu)
-    assert np.all(err[finite] <= (tol * (np.abs(cpu) + 2 * bound))[finite]), np.max(err[finite])
-
-
 def _battery(device, dtype):
     """Every result as bytes, in a fixed order; each checked against the CPU path on the way."""
     backend = backend_for(device)
@@ -127,7 +106,7 @@ def _battery(device, dtype):
         caffe2op.normalize(backend.from_host(x), axis=axis, out=out)
         assert out.get().tobytes() == results[-3], name
         dx = dense_opencl.normalize_gradient_opencl("G", backend.from_host(x), backend.from_host(dy), axis).get()
-        _gradient_close(dx, x, dy, axis, rescued=name.startswith("rescue"))
+        assert_gradient_close(dx, x, dy, axis)
         results.append(dx.tobytes())
         flat_x = backend.from_host(np.concatenate([np.zeros(1, dtype), x.ravel()]))[1:].reshape(x.shape)
         flat_dy = backend.from_host(np.concatenate([np.zeros(2, dtype), dy.ravel()]))[2:].reshape(x.shape)
@@ -237,7 +216,7 @@ def test_tiles_looping_over_several_tiles(opencl_device, restore_limits, monkeyp
             caffe2op.normalize(d, axis=axis, out=d)
             assert_allclose_dtype(d.get(), caffe2op.normalize(x, axis=axis))
             dx = dense_opencl.normalize_gradient_opencl("G", backend.from_host(x), backend.from_host(dy), axis).get()
-            _gradient_close(dx, x, dy, axis, rescued=False)
+            assert_gradient_close(dx, x, dy, axis)
             results += [d.get().tobytes(), dx.tobytes()]
         runs.append(results)
     assert runs[0] == runs[1]

@@ -4,7 +4,8 @@
 Issue 16: every Normalize kernel sums a vector in one canonical order fixed
 by its length alone (normalize.cl: chunks of 8 lanes in 256 slots, an
 interleaved pairwise tree, then the lanes), which every launch shape
-computes exactly; the columns and grouped kernels sum each vector serially.
+computes exactly; the columns kernels add 8 residue partials (rows k = r mod 8)
+in a fixed tree (normalize_columns.cl), the grouped kernel sums each vector serially.
 Each battery runs under every limit set below and must give identical bytes:
 dense rows and columns of odd lengths, NormalizeGradient, CSR segments and
 grouped vectors, float16/32/64, double and compensated accumulation.

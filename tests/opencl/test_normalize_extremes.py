@@ -22,11 +22,10 @@ import scipy.sparse as sp
 import caffe2op
 from caffe2op.devices import backend_for
 from caffe2op.opencl import backend as backend_module
-from caffe2op.ops.normalize import dense as dense_module
 from caffe2op.ops.normalize import dense_opencl as dense_opencl_module
 
 from .._helpers import assert_allclose_dtype, assert_bit_identical
-from ._device_helpers import limits_fixture_value
+from ._device_helpers import assert_gradient_close, limits_fixture_value
 
 LIMITS = [
     "",
@@ -187,16 +186,9 @@ def test_gradient_of_extremes_matches_cpu_under_every_limit(opencl_device, limit
         x = _extreme_array(dtype, shape, seed=shape[0])
         dy = rng.standard_normal(shape).astype(dtype)
         for axis in (0, 1):
-            cpu = dense_module.normalize_gradient_dense("G", x, dy, axis)
             device = dense_opencl_module.normalize_gradient_opencl("G", backend.from_host(x), backend.from_host(dy),
                                                                    axis)  # fmt: skip
-            # dX is a difference of two terms, each bounded by |dY| / n: errors scale with that.
-            # (finite values only: an infinite dX element would make the tolerance infinite, and the check vacuous;
-            # assert_allclose still requires infinities in the same places)
-            finite = cpu.astype(np.float64)[np.isfinite(cpu)]
-            bound = np.abs(dy.astype(np.float64)).max() * (np.abs(finite).max() if finite.size else 0.0) + 1.0
-            np.testing.assert_allclose(device.get().astype(np.float64), cpu.astype(np.float64), rtol=2e-3,
-                                       atol=1e-6 * bound)  # fmt: skip
+            assert_gradient_close(device.get(), x, dy, axis)
 
 
 # --- accumulation per device ------------------------------------------------------------------------
