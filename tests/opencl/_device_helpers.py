@@ -139,6 +139,29 @@ def run_large_table_script(device, body, timeout=900):
 # --- emulated device limits ------------------------------------------------------------------------
 
 
+def set_emulated_limits(limits):
+    """Re-probe the devices under ``CAFFE2OP_OPENCL_LIMITS=limits`` (the ``restore_limits`` fixture undoes it)."""
+    from caffe2op.opencl import backend as backend_module
+
+    os.environ["CAFFE2OP_OPENCL_LIMITS"] = limits
+    backend_module._reprobe_devices()
+
+
+# Normalize's determinism tests: each group shares one accumulation (double where fast, or
+# compensated), so its limit sets must agree bit for bit: the CPU shape ("" and shape=cpu on
+# PoCL), the GPU shape, smaller work-groups (work_group=64) and less local memory.
+NORMALIZE_LIMIT_GROUPS = {
+    "double": ["", "shape=gpu", "shape=gpu,work_group=64", "shape=gpu,work_group=128,local_mem=2048", "shape=cpu"],
+    "compensated": [
+        "fast_fp64=0",
+        "shape=gpu,fast_fp64=0",
+        "shape=gpu,fast_fp64=0,work_group=64",
+        "shape=gpu,fast_fp64=0,work_group=128,local_mem=2048",
+        "shape=cpu,fast_fp64=0",
+    ],  # fmt: skip
+}
+
+
 @contextlib.contextmanager
 def emulated_limits(limits):
     """Re-probe the devices under ``CAFFE2OP_OPENCL_LIMITS=limits``, then restore the environment's setting."""
@@ -155,6 +178,30 @@ def emulated_limits(limits):
         else:
             os.environ["CAFFE2OP_OPENCL_LIMITS"] = saved
         backend_module._reprobe_devices()
+
+
+def assert_same_bits_under_limit_groups(device, accumulation, dtype, battery):
+    """Run ``battery(device, dtype)`` (a list of bytes) under every limit set of one accumulation.
+
+    The limit sets are ``NORMALIZE_LIMIT_GROUPS[accumulation]``; every run
+    must give exactly the first one's bytes.  Skips where the device cannot
+    run ``dtype`` or does not sum it that way.
+    """
+    reference = None
+    for limits in NORMALIZE_LIMIT_GROUPS[accumulation]:
+        with emulated_limits(limits):
+            info = backend_for(device).info
+            if dtype == np.float64 and not info.fp64:
+                pytest.skip("device without fp64")
+            if accumulation == "double" and not info.fast_fp64 and dtype != np.float64:
+                pytest.skip("this device sums float32 in compensated float")
+            results = battery(device, dtype)
+        if reference is None:
+            reference = (limits, results)
+            continue
+        assert len(results) == len(reference[1])
+        differing = [i for i, (a, b) in enumerate(zip(reference[1], results, strict=True)) if a != b]
+        assert not differing, f"{limits!r} differs from {reference[0]!r} in results {differing}"
 
 
 def limits_fixture_value(request):

@@ -21,44 +21,20 @@ import pytest
 
 import caffe2op
 from caffe2op.devices import backend_for
-from caffe2op.opencl import backend as backend_module
 from caffe2op.ops.normalize import columns_opencl, dense_opencl
 
 from .._helpers import assert_allclose_dtype
-from ._device_helpers import assert_gradient_close
+from ._device_helpers import (
+    NORMALIZE_LIMIT_GROUPS,
+    assert_gradient_close,
+    assert_same_bits_under_limit_groups,
+    set_emulated_limits,
+)
 
-# Each group shares one accumulation, so its limit sets must agree bit for bit: the CPU shape ("" and
-# shape=cpu on PoCL), full tiles, tiles with fewer slices (work_group=64) and narrower tiles (local_mem).
-LIMIT_GROUPS = {
-    "double": ["", "shape=gpu", "shape=gpu,work_group=64", "shape=gpu,work_group=128,local_mem=2048", "shape=cpu"],
-    "compensated": [
-        "fast_fp64=0",
-        "shape=gpu,fast_fp64=0",
-        "shape=gpu,fast_fp64=0,work_group=64",
-        "shape=gpu,fast_fp64=0,work_group=128,local_mem=2048",
-        "shape=cpu,fast_fp64=0",
-    ],  # fmt: skip
-}
 INNERS = [2, 7, 8, 9, 33, 64, 100]
 LENGTHS = [1, 3, 8, 9, 1000]
 # Magnitudes whose squares overflow or underflow the sums (double sums of float64, float sums of float32).
 RESCUE = {np.float64: (1e200, 1e-200), np.float32: (3e25, 3e-25), np.float16: (6e4, 6e-8)}
-
-
-def _under(limits_text):
-    os.environ["CAFFE2OP_OPENCL_LIMITS"] = limits_text
-    backend_module._reprobe_devices()
-
-
-@pytest.fixture
-def restore_limits():
-    saved = os.environ.get("CAFFE2OP_OPENCL_LIMITS")
-    yield
-    if saved is None:
-        os.environ.pop("CAFFE2OP_OPENCL_LIMITS", None)
-    else:
-        os.environ["CAFFE2OP_OPENCL_LIMITS"] = saved
-    backend_module._reprobe_devices()
 
 
 def _cases(dtype):
@@ -115,23 +91,10 @@ def _battery(device, dtype):
     return results
 
 
-@pytest.mark.parametrize("accumulation", sorted(LIMIT_GROUPS))
+@pytest.mark.parametrize("accumulation", sorted(NORMALIZE_LIMIT_GROUPS))
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_same_bits_on_every_shape_and_limit_set(opencl_device, restore_limits, accumulation, dtype):
-    reference = None
-    for limits_text in LIMIT_GROUPS[accumulation]:
-        _under(limits_text)
-        info = backend_for(opencl_device).info
-        if dtype == np.float64 and not info.fp64:
-            pytest.skip("device without fp64")
-        if accumulation == "double" and not info.fast_fp64 and dtype != np.float64:
-            pytest.skip("this device sums float32 in compensated float")
-        results = _battery(opencl_device, dtype)
-        if reference is None:
-            reference = (limits_text, results)
-            continue
-        differing = [i for i, (a, b) in enumerate(zip(reference[1], results, strict=True)) if a != b]
-        assert not differing, f"{limits_text!r} differs from {reference[0]!r} in results {differing}"
+def test_same_bits_on_every_shape_and_limit_set(opencl_device, accumulation, dtype):
+    assert_same_bits_under_limit_groups(opencl_device, accumulation, dtype, _battery)
 
 
 def test_launch_shapes_really_differ(opencl_device, restore_limits, monkeypatch):
@@ -145,8 +108,8 @@ def test_launch_shapes_really_differ(opencl_device, restore_limits, monkeypatch)
 
     monkeypatch.setattr(columns_opencl, "tile_shape", spy)
     shapes = {}
-    for limits_text in LIMIT_GROUPS["double"]:
-        _under(limits_text)
+    for limits_text in NORMALIZE_LIMIT_GROUPS["double"]:
+        set_emulated_limits(limits_text)
         seen.clear()
         backend = backend_for(opencl_device)
         x = backend.from_host(np.ones((9, 100), np.float64 if backend.info.fp64 else np.float32))
@@ -176,7 +139,7 @@ def _canonical_column_sum(column, fused):
 @pytest.mark.parametrize("limits_text", ["", "shape=gpu", "shape=gpu,work_group=64"])
 def test_float64_bits_are_the_canonical_order(opencl_device, restore_limits, limits_text):
     """float64 columns give exactly the order above (with or without a fused multiply-add per square)."""
-    _under(limits_text)
+    set_emulated_limits(limits_text)
     backend = backend_for(opencl_device)
     if not backend.info.fp64:
         pytest.skip("device without fp64")
@@ -198,7 +161,7 @@ def test_tiles_looping_over_several_tiles(opencl_device, restore_limits, monkeyp
     Small on purpose: ``.ci/oclgrind`` runs it (tile kernels forward, in place and backward, a
     rescued column, local memory reused from one tile to the next).
     """
-    _under(os.environ.get("CAFFE2OP_OPENCL_LIMITS") or "shape=gpu")
+    set_emulated_limits(os.environ.get("CAFFE2OP_OPENCL_LIMITS") or "shape=gpu")
     backend = backend_for(opencl_device)
     if dtype == np.float64 and not backend.info.fp64:
         pytest.skip("device without fp64")

@@ -11,45 +11,17 @@ dense rows and columns of odd lengths, NormalizeGradient, CSR segments and
 grouped vectors, float16/32/64, double and compensated accumulation.
 """
 
-import os
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import caffe2op
 from caffe2op.devices import backend_for
-from caffe2op.opencl import backend as backend_module
 from caffe2op.ops.normalize import dense_opencl as dense_opencl_module
 
-# Each group shares one accumulation (double where fast, or compensated), so bits must agree inside it.
-LIMIT_GROUPS = {
-    "double": ["", "shape=gpu", "shape=gpu,work_group=64", "shape=gpu,work_group=128,local_mem=2048", "shape=cpu"],
-    "compensated": [
-        "fast_fp64=0",
-        "shape=gpu,fast_fp64=0",
-        "shape=gpu,fast_fp64=0,work_group=64",
-        "shape=gpu,fast_fp64=0,work_group=128,local_mem=2048",
-        "shape=cpu,fast_fp64=0",
-    ],  # fmt: skip
-}
+from ._device_helpers import NORMALIZE_LIMIT_GROUPS, assert_same_bits_under_limit_groups, set_emulated_limits
+
 LENGTHS = [1, 3, 63, 64, 65, 1000, 2049, 20000]
-
-
-def _under(limits_text):
-    os.environ["CAFFE2OP_OPENCL_LIMITS"] = limits_text
-    backend_module._reprobe_devices()
-
-
-@pytest.fixture
-def restore_limits():
-    saved = os.environ.get("CAFFE2OP_OPENCL_LIMITS")
-    yield
-    if saved is None:
-        os.environ.pop("CAFFE2OP_OPENCL_LIMITS", None)
-    else:
-        os.environ["CAFFE2OP_OPENCL_LIMITS"] = saved
-    backend_module._reprobe_devices()
 
 
 def _inputs(dtype):
@@ -87,32 +59,18 @@ def _battery(device, dtype):
     return results
 
 
-@pytest.mark.parametrize("accumulation", sorted(LIMIT_GROUPS))
+@pytest.mark.parametrize("accumulation", sorted(NORMALIZE_LIMIT_GROUPS))
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_same_bits_under_every_limit_set(opencl_device, restore_limits, accumulation, dtype):
-    reference = None
-    for limits_text in LIMIT_GROUPS[accumulation]:
-        _under(limits_text)
-        info = backend_for(opencl_device).info
-        if dtype == np.float64 and not info.fp64:
-            pytest.skip("device without fp64")
-        if accumulation == "double" and not info.fast_fp64 and dtype != np.float64:
-            pytest.skip("this device sums float32 in compensated float")
-        results = _battery(opencl_device, dtype)
-        if reference is None:
-            reference = (limits_text, results)
-            continue
-        assert len(results) == len(reference[1])
-        differing = [i for i, (a, b) in enumerate(zip(reference[1], results, strict=True)) if a != b]
-        assert not differing, f"{limits_text!r} differs from {reference[0]!r} in results {differing}"
+def test_same_bits_under_every_limit_set(opencl_device, accumulation, dtype):
+    assert_same_bits_under_limit_groups(opencl_device, accumulation, dtype, _battery)
 
 
 def test_launch_shapes_really_differ(opencl_device, restore_limits):
     """The limit sets above do run different work-group sizes (else the test above proves nothing)."""
     sizes = {}
     real = dense_opencl_module._group_launch
-    for limits_text in LIMIT_GROUPS["double"]:
-        _under(limits_text)
+    for limits_text in NORMALIZE_LIMIT_GROUPS["double"]:
+        set_emulated_limits(limits_text)
         seen = []
 
         def spy(*args, seen=seen, **kwargs):

@@ -22,21 +22,10 @@ from caffe2op.ops.normalize import sparse_opencl as sparse_opencl_module
 from caffe2op.ops.normalize.dense import normalize_gradient_dense
 
 from .._helpers import assert_allclose_dtype
-from ._device_helpers import emulated_limits
+from ._device_helpers import NORMALIZE_LIMIT_GROUPS, emulated_limits
 
 sp = pytest.importorskip("scipy.sparse")
 
-# Each group shares one accumulation, so the bits must agree inside it.
-LIMIT_GROUPS = {
-    "double": ["", "shape=gpu", "shape=gpu,work_group=64", "shape=gpu,work_group=128,local_mem=2048", "shape=cpu"],
-    "compensated": [
-        "fast_fp64=0",
-        "shape=gpu,fast_fp64=0",
-        "shape=gpu,fast_fp64=0,work_group=64",
-        "shape=gpu,fast_fp64=0,work_group=128,local_mem=2048",
-        "shape=cpu,fast_fp64=0",
-    ],  # fmt: skip
-}
 LENGTHS = [1, 3, 7, 8, 63, 64, 65, 1000, 2049]
 # Magnitudes whose sums of squares leave the accumulator's safe range (the rescue); float16 values
 # (at most 65504, summed in float or double) never need it.
@@ -129,11 +118,11 @@ def _tolerance(dtype):
 
 
 @pytest.mark.parametrize("rescue", [False, True], ids=["plain", "rescue"])
-@pytest.mark.parametrize("accumulation", sorted(LIMIT_GROUPS))
+@pytest.mark.parametrize("accumulation", sorted(NORMALIZE_LIMIT_GROUPS))
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_dense_rows_same_bits_on_every_shape(opencl_device, accumulation, dtype, rescue):
     reference = None
-    for limits in LIMIT_GROUPS[accumulation]:
+    for limits in NORMALIZE_LIMIT_GROUPS[accumulation]:
         with emulated_limits(limits):
             _skip_unless_supported(opencl_device, dtype, accumulation)
             results = _dense_battery(opencl_device, dtype, rescue)
@@ -176,12 +165,12 @@ def _sparse_reference(m, norm, use_max_norm):
 
 
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
-@pytest.mark.parametrize("accumulation", sorted(LIMIT_GROUPS))
+@pytest.mark.parametrize("accumulation", sorted(NORMALIZE_LIMIT_GROUPS))
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_sparse_segments_same_bits_on_every_shape(opencl_device, accumulation, dtype, index_dtype):
     m = _varied_csr(dtype, index_dtype)
     reference = None
-    for limits in LIMIT_GROUPS[accumulation]:
+    for limits in NORMALIZE_LIMIT_GROUPS[accumulation]:
         with emulated_limits(limits):
             _skip_unless_supported(opencl_device, dtype, accumulation)
             results = []
