@@ -133,7 +133,7 @@ __kernel void caffe2op_normalize_bwd(
         if (C2O_GRAD_RESCUE && C2O_NEEDS_RESCUE(xx_hi + xx_lo)) {
             /* Rare: every item of the team measures the vector again on its own, in the serial
              * rescue order, k increasing (no barrier under this branch). */
-            c2o_serial_rescued_grad_split(xv, dyv, len, 1, &a, &b, &c1, &c2);
+            c2o_serial_rescued_grad(xv, dyv, len, 1, &a, &b, &c1, &c2);
         } else {
             c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, 0, &a, &b);
         }

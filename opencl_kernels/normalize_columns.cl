@@ -396,8 +396,7 @@ __kernel void caffe2op_normalize_columns_bwd(
             f1[l] = (ACC)1;
             f2[l] = (ACC)1;
             if (C2O_GRAD_RESCUE && l < w && C2O_NEEDS_RESCUE(xx[l] + xx_lo[l])) {
-                c2o_serial_rescued_grad_split(xb + j * 8 + l, dyb + j * 8 + l, n, inner, &fa[l], &fb[l], &f1[l],
-                                              &f2[l]);
+                c2o_serial_rescued_grad(xb + j * 8 + l, dyb + j * 8 + l, n, inner, &fa[l], &fb[l], &f1[l], &f2[l]);
             } else {
                 c2o_grad_factors(xx[l], xx_lo[l], xy[l], xy_lo[l], 0, &fa[l], &fb[l]);
             }
@@ -413,7 +412,7 @@ __kernel void caffe2op_normalize_columns_bwd(
             const uint w = j + 1 == m ? last : 8u;
             const ulong e = k * inner + j * 8;
 #if C2O_GRAD_RESCUE
-            /* ((dy a - ((x c1) c2) b) c1) c2 (see c2o_serial_rescued_grad_split): with c1 = c2 = 1
+            /* ((dy a - ((x c1) c2) b) c1) c2 (see c2o_serial_rescued_grad): with c1 = c2 = 1
              * the bits of dy a - x b. */
             const C2O_ACC8 c1 = axx[C2O_PART(j, 1)];
             const C2O_ACC8 c2 = axx[C2O_PART(j, 2)];
@@ -560,7 +559,7 @@ __kernel void caffe2op_normalize_columns_tile_bwd(
                 c2o_sum8(c2o_tile_partials(cross, tile, c), (C2O_ACC8)((ACC)0), &xy, &xy_lo);
 #endif
                 if (C2O_GRAD_RESCUE && C2O_NEEDS_RESCUE(xx + xx_lo)) {
-                    c2o_serial_rescued_grad_split(xc, dyc, n, inner, &fa, &fb, &c1, &c2);
+                    c2o_serial_rescued_grad(xc, dyc, n, inner, &fa, &fb, &c1, &c2);
                 } else {
                     c2o_grad_factors(xx, xx_lo, xy, xy_lo, 0, &fa, &fb);
                 }

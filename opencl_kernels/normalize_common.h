@@ -538,53 +538,33 @@ static void c2o_team_scale(__global const C2O_STORAGE *x, __global C2O_STORAGE *
 #  define C2O_GRAD_RESCUE 0
 #endif
 
-/* NormalizeGradient's factors of one column x[k * inner], k < n, by one work
- * item, with x scaled by 2^-e, e from its largest magnitude (the rescue). */
+/* NormalizeGradient's factors of one vector x[k * stride], k < n, by one work item, measured
+ * with x scaled by 2^-e, e from its largest magnitude (the rescue).  dx must stay representable
+ * for huge vectors, where c2o_grad_factors' b would carry 2^-2e (which underflows in float once
+ * e passes ~63): for e > 0, with x' = x 2^-e and n its norm, dx = (dy * a - x' * b) 2^-e with
+ * a = 1 / n, b = <x', dy> / n^3, and 2^-e applied as c1 c2 (each at least 2^-64: normal
+ * numbers); the caller computes ((dy * a - ((x * c1) * c2) * b) * c1) * c2.  Otherwise (a tiny
+ * vector, or one that needs no scaling) c1 = c2 = 1 and a, b are c2o_grad_factors'. */
 static void c2o_serial_rescued_grad(__global const C2O_STORAGE *x, __global const C2O_STORAGE *dy, const ulong n,
-                                    const ulong inner, ACC *a, ACC *b)
-{
-    ACC amax = (ACC)0;
-    for (ulong k = 0; k < n; ++k) {
-        amax = c2o_max_nan(amax, fabs(C2O_LOAD_ACC(x, k * inner)));
-    }
-    const int e = c2o_rescue_exponent(amax);
-    ACC xx_hi = (ACC)0, xx_lo = (ACC)0, xy_hi = (ACC)0, xy_lo = (ACC)0;
-    for (ulong k = 0; k < n; ++k) {
-        const ACC v = ldexp(C2O_LOAD_ACC(x, k * inner), -e);
-        const ACC d = C2O_LOAD_ACC(dy, k * inner);
-        C2O_ACCUM_SQ(ACC, xx_hi, xx_lo, v);
-        C2O_ACCUM_PROD(ACC, xy_hi, xy_lo, v, d);
-    }
-    c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, e, a, b);
-}
-
-/* c2o_serial_rescued_grad (vector x[k * stride]) for the team and columns kernels, whose factors
- * must stay representable for huge vectors: c2o_grad_factors' b carries 2^-2e, which
- * underflows in float once e passes ~63.  For e > 0, with x' = x 2^-e and n its norm:
- * dx = (dy * a - x' * b) 2^-e, a = 1 / n,
- * b = <x', dy> / n^3, and 2^-e applied as c1 c2 (each at least 2^-64: normal numbers); the
- * caller computes ((dy * a - ((x * c1) * c2) * b) * c1) * c2.  Otherwise (no rescue needed or
- * a tiny vector) c1 = c2 = 1 and the factors of c2o_serial_rescued_grad. */
-static void c2o_serial_rescued_grad_split(__global const C2O_STORAGE *x, __global const C2O_STORAGE *dy,
-                                          const ulong n, const ulong stride, ACC *a, ACC *b, ACC *c1, ACC *c2)
+                                    const ulong stride, ACC *a, ACC *b, ACC *c1, ACC *c2)
 {
     ACC amax = (ACC)0;
     for (ulong k = 0; k < n; ++k) {
         amax = c2o_max_nan(amax, fabs(C2O_LOAD_ACC(x, k * stride)));
     }
     const int e = c2o_rescue_exponent(amax);
-    *c1 = (ACC)1;
-    *c2 = (ACC)1;
-    if (e <= 0) {
-        c2o_serial_rescued_grad(x, dy, n, stride, a, b);
-        return;
-    }
     ACC xx_hi = (ACC)0, xx_lo = (ACC)0, xy_hi = (ACC)0, xy_lo = (ACC)0;
     for (ulong k = 0; k < n; ++k) {
         const ACC v = ldexp(C2O_LOAD_ACC(x, k * stride), -e);
         const ACC d = C2O_LOAD_ACC(dy, k * stride);
         C2O_ACCUM_SQ(ACC, xx_hi, xx_lo, v);
         C2O_ACCUM_PROD(ACC, xy_hi, xy_lo, v, d);
+    }
+    *c1 = (ACC)1;
+    *c2 = (ACC)1;
+    if (e <= 0) {
+        c2o_grad_factors(xx_hi, xx_lo, xy_hi, xy_lo, e, a, b);
+        return;
     }
     ACC norm = c2o_norm_of(xx_hi, xx_lo);
     const ACC eps = ldexp((ACC)C2O_NORMALIZE_EPS, -e);
