@@ -35,6 +35,14 @@ cdef double SUMSQ_TINY = ldexp(1.0, -960)
 # Below this many elements of work a parallel region costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 15
 
+cdef extern from "caffe2op_normalize.h":
+    double c2o_normalize_sumsq_f32(const float* x, Py_ssize_t n) noexcept nogil
+    double c2o_normalize_sumsq_f64(const double* x, Py_ssize_t n) noexcept nogil
+    double c2o_normalize_sumsq_f16(const uint16_t* x, Py_ssize_t n) noexcept nogil
+    void c2o_normalize_scale_f32(const float* x, float* y, Py_ssize_t n, float s) noexcept nogil
+    void c2o_normalize_scale_f64(const double* x, double* y, Py_ssize_t n, double s) noexcept nogil
+    void c2o_normalize_scale_f16(const uint16_t* x, uint16_t* y, Py_ssize_t n, float s) noexcept nogil
+
 # Storage: float32, float64, or float16 bit patterns computed in float32.
 ctypedef fused storage_t:
     float
@@ -100,33 +108,18 @@ cdef double _rescued_scale(const double* x, Py_ssize_t n, Py_ssize_t stride, bin
 # ------------------------------------------------------- contiguous vectors
 
 cdef inline double _sum_squares(const storage_t* x, Py_ssize_t n) noexcept nogil:
-    """Sum of squares of ``x[0:n]`` in float64 (a float16 square is exact in float32)."""
-    cdef Py_ssize_t j = 0, t
-    cdef double acc[8]
-    cdef float hx
-    # Eight independent sums, one per position modulo 8: a fixed-size inner loop the
-    # compiler turns into vector code without reassociating any single sum.
-    for t in range(8):
-        acc[t] = 0
-    if storage_t is uint16_t:
-        while j + 8 <= n:
-            for t in range(8):
-                hx = c2o_half_to_float(x[j + t])
-                acc[t] += <double> (hx * hx)
-            j += 8
-        while j < n:
-            hx = c2o_half_to_float(x[j])
-            acc[0] += <double> (hx * hx)
-            j += 1
+    """Sum of squares of ``x[0:n]`` in float64 (a float16 square is exact in float32).
+
+    The order is fixed (pyx/caffe2op_normalize.h): lane ``t`` of 8 adds the
+    elements ``8c + t`` of the full chunks, the tail adds to lane 0, then a
+    fixed tree; float32 and float64 run that header's kernels.
+    """
+    if storage_t is float:
+        return c2o_normalize_sumsq_f32(x, n)
+    elif storage_t is double:
+        return c2o_normalize_sumsq_f64(x, n)
     else:
-        while j + 8 <= n:
-            for t in range(8):
-                acc[t] += <double> x[j + t] * x[j + t]
-            j += 8
-        while j < n:
-            acc[0] += <double> x[j] * x[j]
-            j += 1
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        return c2o_normalize_sumsq_f16(x, n)
 
 
 cdef inline void _scale_into(const storage_t* x, storage_t* y, Py_ssize_t n, double scale) noexcept nogil:
@@ -135,25 +128,26 @@ cdef inline void _scale_into(const storage_t* x, storage_t* y, Py_ssize_t n, dou
     float32 and float16 data are multiplied in float32 by the scale rounded to
     float32 (as Caffe2 computed them); float64 data in float64.
     """
-    cdef Py_ssize_t j
     cdef float fscale = <float> scale
     if scale == 1.0 and <const void*> x == <const void*> y:
         return
     if storage_t is uint16_t:
-        for j in range(n):
-            y[j] = c2o_float_to_half(c2o_half_to_float(x[j]) * fscale)
+        c2o_normalize_scale_f16(x, y, n, fscale)
     elif storage_t is float:
-        for j in range(n):
-            y[j] = x[j] * fscale
+        c2o_normalize_scale_f32(x, y, n, fscale)
     else:
-        for j in range(n):
-            y[j] = x[j] * scale
+        c2o_normalize_scale_f64(x, y, n, scale)
 
 
 cdef inline double _vector_scale(const storage_t* x, Py_ssize_t n, bint use_max_norm, double norm,
                                  bint additive_eps) noexcept nogil:
     """Scale of the contiguous vector ``x[0:n]``."""
-    cdef double sumsq = _sum_squares(x, n)
+    return _scale_of_sum(x, n, _sum_squares(x, n), use_max_norm, norm, additive_eps)
+
+
+cdef inline double _scale_of_sum(const storage_t* x, Py_ssize_t n, double sumsq, bint use_max_norm, double norm,
+                                 bint additive_eps) noexcept nogil:
+    """Scale of the contiguous vector ``x[0:n]`` whose squares sum to ``sumsq`` (``_sum_squares``)."""
     if storage_t is double:
         if _needs_rescue(sumsq):
             return _rescued_scale(x, n, 1, use_max_norm, norm, additive_eps)

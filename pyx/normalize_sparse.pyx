@@ -73,6 +73,12 @@ cdef enum:
     _NORMALIZE = 1
     _APPLY = 2
 
+cdef enum:
+    # Segments per work item of the segment kernels: long, predictable copy and check loops
+    # (segments are often a few values long), passes whose iterations overlap, and enough
+    # items to balance the threads.
+    SEGMENT_BLOCK = 256
+
 
 
 cdef inline index_t _read_index(const index_t* p) noexcept nogil:
@@ -139,18 +145,53 @@ def check_compressed(const index_t[::1] indptr, const index_t[::1] indices, Py_s
     return -1, 0, nnz, falls == boundary_falls
 
 
-cdef void _segment(const storage_t* x, storage_t* y, Py_ssize_t n, double* scale, int mode,
-                   bint use_max_norm, double norm, bint additive_eps) noexcept nogil:
-    """One segment of the segment kernel (see ``segment_normalize``)."""
-    cdef double s
+cdef Py_ssize_t _segment_block(const index_t* indptr, Py_ssize_t n_major, const int64_t* segments,
+                               bint all_segments, Py_ssize_t first, Py_ssize_t count, const storage_t* x,
+                               storage_t* y, Py_ssize_t nnz, double* scales, int mode, bint use_max_norm,
+                               double norm, bint additive_eps) noexcept nogil:
+    """Segments ``first .. first + count - 1`` (at most SEGMENT_BLOCK) of ``segment_normalize``.
+
+    Returns how many were skipped.  Each caller-owned bound is read once, in
+    the first pass; the sums, the scales and the scaling are then separate
+    passes over the block, whose iterations are independent (see
+    ``_copy_segment_block``).
+    """
+    cdef Py_ssize_t begins[SEGMENT_BLOCK]
+    cdef Py_ssize_t ends[SEGMENT_BLOCK]
+    cdef double block_scales[SEGMENT_BLOCK]
+    cdef Py_ssize_t q, seg, begin, end, skipped = 0
+    for q in range(count):
+        seg = first + q if all_segments else segments[first + q]
+        begin = 0
+        end = -1  # a skipped segment
+        if 0 <= seg < n_major:
+            begin = _read_index(&indptr[seg])
+            end = _read_index(&indptr[seg + 1])
+            if begin < 0 or end < begin or end > nnz:
+                begin = 0
+                end = -1
+        skipped += end < 0
+        begins[q] = begin
+        ends[q] = end
     if mode == _APPLY:
-        s = scale[0]
+        for q in range(count):
+            block_scales[q] = scales[first + q]
     else:
-        s = _vector_scale(x, n, use_max_norm, norm, additive_eps)
+        for q in range(count):
+            block_scales[q] = _sum_squares(x + begins[q], ends[q] - begins[q]) if ends[q] >= 0 else 0.0
+        for q in range(count):
+            if ends[q] >= 0:
+                block_scales[q] = _scale_of_sum(x + begins[q], ends[q] - begins[q], block_scales[q], use_max_norm,
+                                                norm, additive_eps)
+            else:
+                block_scales[q] = 1.0
         if mode == _SCALES:
-            scale[0] = s
-            return
-    _scale_into(x, y, n, s)
+            memcpy(scales + first, block_scales, count * sizeof(double))
+            return skipped
+    for q in range(count):
+        if ends[q] >= 0:
+            _scale_into(x + begins[q], y + begins[q], ends[q] - begins[q], block_scales[q])
+    return skipped
 
 
 def segment_normalize(const index_t[::1] indptr, const storage_t[::1] src, storage_t[::1] dst,
@@ -170,11 +211,9 @@ def segment_normalize(const index_t[::1] indptr, const storage_t[::1] src, stora
     """
     cdef Py_ssize_t n_major = indptr.shape[0] - 1, nnz = src.shape[0]
     cdef Py_ssize_t count = n_major if all_segments else segments.shape[0]
-    cdef Py_ssize_t p, seg, begin, end, skipped = 0
-    cdef const storage_t* xp
-    cdef storage_t* yp
+    cdef Py_ssize_t p, b, n_blocks, first, block, skipped = 0
+    cdef const int64_t* segp = &segments[0] if segments.shape[0] > 0 else NULL
     cdef double* sp
-    cdef double unused = 0
     cdef bint threads
     if dst.shape[0] != nnz or (mode != _NORMALIZE and scales.shape[0] < count):
         raise ValueError("segment_normalize: dst must have the length of src, and scales one value per segment")
@@ -183,24 +222,17 @@ def segment_normalize(const index_t[::1] indptr, const storage_t[::1] src, stora
             for p in range(count):
                 scales[p] = 1.0
         return 0
-    xp = &src[0]
-    yp = &dst[0]
-    sp = &scales[0] if scales.shape[0] > 0 else &unused
+    sp = &scales[0] if mode != _NORMALIZE else NULL
     threads = count > 1 and (nnz > PARALLEL_MIN_WORK or count > PARALLEL_MIN_WORK)
-    for p in prange(count, nogil=True, schedule="static", num_threads=n_threads, use_threads_if=threads):
-        seg = p if all_segments else segments[p]
-        if seg < 0 or seg >= n_major:
-            skipped += 1
-            continue
-        begin = _read_index(&indptr[seg])
-        end = _read_index(&indptr[seg + 1])
-        if begin < 0 or end < begin or end > nnz:
-            skipped += 1
-            if mode == _SCALES:
-                sp[p] = 1.0
-            continue
-        _segment(xp + begin, yp + begin, end - begin, (sp + p) if mode != _NORMALIZE else &unused, mode,
-                 use_max_norm, norm, additive_eps)
+    n_blocks = (count + SEGMENT_BLOCK - 1) // SEGMENT_BLOCK
+    for b in prange(n_blocks, nogil=True, schedule="static", num_threads=n_threads,
+                    use_threads_if=threads and n_blocks > 1):
+        first = b * SEGMENT_BLOCK
+        block = count - first
+        if block > SEGMENT_BLOCK:
+            block = SEGMENT_BLOCK
+        skipped += _segment_block(&indptr[0], n_major, segp, all_segments, first, block, &src[0], &dst[0], nnz, sp,
+                                  mode, use_max_norm, norm, additive_eps)
     return skipped
 
 
@@ -379,12 +411,6 @@ def distinct(const index_t[::1] indices, Py_ssize_t n_rows):
 # every check and every later read uses the copy, so the loops need no volatile loads and
 # vectorise.
 
-cdef enum:
-    # Segments per work item of copy_segments_normalize: long, predictable copy and check loops
-    # (segments are often a few values long), and enough items to balance the threads.
-    SEGMENT_BLOCK = 256
-
-
 cdef inline Py_ssize_t _count_out_of_range(const index_t* own, Py_ssize_t n, Py_ssize_t n_minor) noexcept nogil:
     """How many of ``own[0:n]`` lie outside ``[0, n_minor)`` (a branch-free, vectorisable count)."""
     cdef Py_ssize_t k, bad = 0
@@ -417,6 +443,7 @@ cdef Py_ssize_t _copy_segment_block(const index_t* indptr, Py_ssize_t n_seg, con
     invalid or not canonical; else normalises its segments and returns 0.
     """
     cdef Py_ssize_t p, start, lo = indptr[0], hi = indptr[n_seg], down = 0, boundary = 0
+    cdef double scales[SEGMENT_BLOCK]
     if lo < 0 or hi < lo or hi > nnz:
         return 1
     for p in range(n_seg):
@@ -435,10 +462,17 @@ cdef Py_ssize_t _copy_segment_block(const index_t* indptr, Py_ssize_t n_seg, con
             boundary += own[start] <= own[start - 1]
     if _count_falls(own + lo, hi - lo) != boundary:
         return 1
+    # Three passes over the block's segments instead of one per segment: the sums, then the
+    # scales, then the scaling.  Each pass's iterations are independent, so the processor
+    # overlaps many short segments instead of waiting on each one's sqrt and division.
+    for p in range(n_seg):
+        scales[p] = _sum_squares(x + indptr[p], indptr[p + 1] - indptr[p])
     for p in range(n_seg):
         start = indptr[p]
-        _scale_into(x + start, y + start, indptr[p + 1] - start,
-                    _vector_scale(x + start, indptr[p + 1] - start, use_max_norm, norm, additive_eps))
+        scales[p] = _scale_of_sum(x + start, indptr[p + 1] - start, scales[p], use_max_norm, norm, additive_eps)
+    for p in range(n_seg):
+        start = indptr[p]
+        _scale_into(x + start, y + start, indptr[p + 1] - start, scales[p])
     return 0
 
 
@@ -489,33 +523,50 @@ def copy_segments_normalize(const index_t[::1] indptr, const index_t[::1] indice
     return failed
 
 
-cdef Py_ssize_t _copy_chunk_sums(const index_t* indices, index_t* own, const storage_t* x, Py_ssize_t n,
-                                 Py_ssize_t n_minor, double* row, Py_ssize_t* falls) noexcept nogil:
-    """Copy one chunk of ``indices`` into ``own`` and add its squares into ``row`` (see ``copy_cross_sums``).
+cdef Py_ssize_t _copy_chunk(const index_t* indices, index_t* own, Py_ssize_t n, Py_ssize_t n_minor,
+                            Py_ssize_t* falls) noexcept nogil:
+    """Copy one chunk of ``indices`` into ``own`` and check the copy (see ``copy_cross_sums``).
 
-    Returns the number of copied indices out of ``[0, n_minor)`` (then
-    ``row`` is left unfinished); sets ``falls`` to the number of positions
-    ``k >= 1`` of the chunk whose index is not above the one before it.
+    Returns the number of copied indices out of ``[0, n_minor)``; sets
+    ``falls`` to the number of positions ``k >= 1`` of the chunk whose index
+    is not above the one before it.
     """
-    cdef Py_ssize_t k, bad
-    cdef index_t v
-    cdef float hx
     if n == 0:
         falls[0] = 0
         return 0
     memcpy(own, indices, n * sizeof(index_t))
-    bad = _count_out_of_range(own, n, n_minor)
     falls[0] = _count_falls(own, n)
-    if bad:
-        return bad
-    for k in range(n):
-        v = own[k]
-        if storage_t is uint16_t:
-            hx = c2o_half_to_float(x[k])
-            row[v] += <double> (hx * hx)
-        else:
-            row[v] += <double> x[k] * x[k]
-    return 0
+    return _count_out_of_range(own, n, n_minor)
+
+
+cdef inline void _add_square(const storage_t* x, Py_ssize_t k, double* row, index_t j) noexcept nogil:
+    """``row[j] += x[k] ** 2`` in float64 (a float16 square is exact in float32)."""
+    cdef float hx
+    if storage_t is uint16_t:
+        hx = c2o_half_to_float(x[k])
+        row[j] += <double> (hx * hx)
+    else:
+        row[j] += <double> x[k] * x[k]
+
+
+cdef void _chunk_sums(const index_t* own_a, const storage_t* x_a, Py_ssize_t n_a, double* row_a,
+                      const index_t* own_b, const storage_t* x_b, Py_ssize_t n_b, double* row_b) noexcept nogil:
+    """Add the squares of chunk a into ``row_a`` and of chunk b into ``row_b``, each in storage order.
+
+    The two chunks are walked side by side (``n_b`` may be 0): two
+    independent streams of scattered additions keep the processor busier
+    than one, whose additions may hit the same partial sum a few values
+    apart.  Each row's order, and so its bits, is that of walking its chunk
+    alone.  The indices were copied and checked by ``_copy_chunk``.
+    """
+    cdef Py_ssize_t k, both = n_a if n_a < n_b else n_b
+    for k in range(both):
+        _add_square(x_a, k, row_a, own_a[k])
+        _add_square(x_b, k, row_b, own_b[k])
+    for k in range(both, n_a):
+        _add_square(x_a, k, row_a, own_a[k])
+    for k in range(both, n_b):
+        _add_square(x_b, k, row_b, own_b[k])
 
 
 def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index_t[::1] own_indices,
@@ -536,6 +587,7 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
     cdef Py_ssize_t n_chunks = partial.shape[0], n_minor = partial.shape[1], nnz = data.shape[0]
     cdef Py_ssize_t n_major = indptr.shape[0] - 1
     cdef Py_ssize_t c, i, begin, end, bad = 0, falls = 0, boundary_falls = 0, broken = 0
+    cdef Py_ssize_t item, n_items, per_item, ca, cb, begin_b, end_b, item_bad
     cdef Py_ssize_t chunk_falls[64]
     cdef const index_t* ip
     cdef index_t* op
@@ -549,13 +601,29 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
     ip = &indices[0]
     op = &own_indices[0]
     xp = &data[0]
-    for c in prange(n_chunks, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_chunks > 1):
-        memset(&partial[c, 0], 0, n_minor * sizeof(double))
-        begin = c * nnz // n_chunks
-        end = (c + 1) * nnz // n_chunks
-        bad += _copy_chunk_sums(ip + begin, op + begin, xp + begin, end - begin, n_minor, &partial[c, 0],
-                                &chunk_falls[c])
+    # A work item takes two chunks (see _chunk_sums) when that still leaves two items per
+    # thread; the chunks, and so the bits, are the same either way.
+    per_item = 2 if n_chunks >= 4 * n_threads else 1
+    n_items = (n_chunks + per_item - 1) // per_item
+    for item in prange(n_items, nogil=True, schedule="static", num_threads=n_threads,
+                       use_threads_if=n_items > 1):
+        ca = item * per_item
+        cb = ca + 1 if per_item == 2 and ca + 1 < n_chunks else ca
+        begin = ca * nnz // n_chunks
+        end = (ca + 1) * nnz // n_chunks
+        begin_b = cb * nnz // n_chunks
+        end_b = (cb + 1) * nnz // n_chunks if cb != ca else begin_b
+        chunk_falls[cb] = 0
+        memset(&partial[ca, 0], 0, n_minor * sizeof(double))
+        item_bad = _copy_chunk(ip + begin, op + begin, end - begin, n_minor, &chunk_falls[ca])
+        if cb != ca:
+            memset(&partial[cb, 0], 0, n_minor * sizeof(double))
+            item_bad = item_bad + _copy_chunk(ip + begin_b, op + begin_b, end_b - begin_b, n_minor,
+                                              &chunk_falls[cb])
+        if item_bad == 0:
+            _chunk_sums(op + begin, xp + begin, end - begin, &partial[ca, 0],
+                        op + begin_b, xp + begin_b, end_b - begin_b, &partial[cb, 0])
+        bad += item_bad
     if bad:
         return bad
     with nogil:

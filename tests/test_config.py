@@ -92,6 +92,24 @@ for dtype in (np.float16, np.float32, np.float64):
         for axis in (0, 1):
             for out in (None, matrix.copy() if dtype != np.float16 else None):
                 digest.update(caffe2op.normalize(matrix, axis=axis, out=out).data.tobytes())
+# Every segment length 0..40 (the masked short-vector paths of pyx/caffe2op_normalize.h), with
+# NaN, infinities and, in float64, values that send a vector down the rescaled path.
+lengths = np.arange(2000) % 41
+indptr = np.concatenate([[0], np.cumsum(lengths)])
+indices = np.concatenate([np.sort(rng.choice(64, n, replace=False)) for n in lengths]).astype(np.int32)
+for dtype in (np.float16, np.float32, np.float64):
+    data = (rng.standard_normal(indptr[-1]) * 3).astype(dtype)
+    data[::53] = np.nan
+    data[7::61] = np.inf
+    if dtype == np.float64:
+        data[3::89] *= 1e200
+        data[11::97] *= 1e-200
+    matrix = sp.csr_matrix((data, indices, indptr), shape=(2000, 64))
+    for axis in (0, 1):
+        digest.update(caffe2op.normalize(matrix, axis=axis).data.tobytes())
+        inplace = sp.csr_matrix((data.copy(), indices, indptr), shape=(2000, 64))  # scipy cannot copy float16
+        caffe2op.normalize(inplace, axis=axis, out=inplace)
+        digest.update(inplace.data.tobytes())
 print(_dispatch.loaded["sparse_normalize"], _dispatch.loaded["normalize_sparse"], digest.hexdigest())
 """
     runs = {}

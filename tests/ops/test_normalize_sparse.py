@@ -239,6 +239,25 @@ def test_new_output_has_the_bits_of_the_checked_path(fmt, axis, dtype, index_dty
     assert_allclose_dtype(got.astype(dtype), normalize_ref(wide, axis).astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("n_rows", [1500, 2600])
+def test_paired_chunks_keep_the_bits_of_the_checked_path(dtype, n_rows):
+    # 300k / 520k stored values over 200 columns: 9 / 15 chunks of partial sums (an odd count),
+    # which the copying kernel walks two at a time under some thread counts and one at a time
+    # under others; the checked kernel (out=) always one at a time.
+    base = sp.random(n_rows, 200, density=1.0, format="csr", dtype=np.float32, random_state=4)
+    values = (base.data * 4).astype(dtype)
+
+    def matrix(data):
+        return _compressed(type(base), data, base.indices, base.indptr, base.shape, np.int32)
+
+    out = matrix(np.full_like(values, np.nan))
+    caffe2op.normalize(matrix(values.copy()), axis=0, out=out)
+    for threads in (1, 2, 3, 5):
+        caffe2op.set_num_threads(threads)
+        assert_bit_identical(caffe2op.normalize(matrix(values.copy()), axis=0).data, out.data)
+
+
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize(
     "indices, indptr, error, match",

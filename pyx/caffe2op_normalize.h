@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * Contiguous-vector kernels of Normalize (used by _normalize_vectors.pxi):
+ * the sum of squares of a vector in Normalize's fixed order, and the
+ * scaling of a vector, for float32, float64 and float16 (bit patterns,
+ * computed in float32: F16C's conversions round exactly like
+ * caffe2op_cpu.h's).  Compiled once per CPU variant (setup.py); every
+ * variant computes exactly the same bits.
+ *
+ * The order of a sum of squares (float64 squares of float32 or float64
+ * values; the float32 squares of float16 values, which are exact): lane t (t < 8) adds the squares of elements 8c + t of every full
+ * chunk c of 8, in increasing c; the elements of the last, partial chunk are
+ * then added to lane 0 one by one; the lanes are added as
+ * ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
+ *
+ * Why AVX-512 has its own path: sparse rows are often ~10 values long, and
+ * the portable loops' trip counts (full chunks, tail, vectorised scaling
+ * and its epilogue) change from one vector to the next, so every vector
+ * costs several branch mispredictions.  With masked loads and stores the
+ * tail is a fixed sequence: masked-off elements are loaded as +0.0, and
+ * adding +0.0 to a sum of squares (never -0.0) changes no bit, so the tail
+ * always adds 7 values to lane 0 and the result is that of the portable
+ * loop.  Masked-off elements are never read or written (AVX-512 masked
+ * accesses do not fault).
+ */
+#ifndef CAFFE2OP_NORMALIZE_H
+#define CAFFE2OP_NORMALIZE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caffe2op_cpu.h"
+
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define C2O_NORMALIZE_AVX512 1
+#else
+#define C2O_NORMALIZE_AVX512 0
+#endif
+
+static inline double c2o_normalize_lanes(const double *l) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+#if C2O_NORMALIZE_AVX512
+/* Lanes `acc` plus the tail squares `tail` (zero past the vector) added to lane 0 in order. */
+static inline double c2o_normalize_finish(__m512d acc, __m512d tail) {
+    double l[8], t[8];
+    _mm512_storeu_pd(l, acc);
+    _mm512_storeu_pd(t, tail);
+    l[0] = ((((((l[0] + t[0]) + t[1]) + t[2]) + t[3]) + t[4]) + t[5]) + t[6];
+    return c2o_normalize_lanes(l);
+}
+#endif
+
+static inline double c2o_normalize_sumsq_f32(const float *x, ptrdiff_t n) {
+    ptrdiff_t j = 0;
+#if C2O_NORMALIZE_AVX512
+    /* The first full chunk (if any) is loaded under a mask too: a vector under 16 values
+     * runs no loop at all.  Its squares start the lanes (0 + a square is that square). */
+    const ptrdiff_t head = n >= 8 ? 8 : 0;
+    __m512d v = _mm512_cvtps_pd(_mm256_maskz_loadu_ps((__mmask8)(head ? 0xffu : 0u), x));
+    __m512d acc = _mm512_mul_pd(v, v);
+    for (j = head; j + 8 <= n; j += 8) {
+        v = _mm512_cvtps_pd(_mm256_loadu_ps(x + j));
+        acc = _mm512_add_pd(acc, _mm512_mul_pd(v, v));
+    }
+    v = _mm512_cvtps_pd(_mm256_maskz_loadu_ps((__mmask8)((1u << (n - j)) - 1u), x + j));
+    return c2o_normalize_finish(acc, _mm512_mul_pd(v, v));
+#else
+    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; j + 8 <= n; j += 8)
+        for (int t = 0; t < 8; t++) l[t] += (double)x[j + t] * (double)x[j + t];
+    for (; j < n; j++) l[0] += (double)x[j] * (double)x[j];
+    return c2o_normalize_lanes(l);
+#endif
+}
+
+static inline double c2o_normalize_sumsq_f64(const double *x, ptrdiff_t n) {
+    ptrdiff_t j = 0;
+#if C2O_NORMALIZE_AVX512
+    const ptrdiff_t head = n >= 8 ? 8 : 0; /* as in c2o_normalize_sumsq_f32 */
+    __m512d v = _mm512_maskz_loadu_pd((__mmask8)(head ? 0xffu : 0u), x);
+    __m512d acc = _mm512_mul_pd(v, v);
+    for (j = head; j + 8 <= n; j += 8) {
+        v = _mm512_loadu_pd(x + j);
+        acc = _mm512_add_pd(acc, _mm512_mul_pd(v, v));
+    }
+    v = _mm512_maskz_loadu_pd((__mmask8)((1u << (n - j)) - 1u), x + j);
+    return c2o_normalize_finish(acc, _mm512_mul_pd(v, v));
+#else
+    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; j + 8 <= n; j += 8)
+        for (int t = 0; t < 8; t++) l[t] += x[j + t] * x[j + t];
+    for (; j < n; j++) l[0] += x[j] * x[j];
+    return c2o_normalize_lanes(l);
+#endif
+}
+
+static inline double c2o_normalize_sumsq_f16(const uint16_t *x, ptrdiff_t n) {
+    ptrdiff_t j = 0;
+#if C2O_NORMALIZE_AVX512
+    const ptrdiff_t head = n >= 8 ? 8 : 0; /* as in c2o_normalize_sumsq_f32 */
+    __m256 h = _mm256_cvtph_ps(_mm_maskz_loadu_epi16((__mmask8)(head ? 0xffu : 0u), x));
+    __m512d acc = _mm512_cvtps_pd(_mm256_mul_ps(h, h));
+    for (j = head; j + 8 <= n; j += 8) {
+        h = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + j)));
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_mul_ps(h, h)));
+    }
+    h = _mm256_cvtph_ps(_mm_maskz_loadu_epi16((__mmask8)((1u << (n - j)) - 1u), x + j));
+    return c2o_normalize_finish(acc, _mm512_cvtps_pd(_mm256_mul_ps(h, h)));
+#else
+    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float h;
+    for (; j + 8 <= n; j += 8)
+        for (int t = 0; t < 8; t++) {
+            h = c2o_half_to_float(x[j + t]);
+            l[t] += (double)(h * h);
+        }
+    for (; j < n; j++) {
+        h = c2o_half_to_float(x[j]);
+        l[0] += (double)(h * h);
+    }
+    return c2o_normalize_lanes(l);
+#endif
+}
+
+/* y[0:n] = x[0:n] * s (float32 product of float32 values). */
+static inline void c2o_normalize_scale_f32(const float *x, float *y, ptrdiff_t n, float s) {
+    ptrdiff_t j = 0;
+#if C2O_NORMALIZE_AVX512
+    const __m512 vs = _mm512_set1_ps(s);
+    __mmask16 m;
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(y + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), vs));
+    m = (__mmask16)((1u << (n - j)) - 1u);
+    _mm512_mask_storeu_ps(y + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), vs));
+#else
+    for (; j < n; j++) y[j] = x[j] * s;
+#endif
+}
+
+/* y[0:n] = x[0:n] * s (float64). */
+static inline void c2o_normalize_scale_f64(const double *x, double *y, ptrdiff_t n, double s) {
+    ptrdiff_t j = 0;
+#if C2O_NORMALIZE_AVX512
+    const __m512d vs = _mm512_set1_pd(s);
+    __mmask8 m;
+    for (; j + 8 <= n; j += 8) _mm512_storeu_pd(y + j, _mm512_mul_pd(_mm512_loadu_pd(x + j), vs));
+    m = (__mmask8)((1u << (n - j)) - 1u);
+    _mm512_mask_storeu_pd(y + j, m, _mm512_mul_pd(_mm512_maskz_loadu_pd(m, x + j), vs));
+#else
+    for (; j < n; j++) y[j] = x[j] * s;
+#endif
+}
+
+/* y[0:n] = x[0:n] * s for float16 bit patterns (float32 product, rounded to nearest even). */
+static inline void c2o_normalize_scale_f16(const uint16_t *x, uint16_t *y, ptrdiff_t n, float s) {
+    ptrdiff_t j = 0;
+#if C2O_NORMALIZE_AVX512
+    const __m512 vs = _mm512_set1_ps(s);
+    __mmask16 m;
+    for (; j + 16 <= n; j += 16)
+        _mm256_storeu_si256((__m256i *)(y + j),
+                            _mm512_cvtps_ph(_mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + j))), vs),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    m = (__mmask16)((1u << (n - j)) - 1u);
+    _mm256_mask_storeu_epi16(
+        y + j, m,
+        _mm512_cvtps_ph(_mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + j)), vs),
+                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+    for (; j < n; j++) y[j] = c2o_float_to_half(c2o_half_to_float(x[j]) * s);
+#endif
+}
+
+#endif /* CAFFE2OP_NORMALIZE_H */
