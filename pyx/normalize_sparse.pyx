@@ -36,7 +36,7 @@ while a kernel runs.  Two designs keep that safe:
 
 import numpy as np
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.float cimport DBL_MAX
 from libc.math cimport fabs, frexp, ldexp, sqrt
 from libc.string cimport memcpy, memset
@@ -587,7 +587,7 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
     cdef Py_ssize_t n_chunks = partial.shape[0], n_minor = partial.shape[1], nnz = data.shape[0]
     cdef Py_ssize_t n_major = indptr.shape[0] - 1
     cdef Py_ssize_t c, i, begin, end, bad = 0, falls = 0, boundary_falls = 0, broken = 0
-    cdef Py_ssize_t item, n_items, per_item, ca, cb, begin_b, end_b, item_bad
+    cdef Py_ssize_t item, n_items, per_item, ca, cb, begin_b, end_b, item_bad, seg_begin, seg_end
     cdef Py_ssize_t chunk_falls[64]
     cdef const index_t* ip
     cdef index_t* op
@@ -605,44 +605,42 @@ def copy_cross_sums(const index_t[::1] indptr, const index_t[::1] indices, index
     # thread; the chunks, and so the bits, are the same either way.
     per_item = 2 if n_chunks >= 4 * n_threads else 1
     n_items = (n_chunks + per_item - 1) // per_item
-    for item in prange(n_items, nogil=True, schedule="static", num_threads=n_threads,
-                       use_threads_if=n_items > 1):
-        ca = item * per_item
-        cb = ca + 1 if per_item == 2 and ca + 1 < n_chunks else ca
-        begin = ca * nnz // n_chunks
-        end = (ca + 1) * nnz // n_chunks
-        begin_b = cb * nnz // n_chunks
-        end_b = (cb + 1) * nnz // n_chunks if cb != ca else begin_b
-        chunk_falls[cb] = 0
-        memset(&partial[ca, 0], 0, n_minor * sizeof(double))
-        item_bad = _copy_chunk(ip + begin, op + begin, end - begin, n_minor, &chunk_falls[ca])
-        if cb != ca:
-            memset(&partial[cb, 0], 0, n_minor * sizeof(double))
-            item_bad = item_bad + _copy_chunk(ip + begin_b, op + begin_b, end_b - begin_b, n_minor,
-                                              &chunk_falls[cb])
-        if item_bad == 0:
-            _chunk_sums(op + begin, xp + begin, end - begin, &partial[ca, 0],
-                        op + begin_b, xp + begin_b, end_b - begin_b, &partial[cb, 0])
-        bad += item_bad
+    # One parallel region, two loops: the chunks, then (after the loop's barrier, once every
+    # index is copied) the segments, whose starts may fall.
+    with nogil, parallel(num_threads=n_threads, use_threads_if=n_items > 1):
+        for item in prange(n_items, schedule="static"):
+            ca = item * per_item
+            cb = ca + 1 if per_item == 2 and ca + 1 < n_chunks else ca
+            begin = ca * nnz // n_chunks
+            end = (ca + 1) * nnz // n_chunks
+            begin_b = cb * nnz // n_chunks
+            end_b = (cb + 1) * nnz // n_chunks if cb != ca else begin_b
+            chunk_falls[cb] = 0
+            memset(&partial[ca, 0], 0, n_minor * sizeof(double))
+            item_bad = _copy_chunk(ip + begin, op + begin, end - begin, n_minor, &chunk_falls[ca])
+            if cb != ca:
+                memset(&partial[cb, 0], 0, n_minor * sizeof(double))
+                item_bad = item_bad + _copy_chunk(ip + begin_b, op + begin_b, end_b - begin_b, n_minor,
+                                                  &chunk_falls[cb])
+            if item_bad == 0:
+                _chunk_sums(op + begin, xp + begin, end - begin, &partial[ca, 0],
+                            op + begin_b, xp + begin_b, end_b - begin_b, &partial[cb, 0])
+            bad += item_bad
+        # Canonical when every fall lies at the start of a segment; the same loop checks indptr.
+        for i in prange(n_major, schedule="static"):
+            seg_begin = indptr[i]
+            seg_end = indptr[i + 1]
+            if seg_begin < 0 or seg_end < seg_begin or seg_end > nnz:
+                broken += 1
+            elif 0 < seg_begin < seg_end:
+                boundary_falls += op[seg_begin] <= op[seg_begin - 1]
     if bad:
         return bad
-    with nogil:
-        for c in range(n_chunks):
-            falls += chunk_falls[c]
-            begin = c * nnz // n_chunks
-            if begin > 0 and begin < (c + 1) * nnz // n_chunks:
-                falls += op[begin] <= op[begin - 1]
-    # Canonical when every fall lies at the start of a segment; the same pass checks indptr.
-    # Serial: a light pass (two loads per segment), not worth a second parallel region,
-    # whose barrier costs far more than the pass when other processes load the machine.
-    with nogil:
-        for i in range(n_major):
-            begin = indptr[i]
-            end = indptr[i + 1]
-            if begin < 0 or end < begin or end > nnz:
-                broken += 1
-            elif 0 < begin < end:
-                boundary_falls += op[begin] <= op[begin - 1]
+    for c in range(n_chunks):
+        falls += chunk_falls[c]
+        begin = c * nnz // n_chunks
+        if begin > 0 and begin < (c + 1) * nnz // n_chunks:
+            falls += op[begin] <= op[begin - 1]
     return broken + (falls - boundary_falls)
 
 
