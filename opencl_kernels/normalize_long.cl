@@ -28,8 +28,9 @@
  *      c2o_grad_factors, c2o_serial_rescued_grad: the rare rescue
  *      re-measures the vector serially, k increasing) and stores them
  *      (forward: the scale; backward: a, b, c1, c2).
- *   3. caffe2op_normalize_long_apply_fwd / _bwd (grid-wide, 2-D: elements
- *      x vectors): y = x * (VALUE)scale, skipped in place when scale is 1,
+ *   3. caffe2op_normalize_long_apply_fwd / _bwd (grid-wide, 2-D: blocks of
+ *      contiguous elements x vectors): y = x * (VALUE)scale, skipped in
+ *      place when scale is 1,
  *      or dx = C2O_GRAD_AT, rounded as the team kernels round.
  * Slots past the vector's last chunk (forced short vectors) are zero chains
  * that the tree never adds in-item, as in c2o_team_dot.  In place is safe:
@@ -57,8 +58,11 @@
  *     dependent operations per add make ~100 us).
  *   launch 2: 8 work-groups, 256 x 8 x 8 B of chains each, a 8-level tree:
  *     ~5-10 us, mostly launch latency.
- *   launch 3: 2,112 work-groups (16 per SM) over 8 x 10M elements, 4 loads in
- *     flight per item: streaming at 75-90% of peak, 640 MB: 210-260 us.
+ *   launch 3: 2,112 work-groups (16 per SM), each a contiguous block of
+ *     ~38,000 elements of one vector, read and written 8 at a time (vload8,
+ *     2 in flight per item: 64 B, up to 2,048 resident items per SM: far
+ *     above the ~2 MB needed device-wide): streaming at 75-90% of peak,
+ *     640 MB: 210-260 us.
  *   predicted 400-600 us for the three launches (0.8-1.6 ms with the team
  *     kernel), 2-3x faster; launch 1's loads in flight are the uncertain
  *     part.  Not yet measured on a GPU (bash .ci/gpu measures it, summing
@@ -237,11 +241,42 @@ __kernel void caffe2op_normalize_long_factors_bwd(
     }
 }
 
-/* Elements a launch-3 work item loads before it stores any (independent, so in flight together). */
+/* Elements (chunks of 8 where aligned) a launch-3 work item loads before it stores any. */
 #define C2O_APPLY_UNROLL 4
+#define C2O_APPLY_UNROLL8 2
+/* Launch 3: work-group g (of dimension 0) takes the contiguous block [k, end) of its vector's n
+ * units (elements, or chunks of 8), its items strided by the work-group size (consecutive items,
+ * consecutive units). */
+#define C2O_APPLY_BLOCK(n, k, end, stride)                                                  \
+    const ulong c2o_block_ = ((n) + get_num_groups(0) - 1) / get_num_groups(0);            \
+    const ulong stride = get_local_size(0);                                                \
+    const ulong end = min((n), (get_group_id(0) + 1) * c2o_block_);                        \
+    ulong k = get_group_id(0) * c2o_block_ + get_local_id(0)
 
-/* Launch 3, forward: dimension 1 is the vector, dimension 0 strides over its elements:
- * y = x * (VALUE)scale, as c2o_team_scale; in place, vectors whose scale is 1 are not written. */
+/* y[k] = x[k] * s element by element (c2o_team_scale's rounding), over this work-group's block. */
+static void c2o_apply_scale(__global const C2O_STORAGE *xv, __global C2O_STORAGE *yv, const ulong n,
+                            const C2O_VALUE s)
+{
+    C2O_APPLY_BLOCK(n, k, end, stride);
+    for (; k + (C2O_APPLY_UNROLL - 1) * stride < end; k += C2O_APPLY_UNROLL * stride) {
+        C2O_VALUE r[C2O_APPLY_UNROLL];
+        _Pragma("unroll")
+        for (uint u = 0; u < C2O_APPLY_UNROLL; ++u) {
+            r[u] = (C2O_VALUE)C2O_LOAD(xv, k + u * stride) * s;
+        }
+        _Pragma("unroll")
+        for (uint u = 0; u < C2O_APPLY_UNROLL; ++u) {
+            C2O_STORE(yv, k + u * stride, r[u]);
+        }
+    }
+    for (; k < end; k += stride) {
+        C2O_STORE(yv, k, (C2O_VALUE)C2O_LOAD(xv, k) * s);
+    }
+}
+
+/* Launch 3, forward: dimension 1 is the vector, dimension 0 cuts it into blocks (C2O_APPLY_BLOCK):
+ * y = x * (VALUE)scale, as c2o_team_scale (vload8 / vstore8 where both start at a multiple of 8
+ * elements); in place, vectors whose scale is 1 are not written. */
 __kernel void caffe2op_normalize_long_apply_fwd(
     __global const C2O_STORAGE *x, const ulong x_offset, __global C2O_STORAGE *y, const ulong y_offset,
     const ulong n_vectors, const ulong n, __global const ACC *factors, const ulong factors_offset,
@@ -258,26 +293,57 @@ __kernel void caffe2op_normalize_long_apply_fwd(
     const C2O_VALUE s = (C2O_VALUE)scale;
     __global const C2O_STORAGE *xv = x + x_offset + v * n;
     __global C2O_STORAGE *yv = y + y_offset + v * n;
-    const ulong stride = get_global_size(0);
-    ulong k = get_global_id(0);
-    for (; k + (C2O_APPLY_UNROLL - 1) * stride < n; k += C2O_APPLY_UNROLL * stride) {
-        C2O_VALUE r[C2O_APPLY_UNROLL];
+    if (!(C2O_ALIGNED8(x_offset + v * n) & C2O_ALIGNED8(y_offset + v * n))) {
+        c2o_apply_scale(xv, yv, n, s);
+        return;
+    }
+    C2O_APPLY_BLOCK(n / 8, c, end, stride);
+    for (; c + (C2O_APPLY_UNROLL8 - 1) * stride < end; c += C2O_APPLY_UNROLL8 * stride) {
+        C2O_VALUE8 r[C2O_APPLY_UNROLL8];
         _Pragma("unroll")
-        for (uint u = 0; u < C2O_APPLY_UNROLL; ++u) {
-            r[u] = (C2O_VALUE)C2O_LOAD(xv, k + u * stride) * s;
+        for (uint u = 0; u < C2O_APPLY_UNROLL8; ++u) {
+            r[u] = C2O_LOAD8(xv, (c + u * stride) * 8) * s;
         }
         _Pragma("unroll")
-        for (uint u = 0; u < C2O_APPLY_UNROLL; ++u) {
-            C2O_STORE(yv, k + u * stride, r[u]);
+        for (uint u = 0; u < C2O_APPLY_UNROLL8; ++u) {
+            C2O_STORE8(yv, (c + u * stride) * 8, r[u]);
         }
     }
-    for (; k < n; k += stride) {
-        C2O_STORE(yv, k, (C2O_VALUE)C2O_LOAD(xv, k) * s);
+    for (; c < end; c += stride) {
+        C2O_STORE8(yv, c * 8, C2O_LOAD8(xv, c * 8) * s);
+    }
+    if (get_group_id(0) == 0) { /* the last n % 8 elements */
+        for (ulong k = n / 8 * 8 + get_local_id(0); k < n; k += stride) {
+            C2O_STORE(yv, k, (C2O_VALUE)C2O_LOAD(xv, k) * s);
+        }
     }
 }
 
-/* Launch 3, backward: dx = C2O_GRAD_AT with vector v's factors, rounded once (dx may be x or dy:
- * every element is read before it is written, by the same item). */
+/* dx element by element over this work-group's block (see caffe2op_normalize_long_apply_bwd). */
+static void c2o_apply_grad(__global const C2O_STORAGE *xv, __global const C2O_STORAGE *dyv,
+                           __global C2O_STORAGE *dxv, const ulong n, const ACC a, const ACC b, const ACC c1,
+                           const ACC c2)
+{
+    C2O_APPLY_BLOCK(n, k, end, stride);
+    for (; k + (C2O_APPLY_UNROLL - 1) * stride < end; k += C2O_APPLY_UNROLL * stride) {
+        C2O_VALUE r[C2O_APPLY_UNROLL];
+        _Pragma("unroll")
+        for (uint u = 0; u < C2O_APPLY_UNROLL; ++u) {
+            r[u] = (C2O_VALUE)C2O_GRAD_AT(xv, dyv, k + u * stride, a, b, c1, c2);
+        }
+        _Pragma("unroll")
+        for (uint u = 0; u < C2O_APPLY_UNROLL; ++u) {
+            C2O_STORE(dxv, k + u * stride, r[u]);
+        }
+    }
+    for (; k < end; k += stride) {
+        C2O_STORE(dxv, k, (C2O_VALUE)C2O_GRAD_AT(xv, dyv, k, a, b, c1, c2));
+    }
+}
+
+/* Launch 3, backward: dx = C2O_GRAD_AT with vector v's factors, rounded once, as the team kernel
+ * (vectors of 8 where x, dy and dx start at a multiple of 8 elements).  dx may be x or dy: every
+ * element is read before it is written, by the same item. */
 __kernel void caffe2op_normalize_long_apply_bwd(
     __global const C2O_STORAGE *x, const ulong x_offset, __global const C2O_STORAGE *dy, const ulong dy_offset,
     __global C2O_STORAGE *dx, const ulong dx_offset, const ulong n_vectors, const ulong n,
@@ -295,20 +361,31 @@ __kernel void caffe2op_normalize_long_apply_bwd(
     __global const C2O_STORAGE *xv = x + x_offset + v * n;
     __global const C2O_STORAGE *dyv = dy + dy_offset + v * n;
     __global C2O_STORAGE *dxv = dx + dx_offset + v * n;
-    const ulong stride = get_global_size(0);
-    ulong k = get_global_id(0);
-    for (; k + (C2O_APPLY_UNROLL - 1) * stride < n; k += C2O_APPLY_UNROLL * stride) {
-        C2O_VALUE r[C2O_APPLY_UNROLL];
+    if (!(C2O_ALIGNED8(x_offset + v * n) & C2O_ALIGNED8(dy_offset + v * n) & C2O_ALIGNED8(dx_offset + v * n))) {
+        c2o_apply_grad(xv, dyv, dxv, n, a, b, c1, c2);
+        return;
+    }
+    C2O_APPLY_BLOCK(n / 8, c, end, stride);
+    for (; c + (C2O_APPLY_UNROLL8 - 1) * stride < end; c += C2O_APPLY_UNROLL8 * stride) {
+        C2O_VALUE8 r[C2O_APPLY_UNROLL8];
         _Pragma("unroll")
-        for (uint u = 0; u < C2O_APPLY_UNROLL; ++u) {
-            r[u] = (C2O_VALUE)C2O_GRAD_AT(xv, dyv, k + u * stride, a, b, c1, c2);
+        for (uint u = 0; u < C2O_APPLY_UNROLL8; ++u) {
+            const ulong e = (c + u * stride) * 8;
+            const C2O_ACC8 xs = (C2O_LOAD8_ACC(xv, e) * c1) * c2;
+            r[u] = C2O_TO_VALUE8(((C2O_LOAD8_ACC(dyv, e) * a - xs * b) * c1) * c2);
         }
         _Pragma("unroll")
-        for (uint u = 0; u < C2O_APPLY_UNROLL; ++u) {
-            C2O_STORE(dxv, k + u * stride, r[u]);
+        for (uint u = 0; u < C2O_APPLY_UNROLL8; ++u) {
+            C2O_STORE8(dxv, (c + u * stride) * 8, r[u]);
         }
     }
-    for (; k < n; k += stride) {
-        C2O_STORE(dxv, k, (C2O_VALUE)C2O_GRAD_AT(xv, dyv, k, a, b, c1, c2));
+    for (; c < end; c += stride) {
+        const C2O_ACC8 xs = (C2O_LOAD8_ACC(xv, c * 8) * c1) * c2;
+        C2O_STORE8(dxv, c * 8, C2O_TO_VALUE8(((C2O_LOAD8_ACC(dyv, c * 8) * a - xs * b) * c1) * c2));
+    }
+    if (get_group_id(0) == 0) { /* the last n % 8 elements */
+        for (ulong k = n / 8 * 8 + get_local_id(0); k < n; k += stride) {
+            C2O_STORE(dxv, k, (C2O_VALUE)C2O_GRAD_AT(xv, dyv, k, a, b, c1, c2));
+        }
     }
 }
