@@ -47,12 +47,14 @@
  *     of 128 B each, all of whose bytes the item's 4 loads use (full
  *     sectors, more L1 wavefronts).  In flight ~64 KB per SM.  256 MB: 76 us
  *     at peak; predicted 100-130 us (was 250-450 us with 4-item groups).
- *   (8, 10M) along axis 1: P = 256, one vector per work-group: 8 groups
- *     on 8 of 132 SMs (~80 GB/s each): 640 MB: predicted 0.8-1.6 ms,
- *     unchanged.  Splitting a long vector over several work-groups (two
- *     deterministic passes over fixed blocks, issue 16 item 9) would bring
- *     it to ~250 us; it is not written (the canonical order of vectors over
- *     the split threshold would change on every device at once).
+ *   (8, 10M) along axis 1: with this kernel, P = 256, one vector per
+ *     work-group: 8 groups on 8 of 132 SMs (~80 GB/s each), x read twice
+ *     (a 40 MB vector does not stay in L2) and y written: 960 MB, 0.8-1.6
+ *     ms.  GPU launch shapes no longer run it there: a few vectors of at
+ *     least 2^18 elements are split over many work-groups in the same
+ *     canonical order (normalize_long.cl: 2,048 chains per vector, then a
+ *     team per vector, then a grid-wide scale; the same bits), predicted
+ *     400-600 us (that file's header has the model).
  *   CSR matrix of 1M rows x ~10 nonzeros (float32 data, int32 indices)
  *     along the compressed axis: P = 1 (the 90th percentile, ~14 entries,
  *     is under 64), S = 4 for rows up to 32 entries: a work item per row,
@@ -98,10 +100,6 @@ __kernel void caffe2op_normalize_fwd(
         }
     }
 }
-
-/* dx[k] in ACC (see caffe2op_normalize_bwd). */
-#define C2O_GRAD_AT(xv, dyv, k, a, b, c1, c2) \
-    (((C2O_LOAD_ACC((dyv), (k)) * (a) - ((C2O_LOAD_ACC((xv), (k)) * (c1)) * (c2)) * (b)) * (c1)) * (c2))
 
 /* Teams per vector along the last axis: dx = dy * a - x * b (computed in ACC, rounded once). */
 __kernel void caffe2op_normalize_bwd(

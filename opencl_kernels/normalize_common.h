@@ -48,7 +48,10 @@
  *     instructions); GPUs 256-item work-groups of teams of P items, P a
  *     power of two covering the vector's chunks, or one item per vector
  *     under 64 elements (normalize.cl's header has the launch shapes and
- *     their performance model).
+ *     their performance model).  On GPU launch shapes a few very long
+ *     vectors are split over many work-groups instead, in the same order
+ *     (normalize_long.cl: one work item per lane of a slot, then
+ *     c2o_team_tree, then the scale): a launch shape too, with the same bits.
  *   caffe2op_normalize_columns_* (normalize_columns.cl): every other axis;
  *     each column's sum is 8 partials (partial r adds rows k = r mod 8 in
  *     increasing k) added in c2o_sum8's tree, computed by a strip kernel on
@@ -305,6 +308,12 @@ static void c2o_sum8(const C2O_ACC8 h, const C2O_ACC8 l, ACC *hi, ACC *lo)
  * (C2O_ALIGNED_VLOAD=0) use vload8 everywhere; the values, and so the bits,
  * are the same. */
 #define C2O_SLOTS 256
+/* The low parts of a team's slot sums where they exist (C2O_COMPENSATED), else the high ones (never read). */
+#if C2O_COMP
+#  define C2O_LOWS(sl, sh) (sl)
+#else
+#  define C2O_LOWS(sl, sh) (sh)
+#endif
 #ifndef C2O_ITEM_SLOTS
 #  define C2O_ITEM_SLOTS 1
 #endif
@@ -362,6 +371,63 @@ static c2o_team c2o_team_of(const uint team_size)
     return tm;
 }
 
+/* The end of the canonical order for one vector whose slot sums a team holds: item t's
+ * sh[j] (and, compensated, sl[j]) is slot j P + t, j < C2O_ITEM_SLOTS; m slots may be non-empty
+ * (the others are zero).  Adds the slots in the interleaved pairwise tree, then the lanes
+ * (c2o_sum8): (hi, lo) for every item of the team.  Shared by c2o_team_dot and the split launch
+ * of very long vectors (normalize_long.cl), which therefore give the same bits.  Outside
+ * C2O_SOLO every item of the work-group must call it; it ends with a barrier.  Without
+ * C2O_COMPENSATED sl is never read (callers pass sh: C2O_LOWS). */
+static void c2o_team_tree(C2O_ACC8 *sh, C2O_ACC8 *sl, const uint m, const c2o_team tm, __local ACC *scratch,
+                          ACC *hi, ACC *lo)
+{
+    /* Tree levels h >= P: slot j P + t += slot (j + h / P) P + t, where that one is non-empty
+     * (the non-empty slots of an item are its first ones: the loop stops at the first empty one). */
+    C2O_UNROLL_SLOTS
+    for (uint hj = C2O_ITEM_SLOTS / 2; hj > 0; hj >>= 1) {
+        C2O_UNROLL_SLOTS
+        for (uint j = 0; j < hj && (j + hj) * tm.p + tm.t < m; ++j) {
+            C2O_ACCUM(C2O_ACC8, sh[j], sl[j], sh[j + hj], sl[j + hj]);
+        }
+    }
+    C2O_ACC8 h8 = sh[0];
+#if C2O_COMP
+    C2O_ACC8 l8 = sl[0];
+#else
+    const C2O_ACC8 l8 = (C2O_ACC8)((ACC)0);
+#endif
+#if !C2O_SOLO
+    /* Levels h < P in the team's slice (every team runs the same levels: uniform barriers). */
+    vstore8(h8, tm.slice + tm.t, scratch);
+#  if C2O_COMP
+    vstore8(l8, tm.wg + tm.slice + tm.t, scratch);
+#  endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint h = tm.p >> 1; h > 0; h >>= 1) {
+        if (tm.t < h) {
+            C2O_ACC8 x = vload8(tm.slice + tm.t, scratch);
+            const C2O_ACC8 y = vload8(tm.slice + tm.t + h, scratch);
+#  if C2O_COMP
+            C2O_ACC8 xl = vload8(tm.wg + tm.slice + tm.t, scratch);
+            const C2O_ACC8 yl = vload8(tm.wg + tm.slice + tm.t + h, scratch);
+            C2O_ACCUM(C2O_ACC8, x, xl, y, yl);
+            vstore8(xl, tm.wg + tm.slice + tm.t, scratch);
+#  else
+            x += y;
+#  endif
+            vstore8(x, tm.slice + tm.t, scratch);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    h8 = vload8(tm.slice, scratch);
+#  if C2O_COMP
+    l8 = vload8(tm.wg + tm.slice, scratch);
+#  endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+    c2o_sum8(h8, l8, hi, lo);
+}
+
 /* (hi, lo) = the canonical sum over one vector of a[k] * b[k] (b_is_a: the
  * squares of a); every item of the team gets it.  a_aligned, b_aligned: the
  * vectors start at a multiple of 8 elements.  scratch: 8 ACC per work item
@@ -408,51 +474,7 @@ static void c2o_team_dot(__global const C2O_STORAGE *a, const int a_aligned, __g
         }
     }
 #endif
-    /* Tree levels h >= P: slot j P + t += slot (j + h / P) P + t, where that one is non-empty
-     * (the non-empty slots of an item are its first ones: the loop stops at the first empty one). */
-    C2O_UNROLL_SLOTS
-    for (uint hj = C2O_ITEM_SLOTS / 2; hj > 0; hj >>= 1) {
-        C2O_UNROLL_SLOTS
-        for (uint j = 0; j < hj && (j + hj) * tm.p + tm.t < m; ++j) {
-            C2O_ACCUM(C2O_ACC8, sh[j], sl[j], sh[j + hj], sl[j + hj]);
-        }
-    }
-    C2O_ACC8 h8 = sh[0];
-#if C2O_COMP
-    C2O_ACC8 l8 = sl[0];
-#else
-    const C2O_ACC8 l8 = (C2O_ACC8)((ACC)0);
-#endif
-#if !C2O_SOLO
-    /* Levels h < P in the team's slice (every team runs the same levels: uniform barriers). */
-    vstore8(h8, tm.slice + tm.t, scratch);
-#  if C2O_COMP
-    vstore8(l8, tm.wg + tm.slice + tm.t, scratch);
-#  endif
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint h = tm.p >> 1; h > 0; h >>= 1) {
-        if (tm.t < h) {
-            C2O_ACC8 x = vload8(tm.slice + tm.t, scratch);
-            const C2O_ACC8 y = vload8(tm.slice + tm.t + h, scratch);
-#  if C2O_COMP
-            C2O_ACC8 xl = vload8(tm.wg + tm.slice + tm.t, scratch);
-            const C2O_ACC8 yl = vload8(tm.wg + tm.slice + tm.t + h, scratch);
-            C2O_ACCUM(C2O_ACC8, x, xl, y, yl);
-            vstore8(xl, tm.wg + tm.slice + tm.t, scratch);
-#  else
-            x += y;
-#  endif
-            vstore8(x, tm.slice + tm.t, scratch);
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    h8 = vload8(tm.slice, scratch);
-#  if C2O_COMP
-    l8 = vload8(tm.wg + tm.slice, scratch);
-#  endif
-    barrier(CLK_LOCAL_MEM_FENCE);
-#endif
-    c2o_sum8(h8, l8, hi, lo);
+    c2o_team_tree(sh, C2O_LOWS(sl, sh), m, tm, scratch, hi, lo);
 }
 
 /* Exponent e of 2^e >= amax > 2^(e-1) for a finite non-zero amax; 0 (no
@@ -537,6 +559,11 @@ static void c2o_team_scale(__global const C2O_STORAGE *x, __global C2O_STORAGE *
 #else
 #  define C2O_GRAD_RESCUE 0
 #endif
+
+/* dx[k] = dy[k] a - x[k] b in ACC, with the rescue's factors c1 c2 (1 unless rescued: see
+ * c2o_serial_rescued_grad), rounded by the caller once. */
+#define C2O_GRAD_AT(xv, dyv, k, a, b, c1, c2) \
+    (((C2O_LOAD_ACC((dyv), (k)) * (a) - ((C2O_LOAD_ACC((xv), (k)) * (c1)) * (c2)) * (b)) * (c1)) * (c2))
 
 /* NormalizeGradient's factors of one vector x[k * stride], k < n, by one work item, measured
  * with x scaled by 2^-e, e from its largest magnitude (the rescue).  dx must stay representable

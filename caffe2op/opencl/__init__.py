@@ -51,9 +51,10 @@ Kernels
 
 Device limits
     ``CAFFE2OP_OPENCL_LIMITS`` (``work_group=N,local_mem=BYTES,fp64=0,
-    int64_atomics=0,shape=gpu|cpu``) lowers what devices report when they
-    are probed, so that a small GPU's fallback paths can run on PoCL, and
-    forces the GPU launch shapes (Oclgrind in CI runs with ``shape=gpu``).
+    int64_atomics=0,shape=gpu|cpu,long_vectors=N``) lowers what devices
+    report when they are probed, so that a small GPU's fallback paths can
+    run on PoCL, forces the GPU launch shapes (Oclgrind in CI runs with
+    ``shape=gpu``) and Normalize's split of long vectors.
 
 Fork
     A child made by ``os.fork()`` (multiprocessing's default start method on

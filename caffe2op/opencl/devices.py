@@ -60,6 +60,12 @@ class OpenCLDeviceInfo:
         data-centre GPUs listed in :func:`caffe2op.opencl.devices.fast_fp64`);
         on other devices float32 data is summed in compensated float instead
         of double.  Lowered by ``CAFFE2OP_OPENCL_LIMITS=fast_fp64=0``.
+    long_vectors : int
+        0, or the length from which Normalize along the last axis always
+        splits a vector over many work-groups on GPU launch shapes
+        (``CAFFE2OP_OPENCL_LIMITS=long_vectors=N``: the tests force that
+        path with it; 0 keeps the device's own rule, which only changes
+        speed, never bits).
 
     Examples
     --------
@@ -89,9 +95,10 @@ class OpenCLDeviceInfo:
     gpu_launch_shape: bool = True
     emulated: str = ""
     fast_fp64: bool = False
+    long_vectors: int = 0
 
 
-_LIMIT_KEYS = ("work_group", "local_mem", "fp64", "fast_fp64", "int64_atomics", "shape")
+_LIMIT_KEYS = ("work_group", "local_mem", "fp64", "fast_fp64", "int64_atomics", "shape", "long_vectors")
 
 
 def _parse_limits(text):
@@ -101,7 +108,8 @@ def _parse_limits(text):
     memory, ``fp64=0`` and ``int64_atomics=0`` report the extensions missing,
     ``fast_fp64=0`` reports double precision as slow (float32 data is then
     summed in compensated float), ``shape=gpu`` (or ``cpu``) forces the
-    launch shapes.  A device limit is
+    launch shapes, ``long_vectors=N`` splits Normalize's vectors of at least
+    N elements over many work-groups on GPU launch shapes.  A device limit is
     only ever lowered, never raised.  Emulates smaller GPUs on PoCL so that
     every fallback path runs in the normal tests.
     """
@@ -115,7 +123,7 @@ def _parse_limits(text):
             if value not in ("gpu", "cpu"):
                 raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: shape must be 'gpu' or 'cpu', got {value!r}")
             limits[key] = value
-        elif not value.isdigit() or (key in ("work_group", "local_mem") and int(value) < 1):
+        elif not value.isdigit() or (key in ("work_group", "local_mem", "long_vectors") and int(value) < 1):
             raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: {key} needs a positive integer, got {value!r}")
         else:
             limits[key] = int(value)
@@ -254,6 +262,7 @@ def _enumerate():
                     gpu_launch_shape=limits["shape"] == "gpu" if "shape" in limits else not is_cpu,
                     emulated=limits_text,
                     fast_fp64=fast_fp64(device.name, is_cpu, has_fp64) and limits.get("fast_fp64", 1) != 0,
+                    long_vectors=limits.get("long_vectors", 0),
                 )
             )
             devices.append(device)

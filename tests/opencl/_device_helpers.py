@@ -149,15 +149,24 @@ def set_emulated_limits(limits):
 
 # Normalize's determinism tests: each group shares one accumulation (double where fast, or
 # compensated), so its limit sets must agree bit for bit: the CPU shape ("" and shape=cpu on
-# PoCL), the GPU shape, smaller work-groups (work_group=64) and less local memory.
+# PoCL), the GPU shape, smaller work-groups (work_group=64), less local memory, and the split
+# launches of long vectors forced for every dense row along the last axis (long_vectors=1).
 NORMALIZE_LIMIT_GROUPS = {
-    "double": ["", "shape=gpu", "shape=gpu,work_group=64", "shape=gpu,work_group=128,local_mem=2048", "shape=cpu"],
+    "double": [
+        "",
+        "shape=gpu",
+        "shape=gpu,work_group=64",
+        "shape=gpu,work_group=128,local_mem=2048",
+        "shape=cpu",
+        "shape=gpu,long_vectors=1",
+    ],
     "compensated": [
         "fast_fp64=0",
         "shape=gpu,fast_fp64=0",
         "shape=gpu,fast_fp64=0,work_group=64",
         "shape=gpu,fast_fp64=0,work_group=128,local_mem=2048",
         "shape=cpu,fast_fp64=0",
+        "shape=gpu,fast_fp64=0,long_vectors=1",
     ],  # fmt: skip
 }
 

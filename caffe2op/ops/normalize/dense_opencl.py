@@ -5,14 +5,16 @@ import numpy as np
 
 from ... import opencl
 from ..._validation import FLOAT_DTYPES, require_dtype
+from . import long_opencl
 from ._common import canonical_axis
 from .columns_opencl import CPU_COLUMN_STRIP, enqueue_columns
 
 # ------------------------------------------------------------------- OpenCL
 #
-# Kernels: opencl_kernels/normalize.cl (work-group per vector, sparse) and
-# normalize_columns.cl; normalize_common.h describes the two
-# dense launch shapes, the sparse kernels and why results are deterministic).
+# Kernels: opencl_kernels/normalize.cl (work-group per vector, sparse),
+# normalize_columns.cl and normalize_long.cl (a few long vectors split over many
+# work-groups, long_opencl.py); normalize_common.h describes the dense launch
+# shapes, the sparse kernels and why results are deterministic.
 
 _MAX_WORK_GROUP = 256
 # Slots of the canonical reduction order (C2O_SLOTS in normalize.cl); work-groups never exceed it.
@@ -57,8 +59,9 @@ def program_defines(op, dtype, info, ptr_dtype=None, item_slots=1, column_strip=
 def _opencl_program(op, backend, dtype, ptr_dtype=None, item_slots=1, filename="normalize.cl", solo=False):
     """(program, ACC numpy type, local-memory bytes per work item) of a Normalize kernel file for ``dtype``.
 
-    ``filename`` is ``normalize.cl`` (the work-group and sparse kernels) or
-    ``normalize_columns.cl``; both are built with :func:`program_defines`.  The work-group kernels reduce 8
+    ``filename`` is ``normalize.cl`` (the work-group and sparse kernels),
+    ``normalize_columns.cl`` or ``normalize_long.cl`` (the split launches of
+    a few long vectors); all are built with :func:`program_defines`.  The work-group kernels reduce 8
     lanes per item in local memory (twice that for compensated pairs).
     """
     device = backend.queue.device
@@ -229,6 +232,13 @@ def _enqueue_dense(op, queue, backend, arrays, out, axis, rule):
             on_cpu=_on_cpu_device(device), in_place=_overlap(out, x) == "same", info=backend.info,
         )  # fmt: skip
     forward = rule is not None
+    if not _on_cpu_device(device) and long_opencl.use_split(backend.info, n, outer):
+
+        def program_for(item_slots, solo):
+            return _opencl_program(op, backend, x.dtype, item_slots=item_slots, filename="normalize_long.cl", solo=solo)
+
+        in_place = _overlap(out, x) == "same"
+        return long_opencl.enqueue_long(queue, program_for, arrays, out, outer, n, rule, in_place=in_place)
     name = f"caffe2op_normalize_{'fwd' if forward else 'bwd'}"
     buffers = []
     for a in arrays:
