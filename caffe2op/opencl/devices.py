@@ -91,7 +91,7 @@ class OpenCLDeviceInfo:
     fast_fp64: bool = False
 
 
-_LIMIT_KEYS = ("work_group", "local_mem", "fp64", "fast_fp64", "int64_atomics", "shape")
+_LIMIT_KEYS = ("work_group", "local_mem", "fp64", "fast_fp64", "int64_atomics", "shape", "long_column_block")
 
 
 def _parse_limits(text):
@@ -101,7 +101,9 @@ def _parse_limits(text):
     memory, ``fp64=0`` and ``int64_atomics=0`` report the extensions missing,
     ``fast_fp64=0`` reports double precision as slow (float32 data is then
     summed in compensated float), ``shape=gpu`` (or ``cpu``) forces the
-    launch shapes.  A device limit is
+    launch shapes, ``long_column_block=B`` (tests only, a positive multiple
+    of 8) the rows per block of Normalize's long-column order (and so its
+    threshold, 16 blocks).  A device limit is
     only ever lowered, never raised.  Emulates smaller GPUs on PoCL so that
     every fallback path runs in the normal tests.
     """
@@ -115,8 +117,10 @@ def _parse_limits(text):
             if value not in ("gpu", "cpu"):
                 raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: shape must be 'gpu' or 'cpu', got {value!r}")
             limits[key] = value
-        elif not value.isdigit() or (key in ("work_group", "local_mem") and int(value) < 1):
+        elif not value.isdigit() or (key in ("work_group", "local_mem", "long_column_block") and int(value) < 1):
             raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: {key} needs a positive integer, got {value!r}")
+        elif key == "long_column_block" and int(value) % 8:
+            raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: {key} needs a multiple of 8, got {value!r}")
         else:
             limits[key] = int(value)
     return limits
