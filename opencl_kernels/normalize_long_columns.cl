@@ -334,3 +334,105 @@ __kernel void caffe2op_normalize_long_columns_grad(
         }
     }
 }
+
+/* ------------------------------------------- pass 3 on CPU devices (PoCL) */
+
+/* Columns the rows kernels take 8 at a time: none for half, whose vector and scalar
+ * stores turn a NaN into different half NaNs on PoCL (0x7e00 and 0x7fff). */
+#if defined(CAFFE2OP_HALF) && CAFFE2OP_HALF
+#  define C2O_LONG_ROWS_FULL(inner) ((ulong)0)
+#else
+#  define C2O_LONG_ROWS_FULL(inner) ((inner) / 8)
+#endif
+
+/* A work item per (o, run of `span` rows): its rows in memory order, 8 columns at a time
+ * (vload8 at any offset: CPUs only); each value gets the same operations as in
+ * caffe2op_normalize_long_columns_scale, so the bits are the same. */
+__kernel void caffe2op_normalize_long_columns_scale_rows(
+    __global const C2O_STORAGE *x, const ulong x_offset, __global C2O_STORAGE *y, const ulong y_offset,
+    __global const ACC *scratch, const ulong scales_offset, const ulong n, const ulong inner, const ulong outer,
+    const ulong span, const int in_place)
+{
+    const ulong item = get_global_id(0);
+    const ulong runs = (n + span - 1) / span;
+    if (item >= outer * runs) {
+        return;
+    }
+    const ulong o = item / runs;
+    const ulong k0 = (item - o * runs) * span;
+    const ulong k1 = min(n, k0 + span);
+    __global const ACC *scales = scratch + scales_offset + o * inner;
+    __global const C2O_STORAGE *xb = x + x_offset + o * n * inner;
+    __global C2O_STORAGE *yb = y + y_offset + o * n * inner;
+    const ulong full = C2O_LONG_ROWS_FULL(inner);
+    for (ulong k = k0; k < k1; ++k) {
+        for (ulong c = 0; c < full; ++c) {
+            const C2O_ACC8 s = vload8(0, scales + c * 8);
+            if (in_place && all(s == (C2O_ACC8)((ACC)1))) {
+                continue;
+            }
+            const ulong e = k * inner + c * 8;
+            C2O_STORE8(yb, e, C2O_LOAD8(xb, e) * C2O_TO_VALUE8(s));
+        }
+        for (ulong col = full * 8; col < inner; ++col) {
+            const ACC s = scales[col];
+            if (!(in_place && s == (ACC)1)) {
+                C2O_STORE(yb, k * inner + col, (C2O_VALUE)C2O_LOAD(xb, k * inner + col) * (C2O_VALUE)s);
+            }
+        }
+    }
+}
+
+/* The backward's pass 3 on CPU devices (see caffe2op_normalize_long_columns_scale_rows and _grad). */
+__kernel void caffe2op_normalize_long_columns_grad_rows(
+    __global const C2O_STORAGE *x, const ulong x_offset, __global const C2O_STORAGE *dy, const ulong dy_offset,
+    __global C2O_STORAGE *dx, const ulong dx_offset, __global const ACC *scratch, const ulong factors_offset,
+    const ulong n, const ulong inner, const ulong outer, const ulong span)
+{
+    const ulong item = get_global_id(0);
+    const ulong runs = (n + span - 1) / span;
+    if (item >= outer * runs) {
+        return;
+    }
+    const ulong o = item / runs;
+    const ulong k0 = (item - o * runs) * span;
+    const ulong k1 = min(n, k0 + span);
+    const ulong columns = outer * inner;
+    __global const ACC *fa = scratch + factors_offset + o * inner;
+    __global const ACC *fb = fa + columns;
+#if C2O_GRAD_RESCUE
+    __global const ACC *f1 = fa + 2 * columns;
+    __global const ACC *f2 = fa + 3 * columns;
+#endif
+    const ulong base = o * n * inner;
+    __global const C2O_STORAGE *xb = x + x_offset + base;
+    __global const C2O_STORAGE *dyb = dy + dy_offset + base;
+    __global C2O_STORAGE *dxb = dx + dx_offset + base;
+    const ulong full = C2O_LONG_ROWS_FULL(inner);
+    for (ulong k = k0; k < k1; ++k) {
+        for (ulong c = 0; c < full; ++c) {
+            const ulong e = k * inner + c * 8;
+            const C2O_ACC8 a = vload8(0, fa + c * 8);
+            const C2O_ACC8 b = vload8(0, fb + c * 8);
+#if C2O_GRAD_RESCUE
+            const C2O_ACC8 c1 = vload8(0, f1 + c * 8);
+            const C2O_ACC8 c2 = vload8(0, f2 + c * 8);
+            const C2O_ACC8 xs = (C2O_LOAD8_ACC(xb, e) * c1) * c2;
+            const C2O_ACC8 r = ((C2O_LOAD8_ACC(dyb, e) * a - xs * b) * c1) * c2;
+#else
+            const C2O_ACC8 r = C2O_LOAD8_ACC(dyb, e) * a - C2O_LOAD8_ACC(xb, e) * b;
+#endif
+            C2O_STORE8(dxb, e, C2O_TO_VALUE8(r));
+        }
+        for (ulong col = full * 8; col < inner; ++col) {
+            const ulong e = k * inner + col;
+#if C2O_GRAD_RESCUE
+            const ACC xs = (C2O_LOAD_ACC(xb, e) * f1[col]) * f2[col];
+            const ACC r = ((C2O_LOAD_ACC(dyb, e) * fa[col] - xs * fb[col]) * f1[col]) * f2[col];
+#else
+            const ACC r = C2O_LOAD_ACC(dyb, e) * fa[col] - C2O_LOAD_ACC(xb, e) * fb[col];
+#endif
+            C2O_STORE(dxb, e, (C2O_VALUE)r);
+        }
+    }
+}

@@ -28,7 +28,7 @@ _MAX_GROUPS = 1 << 20
 _GPU_ITEMS_PER_COMPUTE_UNIT = 2048
 _GPU_ROWS_PER_ITEM = 16
 _CPU_GROUPS_PER_COMPUTE_UNIT = 4
-_CPU_ROWS_PER_ITEM = 2048
+_CPU_ITEMS_PER_GROUP = 4
 
 
 def long_column_block(info):
@@ -101,22 +101,26 @@ def _program(dtype, info, context):
     return opencl.get_program(context, "normalize_long_columns.cl", defines), mode
 
 
-def _scale_launch(kernel, device, on_cpu, n, inner):
-    """(global, local) 2-D sizes of pass 3: columns x row-slices."""
+def _scale_launch(kernel, device, n, inner):
+    """(global, local) 2-D sizes of pass 3 on GPUs: columns x row-slices, ~2,048 items per compute unit."""
     units = max(1, device.max_compute_units)
-    if on_cpu:
-        local0 = min(opencl.programs.work_group_cap(kernel, device, _CPU_GROUP), _pow2_at_least(inner))
-        local1 = 1
-        groups1 = max(units * _CPU_GROUPS_PER_COMPUTE_UNIT, -(-n // _CPU_ROWS_PER_ITEM))
-    else:
-        cap = _pow2_at_most(opencl.programs.work_group_cap(kernel, device, _GPU_GROUP))
-        local0 = min(cap, _pow2_at_least(inner))
-        local1 = max(1, cap // local0)
-        groups0 = -(-inner // local0)
-        wanted = -(-units * _GPU_ITEMS_PER_COMPUTE_UNIT // (groups0 * local0 * local1))
-        groups1 = max(1, min(-(-n // (_GPU_ROWS_PER_ITEM * local1)), wanted))
-    groups1 = min(groups1, _MAX_GROUPS, -(-n // local1))
-    return (-(-inner // local0) * local0, groups1 * local1), (local0, local1)
+    cap = _pow2_at_most(opencl.programs.work_group_cap(kernel, device, _GPU_GROUP))
+    local0 = min(cap, _pow2_at_least(inner))
+    local1 = max(1, cap // local0)
+    groups0 = -(-inner // local0)
+    wanted = -(-units * _GPU_ITEMS_PER_COMPUTE_UNIT // (groups0 * local0 * local1))
+    groups1 = max(1, min(-(-n // (_GPU_ROWS_PER_ITEM * local1)), wanted, _MAX_GROUPS))
+    return (groups0 * local0, groups1 * local1), (local0, local1)
+
+
+def _rows_launch(kernel, device, outer, n):
+    """(span, global, local) of pass 3 on CPU devices: a work item per run of ``span`` rows, several per core."""
+    units = max(1, device.max_compute_units)
+    runs_wanted = max(1, -(-units * _CPU_GROUPS_PER_COMPUTE_UNIT * _CPU_ITEMS_PER_GROUP // outer))
+    span = max(1, -(-n // runs_wanted))
+    items = outer * -(-n // span)
+    local = max(1, min(opencl.programs.work_group_cap(kernel, device, _CPU_ITEMS_PER_GROUP), items // units))
+    return span, (-(-items // local) * local,), (local,)
 
 
 def enqueue_long_columns(queue, arrays, out, shape3, rule, *, on_cpu, in_place, info):
@@ -125,7 +129,8 @@ def enqueue_long_columns(queue, arrays, out, shape3, rule, *, on_cpu, in_place, 
     Same contract as :func:`~caffe2op.ops.normalize.columns_opencl.enqueue_columns`
     (everything checked, ``out`` overlaps no input unless it is ``x`` and
     ``in_place``); ``shape3`` is ``(outer, n, inner)`` with ``n`` above
-    :func:`long_column_threshold`.  Returns the last pass's event.
+    :func:`long_column_threshold`.  Returns the last pass's event; the
+    three passes' events are added to ``out`` in order.
     """
     outer, n, inner = shape3
     forward = rule is not None
@@ -152,11 +157,13 @@ def enqueue_long_columns(queue, arrays, out, shape3, rule, *, on_cpu, in_place, 
         sums = opencl.get_kernel(program, "caffe2op_normalize_long_columns_sums")
         local = _pow2_at_most(opencl.programs.work_group_cap(sums, device, _CPU_GROUP if on_cpu else _GPU_GROUP))
         dy, dy_offset = (arrays[1].base_data, offsets[1]) if not forward else (x.base_data, offsets[0])
+        events = []
         event = opencl.launch(
             queue, sums, (-(-count // local) * local,), (local,),
             x.base_data, offsets[0], dy, dy_offset, np.int32(not forward),
             scratch, u64(count), u64(n), u64(inner), u64(block), wait_for=pending,
         )  # fmt: skip
+        events.append(event)
         # Pass 2: a work-group per column reduces its blocks and takes its scale (factors).
         name = "caffe2op_normalize_long_columns_reduce" + ("" if forward else "_bwd")
         reduce = opencl.get_kernel(program, name)
@@ -171,15 +178,22 @@ def enqueue_long_columns(queue, arrays, out, shape3, rule, *, on_cpu, in_place, 
             args = [x.base_data, offsets[0], arrays[1].base_data, offsets[1], scratch, u64(count)]
             args += [u64(n), u64(inner), u64(outer), u64(block)]
         event = opencl.launch(queue, reduce, (groups * local,), (local,), *args, wait_for=[event])
-        # Pass 3: scale (forward) or dx (backward).
-        name = "caffe2op_normalize_long_columns_" + ("scale" if forward else "grad")
+        events.append(event)
+        # Pass 3: scale (forward) or dx (backward); CPU devices walk runs of rows in memory order.
+        name = "caffe2op_normalize_long_columns_" + ("scale" if forward else "grad") + ("_rows" if on_cpu else "")
         write = opencl.get_kernel(program, name)
-        global_size, local_size = _scale_launch(write, device, on_cpu, n, inner)
         buffers = [v for a, off in zip([*arrays, out], offsets, strict=True) for v in (a.base_data, off)]
         args = [*buffers, scratch, u64(parts * count), u64(n), u64(inner), u64(outer)]  # scales after the partials
+        if on_cpu:
+            span, global_size, local_size = _rows_launch(write, device, outer, n)
+            args.append(u64(span))
+        else:
+            global_size, local_size = _scale_launch(write, device, n, inner)
         if forward:
             args.append(np.int32(in_place))
         event = opencl.launch(queue, write, global_size, local_size, *args, wait_for=[event])
         entry[2] = event
-    out.add_event(event)
+    # All three on out (waiting for the last is enough; profiling sums them), the last one last.
+    for e in [*events, event]:
+        out.add_event(e)
     return event
