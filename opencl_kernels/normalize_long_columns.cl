@@ -23,17 +23,17 @@
  *
  * Three launches per call, with a scratch buffer cached per queue
  * (caffe2op/ops/normalize/long_columns_opencl.py):
- *   caffe2op_normalize_long_columns_sums: a work item per (outer o, block b,
+ *   caffe2op_normalize_long_columns_sums_fwd / _bwd: a work item per (outer o, block b,
  *     residue r, column), adjacent items on adjacent columns (coalesced
  *     loads: a warp reads 128 B of a row), 4 loads in flight per item;
  *     its partial (hi, lo; backward also x * dy) goes to scratch at item
  *     index ((o * nb + b) * 8 + r) * inner + column (coalesced writes).
- *   caffe2op_normalize_long_columns_reduce(_bwd): a work-group per column
+ *   caffe2op_normalize_long_columns_reduce_fwd / _bwd: a work-group per column
  *     (groups loop over the columns): steps 2 and 3 in place in the scratch
  *     (global memory, barrier(CLK_GLOBAL_MEM_FENCE) between tree levels: any
  *     work-group size >= 1 computes the same additions), then item 0 the
  *     scale (c2o_scale or the rescue; backward the factors) into scratch.
- *   caffe2op_normalize_long_columns_scale / _grad: a 2-D range (columns x
+ *   caffe2op_normalize_long_columns_scale_fwd / _bwd: a 2-D range (columns x
  *     row-slices): item (c, y) writes rows k = y (mod R) of column c with
  *     the forward's and the tile kernels' formula and rounding; in place, a
  *     column whose scale is 1 is not written.  Every read of x by pass 1
@@ -59,9 +59,13 @@
  *     in pass 1 and pass 3: ~1.5x the forward.
  *   (4096, 4096) along axis 0: n = 4,096 is below the threshold, so
  *     normalize_columns.cl's tiles run as before (predicted 150-250 us).
- * CPU devices (PoCL) run the same kernels (work-groups of one item along
- * rows: an item's rows, 512 per block, stay in L1/L2 while its neighbours
- * read the same lines).
+ * CPU devices (PoCL) run the same passes 1 and 2 (a work-group's items walk
+ * the same rows, 512 per block, which stay in L1/L2), and pass 3 as
+ * caffe2op_normalize_long_columns_rows_fwd / _grad_rows: a work item per
+ * run of rows in memory order, 8 columns per vector operation (the same
+ * operations on each value, so the same bits; half is scalar there).  On
+ * PoCL (2 loaded cores), (1M, 64) float32 along axis 0 took 0.51x the
+ * strip kernel's time forward and 0.9x backward.
  */
 #pragma once
 #include "caffe2op_common.h"
@@ -83,10 +87,9 @@
 /* Pass 1: a work item per (o, b, r, column): partial r of block b of the
  * column (and with dy, of x * dy) into scratch.  parts: hi[count], then in
  * compensated mode lo[count]; with dy the same again for x * dy. */
-__kernel void caffe2op_normalize_long_columns_sums(
-    __global const C2O_STORAGE *x, const ulong x_offset,
-    __global const C2O_STORAGE *dy, const ulong dy_offset, const int cross,
-    __global ACC *partials, const ulong count, const ulong n, const ulong inner, const ulong block)
+static void c2o_long_sums(__global const C2O_STORAGE *x, __global const C2O_STORAGE *dy, const int cross,
+                          __global ACC *partials, const ulong count, const ulong n, const ulong inner,
+                          const ulong block)
 {
     const ulong g = get_global_id(0);
     if (g >= count) {
@@ -99,8 +102,8 @@ __kernel void caffe2op_normalize_long_columns_sums(
     const ulong o = (q / 8) / nb;
     const ulong b = (q / 8) - o * nb;
     const ulong end = min(n, (b + 1) * block);
-    __global const C2O_STORAGE *xc = x + x_offset + o * n * inner + col;
-    __global const C2O_STORAGE *dyc = dy + dy_offset + o * n * inner + col;
+    __global const C2O_STORAGE *xc = x + o * n * inner + col;
+    __global const C2O_STORAGE *dyc = dy + o * n * inner + col;
     const ulong step = 8 * inner;
     ACC hi = (ACC)0, lo = (ACC)0, xy = (ACC)0, xy_lo = (ACC)0;
     ulong k = b * block + r;
@@ -145,6 +148,22 @@ __kernel void caffe2op_normalize_long_columns_sums(
         p[count + g] = xy_lo;
 #endif
     }
+}
+
+__kernel void caffe2op_normalize_long_columns_sums_fwd(__global const C2O_STORAGE *x, const ulong x_offset,
+                                                      __global ACC *partials, const ulong count, const ulong n,
+                                                      const ulong inner, const ulong block)
+{
+    c2o_long_sums(x + x_offset, x + x_offset, 0, partials, count, n, inner, block);
+}
+
+/* Pass 1 of the backward: partials of x * x, then of x * dy. */
+__kernel void caffe2op_normalize_long_columns_sums_bwd(__global const C2O_STORAGE *x, const ulong x_offset,
+                                                      __global const C2O_STORAGE *dy, const ulong dy_offset,
+                                                      __global ACC *partials, const ulong count, const ulong n,
+                                                      const ulong inner, const ulong block)
+{
+    c2o_long_sums(x + x_offset, dy + dy_offset, 1, partials, count, n, inner, block);
 }
 
 /* Steps 2 and 3 for column (o, col), by the whole work-group (item lid of wg),
@@ -214,7 +233,7 @@ static void c2o_long_column_sum(__global ACC *h, __global ACC *l, const ulong o,
 /* Pass 2 (forward): a work-group per column of the outer * inner columns;
  * scales[column] = its scale, scales = partials + C2O_LONG_PARTS * count
  * (after pass 1's partials, count per part). */
-__kernel void caffe2op_normalize_long_columns_reduce(
+__kernel void caffe2op_normalize_long_columns_reduce_fwd(
     __global const C2O_STORAGE *x, const ulong x_offset, __global ACC *partials, const ulong count,
     const ulong n, const ulong inner, const ulong outer, const ulong block, const int use_max_norm, const ACC norm)
 {
@@ -270,7 +289,7 @@ __kernel void caffe2op_normalize_long_columns_reduce_bwd(
 }
 
 /* Pass 3 (forward): item (column c, row-slice y) of a 2-D range: rows k = y (mod R) of column c of every o. */
-__kernel void caffe2op_normalize_long_columns_scale(
+__kernel void caffe2op_normalize_long_columns_scale_fwd(
     __global const C2O_STORAGE *x, const ulong x_offset, __global C2O_STORAGE *y, const ulong y_offset,
     __global const ACC *scratch, const ulong scales_offset, const ulong n, const ulong inner, const ulong outer,
     const int in_place)
@@ -296,8 +315,8 @@ __kernel void caffe2op_normalize_long_columns_scale(
     }
 }
 
-/* Pass 3 (backward): dx of rows k = y (mod R) of column c (see caffe2op_normalize_long_columns_scale). */
-__kernel void caffe2op_normalize_long_columns_grad(
+/* Pass 3 (backward): dx of rows k = y (mod R) of column c (see caffe2op_normalize_long_columns_scale_fwd). */
+__kernel void caffe2op_normalize_long_columns_scale_bwd(
     __global const C2O_STORAGE *x, const ulong x_offset, __global const C2O_STORAGE *dy, const ulong dy_offset,
     __global C2O_STORAGE *dx, const ulong dx_offset, __global const ACC *scratch, const ulong factors_offset,
     const ulong n, const ulong inner, const ulong outer)
@@ -347,8 +366,8 @@ __kernel void caffe2op_normalize_long_columns_grad(
 
 /* A work item per (o, run of `span` rows): its rows in memory order, 8 columns at a time
  * (vload8 at any offset: CPUs only); each value gets the same operations as in
- * caffe2op_normalize_long_columns_scale, so the bits are the same. */
-__kernel void caffe2op_normalize_long_columns_scale_rows(
+ * caffe2op_normalize_long_columns_scale_fwd, so the bits are the same. */
+__kernel void caffe2op_normalize_long_columns_rows_fwd(
     __global const C2O_STORAGE *x, const ulong x_offset, __global C2O_STORAGE *y, const ulong y_offset,
     __global const ACC *scratch, const ulong scales_offset, const ulong n, const ulong inner, const ulong outer,
     const ulong span, const int in_place)
@@ -383,8 +402,8 @@ __kernel void caffe2op_normalize_long_columns_scale_rows(
     }
 }
 
-/* The backward's pass 3 on CPU devices (see caffe2op_normalize_long_columns_scale_rows and _grad). */
-__kernel void caffe2op_normalize_long_columns_grad_rows(
+/* The backward's pass 3 on CPU devices (see caffe2op_normalize_long_columns_rows_fwd and _grad). */
+__kernel void caffe2op_normalize_long_columns_rows_bwd(
     __global const C2O_STORAGE *x, const ulong x_offset, __global const C2O_STORAGE *dy, const ulong dy_offset,
     __global C2O_STORAGE *dx, const ulong dx_offset, __global const ACC *scratch, const ulong factors_offset,
     const ulong n, const ulong inner, const ulong outer, const ulong span)

@@ -274,3 +274,32 @@ def test_scratch_is_reused(opencl_device, restore_limits):
     x.get()
     assert long_columns_opencl._SCRATCH.entry(x.queue, 1)[0] is buffer
     np.testing.assert_allclose(x.get(), np.full((2000, 4), 1 / np.sqrt(2000), np.float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape_text", ["shape=gpu", "shape=cpu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiny_blocks(opencl_device, restore_limits, shape_text, dtype):
+    """Blocks of 8 rows on tiny arrays: every pass and both pass-3 kernels, forward, in place and backward.
+
+    Small on purpose: ``.ci/oclgrind`` runs it (blocks beyond the 32 slots, a short last block,
+    a 3-D middle axis, a rescued column, views at odd offsets, work-groups of 1,024 items).
+    """
+    set_emulated_limits(f"{shape_text},long_column_block=8")
+    backend = backend_for(opencl_device)
+    if dtype == np.float64 and not backend.info.fp64:
+        pytest.skip("device without fp64")
+    rng = np.random.default_rng(2)
+    cases = [(rng.standard_normal((8 * 40 + 3, 11)), 0), (rng.standard_normal((2, 8 * 17 + 1, 3)), 1)]
+    cases[0][0][:, 3] = RESCUE[dtype][0] * rng.uniform(0.5, 1.0, cases[0][0].shape[0])
+    for x, axis in cases:
+        x = x.astype(dtype)
+        dy = np.cos(x).astype(dtype)
+        assert x.shape[axis] > long_columns_opencl.long_column_threshold(backend.info)
+        y = caffe2op.normalize(backend.from_host(x), axis=axis, use_max_norm=True, norm=1.5).get()
+        assert_allclose_dtype(y, caffe2op.normalize(x, axis=axis, use_max_norm=True, norm=1.5))
+        flat = backend.from_host(np.concatenate([np.zeros(3, dtype), x.ravel()]))
+        view = flat[3:].reshape(x.shape)
+        caffe2op.normalize(view, axis=axis, out=view, use_max_norm=True, norm=1.5)
+        assert flat.get()[3:].tobytes() == y.tobytes()
+        dx = dense_opencl.normalize_gradient_opencl("G", backend.from_host(x), backend.from_host(dy), axis).get()
+        assert_gradient_close(dx, x, dy, axis)

@@ -154,19 +154,18 @@ def enqueue_long_columns(queue, arrays, out, shape3, rule, *, on_cpu, in_place, 
         if entry[2] is not None:
             pending.append(entry[2])
         # Pass 1: the blocks' partials.
-        sums = opencl.get_kernel(program, "caffe2op_normalize_long_columns_sums")
+        direction = "fwd" if forward else "bwd"
+        sums = opencl.get_kernel(program, f"caffe2op_normalize_long_columns_sums_{direction}")
         local = _pow2_at_most(opencl.programs.work_group_cap(sums, device, _CPU_GROUP if on_cpu else _GPU_GROUP))
-        dy, dy_offset = (arrays[1].base_data, offsets[1]) if not forward else (x.base_data, offsets[0])
+        inputs = [v for a, off in zip(arrays, offsets, strict=False) for v in (a.base_data, off)]
         events = []
         event = opencl.launch(
             queue, sums, (-(-count // local) * local,), (local,),
-            x.base_data, offsets[0], dy, dy_offset, np.int32(not forward),
-            scratch, u64(count), u64(n), u64(inner), u64(block), wait_for=pending,
+            *inputs, scratch, u64(count), u64(n), u64(inner), u64(block), wait_for=pending,
         )  # fmt: skip
         events.append(event)
         # Pass 2: a work-group per column reduces its blocks and takes its scale (factors).
-        name = "caffe2op_normalize_long_columns_reduce" + ("" if forward else "_bwd")
-        reduce = opencl.get_kernel(program, name)
+        reduce = opencl.get_kernel(program, f"caffe2op_normalize_long_columns_reduce_{direction}")
         wanted = _REDUCE_GROUP_CPU if on_cpu else _REDUCE_GROUP_GPU
         local = _pow2_at_most(opencl.programs.work_group_cap(reduce, device, wanted))
         groups = min(columns, _MAX_GROUPS)
@@ -180,8 +179,8 @@ def enqueue_long_columns(queue, arrays, out, shape3, rule, *, on_cpu, in_place, 
         event = opencl.launch(queue, reduce, (groups * local,), (local,), *args, wait_for=[event])
         events.append(event)
         # Pass 3: scale (forward) or dx (backward); CPU devices walk runs of rows in memory order.
-        name = "caffe2op_normalize_long_columns_" + ("scale" if forward else "grad") + ("_rows" if on_cpu else "")
-        write = opencl.get_kernel(program, name)
+        shape = "rows" if on_cpu else "scale"
+        write = opencl.get_kernel(program, f"caffe2op_normalize_long_columns_{shape}_{direction}")
         buffers = [v for a, off in zip([*arrays, out], offsets, strict=True) for v in (a.base_data, off)]
         args = [*buffers, scratch, u64(parts * count), u64(n), u64(inner), u64(outer)]  # scales after the partials
         if on_cpu:
