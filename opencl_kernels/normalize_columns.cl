@@ -63,7 +63,7 @@
  *     here: 2 tiles of 32 columns would be 2 work-groups on 2 of 132 SMs
  *     (predicted 15-50 ms).  Such long columns take their own order and
  *     kernels, row blocks on many work-groups reduced in a second pass
- *     (normalize_long_columns.cl: predicted 250-350 us).
+ *     (normalize_long_columns.cl: predicted 280-450 us).
  *   (64, 1M) along axis 0: 16,384 tiles of 64 (512-item groups, 4 resident
  *     per SM: 2,048 items), 8 rows per item per pass.  ~64 KB in flight per
  *     SM (bandwidth-bound); the second read of a 16 KB tile hits L2: 256 MB

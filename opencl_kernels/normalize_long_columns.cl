@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  *
  * Normalize and NormalizeGradient along every axis but the last for long
- * columns: n > C2O_LONG_COLUMN_BLOCKS * block rows (block = 4,096 rows, so
- * n > 65,536; a test-only CAFFE2OP_OPENCL_LIMITS key lowers the block).
+ * columns: n > 16 * block rows (block = 4,096 rows, so n > 65,536; the
+ * test-only CAFFE2OP_OPENCL_LIMITS key long_column_block lowers the block).
  * Shorter columns keep normalize_columns.cl's order; these kernels run for
  * every long column on every device and launch shape, so the bits are the
  * same across devices' limits (issue 16 item 9).  The rule, the
@@ -51,17 +51,18 @@
  *     flight per SM, near peak: 256 MB read in ~80-110 us; 1 MB of
  *     partials written.  Pass 2: 64 work-groups, each 256 lanes x slots
  *     of 8 blocks read from L2 then 5 tree levels of L2 round trips
- *     (~0.5 us each): ~5 us.  Pass 3: 64 x 2,048 row-slices, 256 MB read
- *     (much of it misses L2: 256 MB > 50 MB) and 256 MB written, ~16 KB in
- *     flight per SM: ~160-200 us.  Predicted 250-350 us plus 3 launches
- *     (~10 us), against 15-50 ms for the 2 tile work-groups of
- *     normalize_columns.cl (a ~50-100x gain).  The backward reads x and dy
+ *     (~0.5 us each): ~5 us.  Pass 3: 64 columns x 4,224 row-slices
+ *     (~2,048 items per SM, ~240 rows each, 1-2 loads in flight per item:
+ *     8-16 KB per SM), 256 MB read (mostly missing L2: 256 MB > 50 MB) and
+ *     256 MB written: ~170-320 us.  Predicted 280-450 us with the 3
+ *     launches (~10 us), against 15-50 ms for the 2 tile work-groups of
+ *     normalize_columns.cl (a ~50x gain).  The backward reads x and dy
  *     in pass 1 and pass 3: ~1.5x the forward.
  *   (4096, 4096) along axis 0: n = 4,096 is below the threshold, so
  *     normalize_columns.cl's tiles run as before (predicted 150-250 us).
  * CPU devices (PoCL) run the same passes 1 and 2 (a work-group's items walk
  * the same rows, 512 per block, which stay in L1/L2), and pass 3 as
- * caffe2op_normalize_long_columns_rows_fwd / _grad_rows: a work item per
+ * caffe2op_normalize_long_columns_rows_fwd / _bwd: a work item per
  * run of rows in memory order, 8 columns per vector operation (the same
  * operations on each value, so the same bits; half is scalar there).  On
  * PoCL (2 loaded cores), (1M, 64) float32 along axis 0 took 0.51x the

@@ -8,6 +8,7 @@ and the performance model.  Every device and launch shape takes this path
 for those columns, so their bits never depend on the device's limits.
 """
 
+import os
 import threading
 import weakref
 
@@ -83,6 +84,7 @@ class _ScratchCache:
 
 _SCRATCH = _ScratchCache()
 opencl.backend._AFTER_FORK.append(_SCRATCH.forget)
+os.register_at_fork(after_in_child=_SCRATCH.lock._at_fork_reinit)
 
 
 def _pow2_at_most(value):
