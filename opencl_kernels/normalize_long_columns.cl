@@ -65,8 +65,8 @@
  * caffe2op_normalize_long_columns_rows_fwd / _bwd: a work item per
  * run of rows in memory order, 8 columns per vector operation (the same
  * operations on each value, so the same bits; half is scalar there).  On
- * PoCL (2 loaded cores), (1M, 64) float32 along axis 0 took 0.51x the
- * strip kernel's time forward and 0.9x backward.
+ * PoCL (2 loaded cores), (1M, 64) float32 along axis 0 took 0.5-0.6x the
+ * strip kernel's time forward and 0.9-0.95x backward (two runs).
  */
 #pragma once
 #include "caffe2op_common.h"
