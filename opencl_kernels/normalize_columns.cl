@@ -2,6 +2,8 @@
  *
  * Normalize and NormalizeGradient along every axis but the last of a dense
  * array (inner > 1): each vector is a column of the (outer, n, inner) view.
+ * Columns of more than 65,536 rows take normalize_long_columns.cl instead
+ * (the choice depends on n alone, the same on every device).
  * The operator's rule, the accumulation modes and the rescue are described
  * in normalize_common.h.
  *
@@ -57,12 +59,11 @@
  *     again (half from L2: 2 x 64 MB does not fit its 50 MB) and 64 MB
  *     written (~75 us): predicted 150-250 us (was 250-450 us with a work
  *     item per 8 columns on 16 SMs).
- *   (1M, 64) along axis 0: 2 tiles of 32 columns, 2 work-groups on 2 of 132
- *     SMs, each column summed by 8 items over 131,072 rows each: 256 MB read
- *     twice and written once at ~7-25 GB/s per SM: predicted 15-50 ms.  Few
- *     very long columns need the split of issue 16 item 9 (row blocks on
- *     many work-groups, reduced in a second deterministic pass: a different
- *     canonical order); not written.
+ *   (1M, 64) along axis 0 (and any column over 65,536 rows) does not run
+ *     here: 2 tiles of 32 columns would be 2 work-groups on 2 of 132 SMs
+ *     (predicted 15-50 ms).  Such long columns take their own order and
+ *     kernels, row blocks on many work-groups reduced in a second pass
+ *     (normalize_long_columns.cl: predicted 280-450 us).
  *   (64, 1M) along axis 0: 16,384 tiles of 64 (512-item groups, 4 resident
  *     per SM: 2,048 items), 8 rows per item per pass.  ~64 KB in flight per
  *     SM (bandwidth-bound); the second read of a 16 KB tile hits L2: 256 MB

@@ -76,7 +76,8 @@
  * Determinism (issue 16): every vector's sum has one order fixed by its
  * length alone (c2o_team_dot: 256 slots of 8 lanes, an interleaved
  * pairwise tree, then the lanes; columns: 8 residue partials and a tree,
- * normalize_columns.cl; grouped: serial), which every work-group size
+ * normalize_columns.cl, within row blocks and then over the blocks for
+ * columns over 65,536 rows, normalize_long_columns.cl; grouped: serial), which every work-group size
  * computes exactly, with no atomics:
  * the same bits on every run, under every work-group size, local-memory
  * size and launch shape of one device and accumulation (tested across the

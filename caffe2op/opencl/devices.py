@@ -66,6 +66,10 @@ class OpenCLDeviceInfo:
         (``CAFFE2OP_OPENCL_LIMITS=long_vectors=N``: the tests force that
         path with it; 0 keeps the device's own rule, which only changes
         speed, never bits).
+    long_column_block : int
+        0, or the rows per block of Normalize's long-column order when the
+        tests lower it (``CAFFE2OP_OPENCL_LIMITS=long_column_block=B``, a
+        multiple of 8; 0 keeps 4,096 rows, with the threshold at 16 blocks).
 
     Examples
     --------
@@ -96,9 +100,19 @@ class OpenCLDeviceInfo:
     emulated: str = ""
     fast_fp64: bool = False
     long_vectors: int = 0
+    long_column_block: int = 0
 
 
-_LIMIT_KEYS = ("work_group", "local_mem", "fp64", "fast_fp64", "int64_atomics", "shape", "long_vectors")
+_LIMIT_KEYS = (
+    "work_group",
+    "local_mem",
+    "fp64",
+    "fast_fp64",
+    "int64_atomics",
+    "shape",
+    "long_vectors",
+    "long_column_block",
+)
 
 
 def _parse_limits(text):
@@ -109,7 +123,10 @@ def _parse_limits(text):
     ``fast_fp64=0`` reports double precision as slow (float32 data is then
     summed in compensated float), ``shape=gpu`` (or ``cpu``) forces the
     launch shapes, ``long_vectors=N`` splits Normalize's vectors of at least
-    N elements over many work-groups on GPU launch shapes.  A device limit is
+    N elements over many work-groups on GPU launch shapes,
+    ``long_column_block=B`` (tests only, a positive multiple of 8) the rows
+    per block of Normalize's long-column order (and so its threshold, 16
+    blocks).  A device limit is
     only ever lowered, never raised.  Emulates smaller GPUs on PoCL so that
     every fallback path runs in the normal tests.
     """
@@ -123,8 +140,12 @@ def _parse_limits(text):
             if value not in ("gpu", "cpu"):
                 raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: shape must be 'gpu' or 'cpu', got {value!r}")
             limits[key] = value
-        elif not value.isdigit() or (key in ("work_group", "local_mem", "long_vectors") and int(value) < 1):
+        elif not value.isdigit() or (
+            key in ("work_group", "local_mem", "long_vectors", "long_column_block") and int(value) < 1
+        ):
             raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: {key} needs a positive integer, got {value!r}")
+        elif key == "long_column_block" and int(value) % 8:
+            raise ValueError(f"caffe2op: CAFFE2OP_OPENCL_LIMITS: {key} needs a multiple of 8, got {value!r}")
         else:
             limits[key] = int(value)
     return limits
@@ -263,6 +284,7 @@ def _enumerate():
                     emulated=limits_text,
                     fast_fp64=fast_fp64(device.name, is_cpu, has_fp64) and limits.get("fast_fp64", 1) != 0,
                     long_vectors=limits.get("long_vectors", 0),
+                    long_column_block=limits.get("long_column_block", 0),
                 )
             )
             devices.append(device)

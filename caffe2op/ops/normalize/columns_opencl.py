@@ -5,12 +5,16 @@ Two launch shapes compute one canonical order (the kernel file's header):
 CPU devices run a work item per strip of chunks of 8 adjacent columns
 (``caffe2op_normalize_columns_fwd`` / ``_bwd``), GPUs a work-group per 2-D
 tile of adjacent columns x row-slices (``caffe2op_normalize_columns_tile_fwd``
-/ ``_bwd``).
+/ ``_bwd``).  Columns of more than
+:func:`~caffe2op.ops.normalize.long_columns_opencl.long_column_threshold`
+rows take the long-columns kernels instead (blocks of rows on many
+work-groups, a second deterministic pass).
 """
 
 import numpy as np
 
 from ... import opencl
+from .long_columns_opencl import enqueue_long_columns, long_column_threshold
 
 # CPU devices: a work item takes up to this many chunks of 8 columns (C2O_COLUMN_STRIP, a build
 # option: its 8 partials per chunk are a private array), aiming at _CPU_ITEMS_PER_COMPUTE_UNIT
@@ -79,8 +83,10 @@ def enqueue_columns(queue, program, acc, arrays, out, shape3, rule, *, on_cpu, i
     whether the CPU shape runs, ``info`` the device's
     :class:`~caffe2op.opencl.devices.OpenCLDeviceInfo`.  Returns the event.
     """
-    cl = opencl.require_pyopencl()
     outer, n, inner = shape3
+    if n > long_column_threshold(info):  # on every device and launch shape: one order per n
+        return enqueue_long_columns(queue, arrays, out, shape3, rule, on_cpu=on_cpu, in_place=in_place, info=info)
+    cl = opencl.require_pyopencl()
     forward = rule is not None
     device = queue.device
     buffers = []
