@@ -244,7 +244,7 @@ def test_scratch_is_reused_and_grows(opencl_device):
             x = rng.standard_normal((rows, 3000)).astype(np.float32)
             results.append((x, caffe2op.normalize(backend.from_host(x), axis=1)))
             with long_opencl_module._SCRATCH.lock:
-                buffers.append(long_opencl_module._SCRATCH.entry(queue, 0).buffer)
+                buffers.append(long_opencl_module._SCRATCH.entry(queue, buffer=0).buffer)
         for x, y in results:  # read only now: the calls were queued back to back on one scratch buffer
             assert_allclose_dtype(y.get(), x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True))
     assert buffers[0] is buffers[1]

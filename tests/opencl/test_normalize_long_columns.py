@@ -267,12 +267,12 @@ def test_scratch_is_reused(opencl_device, restore_limits):
     backend = backend_for(opencl_device)
     x = backend.from_host(np.ones((2000, 4), np.float32))
     caffe2op.normalize(x, axis=0).get()
-    entry = long_columns_opencl._SCRATCH.entry(x.queue, 1)
-    buffer = entry[0]
+    entry = long_columns_opencl._SCRATCH.entry(x.queue, buffer=1)
+    buffer = entry.buffer
     for _ in range(3):
         caffe2op.normalize(x, axis=0, out=x)
     x.get()
-    assert long_columns_opencl._SCRATCH.entry(x.queue, 1)[0] is buffer
+    assert long_columns_opencl._SCRATCH.entry(x.queue, buffer=1).buffer is buffer
     np.testing.assert_allclose(x.get(), np.full((2000, 4), 1 / np.sqrt(2000), np.float32), rtol=1e-6)
 
 

@@ -8,13 +8,10 @@ and the performance model.  Every device and launch shape takes this path
 for those columns, so their bits never depend on the device's limits.
 """
 
-import os
-import threading
-import weakref
-
 import numpy as np
 
 from ... import opencl
+from ...opencl.scratch import QueueScratch
 
 # Rows per block of the canonical order (a multiple of 8); a column takes the long path when it
 # has more than LONG_COLUMN_BLOCKS blocks' worth of rows (65,536).
@@ -46,44 +43,8 @@ def long_column_threshold(info):
     return LONG_COLUMN_BLOCKS * long_column_block(info)
 
 
-class _ScratchCache:
-    """Each command queue's scratch buffer (partials, then per-column scales or factors), grown, reused.
-
-    Keyed by the queue's context (weakly: an entry never keeps a context
-    alive) and the queue's handle.  A call holds ``lock`` while it enqueues
-    its three passes, and its first pass waits for the previous call's last
-    pass on the same buffer (out-of-order queues, threads sharing a queue).
-    """
-
-    _QUEUES_PER_CONTEXT = 8
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self._entries = weakref.WeakKeyDictionary()  # context -> {queue handle: [buffer, bytes, last event]}
-
-    def entry(self, queue, nbytes):
-        """``[buffer, bytes, last event]`` of ``queue`` with at least ``nbytes`` (call under ``lock``)."""
-        per_queue = self._entries.setdefault(queue.context, {})
-        entry = per_queue.get(queue.int_ptr)
-        if entry is None:
-            if len(per_queue) >= self._QUEUES_PER_CONTEXT:
-                per_queue.pop(next(iter(per_queue)))  # queues come and go: keep the newest few
-            entry = per_queue[queue.int_ptr] = [None, 0, None]
-        if entry[1] < nbytes:
-            cl = opencl.require_pyopencl()
-            entry[0] = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, nbytes)
-            entry[1] = nbytes
-        return entry
-
-    def forget(self, inherited):
-        """After fork (or a re-probe): drop every buffer (their contexts are no longer used)."""
-        inherited.append(list(self._entries.items()))
-        self._entries.clear()
-
-
-_SCRATCH = _ScratchCache()
-opencl.backend._AFTER_FORK.append(_SCRATCH.forget)
-os.register_at_fork(after_in_child=_SCRATCH.lock._at_fork_reinit)
+# One growing buffer per command queue: the partials, then per-column scales or factors.
+_SCRATCH = QueueScratch("buffer")
 
 
 def _pow2_at_most(value):
@@ -149,11 +110,11 @@ def enqueue_long_columns(queue, arrays, out, shape3, rule, *, on_cpu, in_place, 
     offsets = [np.uint64(a.offset // a.dtype.itemsize) for a in [*arrays, out]]
     u64 = np.uint64
     with _SCRATCH.lock:
-        entry = _SCRATCH.entry(queue, (parts * count + per_column * columns) * acc_bytes)
-        scratch = entry[0]
+        entry = _SCRATCH.entry(queue, buffer=(parts * count + per_column * columns) * acc_bytes)
+        scratch = entry.buffer
         pending = [e for a in [*arrays, out] for e in a.events]
-        if entry[2] is not None:
-            pending.append(entry[2])
+        if entry.last_event is not None:
+            pending.append(entry.last_event)
         # Pass 1: the blocks' partials.
         direction = "fwd" if forward else "bwd"
         sums = opencl.get_kernel(program, f"caffe2op_normalize_long_columns_sums_{direction}")
@@ -192,7 +153,7 @@ def enqueue_long_columns(queue, arrays, out, shape3, rule, *, on_cpu, in_place, 
         if forward:
             args.append(np.int32(in_place))
         event = opencl.launch(queue, write, global_size, local_size, *args, wait_for=[event])
-        entry[2] = event
+        entry.last_event = event
     # All three on out (waiting for the last is enough; profiling sums them), the last one last.
     for e in [*events, event]:
         out.add_event(e)

@@ -8,12 +8,10 @@ kernels' bits (the kernel file's header).  Only GPU launch shapes use it,
 when the team launch would leave the device mostly idle (:func:`use_split`).
 """
 
-import threading
-import weakref
-
 import numpy as np
 
 from ... import opencl
+from ...opencl.scratch import QueueScratch
 
 # Chains of the canonical order per vector (C2O_CHAINS: 256 slots x 8 lanes).
 _CHAINS = 2048
@@ -47,52 +45,8 @@ def use_split(info, n, n_vectors):
     return n >= _MIN_SPLIT_LENGTH and n_vectors < _TEAM_GROUPS_PER_COMPUTE_UNIT * max(1, info.compute_units)
 
 
-class _ScratchCache:
-    """One growing scratch buffer per command queue, reused call after call.
-
-    Keyed by the queue's context (weakly: an entry never keeps a context
-    alive) and the queue's handle.  A call holds ``lock`` while it enqueues
-    and waits for the previous call's last command on the buffer, so two
-    threads sharing a queue (or an out-of-order queue) never interleave.
-    """
-
-    _QUEUES_PER_CONTEXT = 8
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self._entries = weakref.WeakKeyDictionary()  # context -> {queue handle: _Scratch}
-
-    def entry(self, queue, nbytes):
-        """The ``_Scratch`` of ``queue``, with a buffer of at least ``nbytes`` (call under ``lock``)."""
-        per_queue = self._entries.setdefault(queue.context, {})
-        key = queue.int_ptr
-        entry = per_queue.get(key)
-        if entry is None:
-            if len(per_queue) >= self._QUEUES_PER_CONTEXT:
-                per_queue.pop(next(iter(per_queue)))  # queues come and go: keep the newest few
-            entry = per_queue[key] = _Scratch()
-        if entry.nbytes < nbytes:
-            cl = opencl.require_pyopencl()
-            entry.buffer = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, nbytes)
-            entry.nbytes = nbytes
-        return entry
-
-    def forget(self, inherited):
-        """After fork (or a re-probe): drop every buffer (their contexts are no longer used)."""
-        inherited.append(list(self._entries.items()))
-        self._entries.clear()
-
-
-class _Scratch:
-    """One queue's buffer (chains, then factors), its size and the last event that used it."""
-
-    def __init__(self):
-        self.buffer = self.last_event = None
-        self.nbytes = 0
-
-
-_SCRATCH = _ScratchCache()
-opencl.backend._AFTER_FORK.append(_SCRATCH.forget)
+# One growing buffer per command queue: the chains, then the factors.
+_SCRATCH = QueueScratch("buffer")
 
 
 def _pow2_at_most(value):
@@ -162,7 +116,7 @@ def enqueue_long(queue, program_for, arrays, out, n_vectors, n, rule, *, in_plac
     factors_offset = np.uint64(chain_values)
 
     with _SCRATCH.lock:
-        scratch = _SCRATCH.entry(queue, (chain_values + factor_values) * acc_bytes)
+        scratch = _SCRATCH.entry(queue, buffer=(chain_values + factor_values) * acc_bytes)
         pending = [e for a in [*arrays, out] for e in a.events]
         if scratch.last_event is not None:
             pending.append(scratch.last_event)

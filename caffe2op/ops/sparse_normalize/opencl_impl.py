@@ -23,10 +23,6 @@ or underflows are measured again with power-of-two scaling, as the CPU
 kernel does.
 """
 
-import os
-import threading
-import weakref
-
 import numpy as np
 
 from ... import _config, opencl
@@ -40,6 +36,7 @@ from ..._validation import (
 )
 from ...core import DeviceType
 from ...devices import backend_for
+from ...opencl.scratch import QueueScratch
 from ...registry import Operator, register_cuda_operator, register_opencl_operator
 from .cpu import _HALF, _RANGE_CHECKS, check_sparse_normalize_args, sparse_normalize_cpu
 from .schema import FLOAT16_SPARSE_NORMALIZE_SCHEMA, SPARSE_NORMALIZE_SCHEMA
@@ -92,58 +89,8 @@ def _serial_shape(device, k):
     return 1, min(k, max(1, device.max_compute_units) * _CPU_GROUPS_PER_COMPUTE_UNIT)
 
 
-class _ScratchCache:
-    """The hash set and winner flags of each command queue, grown when needed, reused call after call.
-
-    Keyed by the queue's context (weakly: an entry never keeps a context
-    alive) and the queue's handle.  Whoever enqueues on a queue's buffers
-    holds ``lock`` from the fill to the status read, and each call waits for
-    the previous call's last command on them: two threads sharing a queue
-    (or an out-of-order queue) never interleave their hash sets.
-    """
-
-    _QUEUES_PER_CONTEXT = 8
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self._entries = weakref.WeakKeyDictionary()  # context -> {queue handle: _Scratch}
-
-    def entry(self, queue, slot_bytes, winner_bytes):
-        """The ``_Scratch`` of ``queue``, with buffers of at least these sizes (call under ``lock``)."""
-        per_queue = self._entries.setdefault(queue.context, {})
-        key = queue.int_ptr
-        entry = per_queue.get(key)
-        if entry is None:
-            if len(per_queue) >= self._QUEUES_PER_CONTEXT:
-                per_queue.pop(next(iter(per_queue)))  # queues come and go: keep the newest few
-            entry = per_queue[key] = _Scratch()
-        cl = opencl.require_pyopencl()
-        if entry.slot_bytes < slot_bytes:
-            entry.slots = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, slot_bytes)
-            entry.slot_bytes = slot_bytes
-        if entry.winner_bytes < winner_bytes:
-            entry.winners = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, winner_bytes)
-            entry.winner_bytes = winner_bytes
-        return entry
-
-    def forget(self, inherited):
-        """After fork (or a re-probe): drop every buffer (their contexts are no longer used)."""
-        inherited.append(list(self._entries.items()))
-        self._entries.clear()
-
-
-class _Scratch:
-    """One queue's buffers: status word + hash set (uint32), winner flags (uint8), and the last event on them."""
-
-    def __init__(self):
-        self.slots = self.winners = self.last_event = None
-        self.slot_bytes = self.winner_bytes = 0
-
-
-_SCRATCH = _ScratchCache()
-opencl.backend._AFTER_FORK.append(_SCRATCH.forget)
-# Another thread of the parent may have held the lock while forking.
-os.register_at_fork(after_in_child=_SCRATCH.lock._at_fork_reinit)
+# The hash set and winner flags of each command queue (status word + hash set as uint32, winner flags as uint8).
+_SCRATCH = QueueScratch("slots", "winners")
 
 
 def program_defines(op, table_dtype, index_dtype, info):
@@ -204,7 +151,7 @@ def enqueue_sparse_normalize(op, queue, info, table, indices, use_max_norm, norm
     index_offset = np.uint64(indices.offset // indices.dtype.itemsize)
     status = np.empty(1, np.uint32)
     with _SCRATCH.lock:
-        scratch = _SCRATCH.entry(queue, slot_bytes, k)
+        scratch = _SCRATCH.entry(queue, slots=slot_bytes, winners=k)
         pending = list(table.events) + list(indices.events)
         if scratch.last_event is not None:
             pending.append(scratch.last_event)
