@@ -220,3 +220,12 @@ def limits_fixture_value(request):
         return
     with emulated_limits(request.param):
         yield request.param
+
+
+def skip_unless_accumulation_supported(device, dtype, accumulation):
+    """Skip a test of ``dtype`` summed in ``accumulation`` ("double" or "compensated") the device cannot run."""
+    info = backend_for(device).info
+    if np.dtype(dtype) == np.float64 and not info.fp64:
+        pytest.skip("device without fp64")
+    if accumulation == "double" and not info.fast_fp64 and np.dtype(dtype) != np.float64:
+        pytest.skip("this device sums float32 in compensated float")

@@ -23,7 +23,7 @@ from caffe2op.ops.normalize import dense_opencl as dense_opencl_module
 from caffe2op.ops.normalize import long_opencl as long_opencl_module
 
 from .._helpers import assert_allclose_dtype
-from ._device_helpers import assert_gradient_close, emulated_limits
+from ._device_helpers import assert_gradient_close, emulated_limits, skip_unless_accumulation_supported
 
 CHUNKED = 2048 * 8  # the length from which all 2,048 chains of a vector hold elements
 LENGTHS = [CHUNKED - 1, CHUNKED, CHUNKED + 1, CHUNKED * 3 + 5, 100_003]
@@ -46,14 +46,6 @@ LIMIT_SETS = {
         f"shape=gpu,fast_fp64=0,local_mem=2048,{SPLIT}",
     ],
 }
-
-
-def _skip_unless_supported(device, dtype, accumulation):
-    info = backend_for(device).info
-    if np.dtype(dtype) == np.float64 and not info.fp64:
-        pytest.skip("device without fp64")
-    if accumulation == "double" and not info.fast_fp64 and np.dtype(dtype) != np.float64:
-        pytest.skip("this device sums float32 in compensated float")
 
 
 def _plain_inputs(dtype):
@@ -177,7 +169,7 @@ def test_split_gives_the_team_kernels_bits(opencl_device, accumulation, dtype, m
     for limits in LIMIT_SETS[accumulation]:
         before = counter.calls
         with emulated_limits(limits):
-            _skip_unless_supported(opencl_device, dtype, accumulation)
+            skip_unless_accumulation_supported(opencl_device, dtype, accumulation)
             results = _battery(opencl_device, dtype)
         split = SPLIT in limits
         # Every forward and backward call splits under the forced limit, none otherwise.

@@ -22,7 +22,7 @@ from caffe2op.ops.normalize import sparse_opencl as sparse_opencl_module
 from caffe2op.ops.normalize.dense import normalize_gradient_dense
 
 from .._helpers import assert_allclose_dtype
-from ._device_helpers import NORMALIZE_LIMIT_GROUPS, emulated_limits
+from ._device_helpers import NORMALIZE_LIMIT_GROUPS, emulated_limits, skip_unless_accumulation_supported
 
 sp = pytest.importorskip("scipy.sparse")
 
@@ -31,14 +31,6 @@ LENGTHS = [1, 3, 7, 8, 63, 64, 65, 1000, 2049]
 # (at most 65504, summed in float or double) never need it.
 HUGE = {np.float16: 1.0, np.float32: 1.0e30, np.float64: 1.0e200}
 TINY = {np.float16: 1.0, np.float32: 1.0e-30, np.float64: 1.0e-200}
-
-
-def _skip_unless_supported(device, dtype, accumulation):
-    info = backend_for(device).info
-    if np.dtype(dtype) == np.float64 and not info.fp64:
-        pytest.skip("device without fp64")
-    if accumulation == "double" and not info.fast_fp64 and np.dtype(dtype) != np.float64:
-        pytest.skip("this device sums float32 in compensated float")
 
 
 def _reference(x, dy, norm, use_max_norm):
@@ -124,7 +116,7 @@ def test_dense_rows_same_bits_on_every_shape(opencl_device, accumulation, dtype,
     reference = None
     for limits in NORMALIZE_LIMIT_GROUPS[accumulation]:
         with emulated_limits(limits):
-            _skip_unless_supported(opencl_device, dtype, accumulation)
+            skip_unless_accumulation_supported(opencl_device, dtype, accumulation)
             results = _dense_battery(opencl_device, dtype, rescue)
         if reference is None:
             reference = (limits, results)
@@ -172,7 +164,7 @@ def test_sparse_segments_same_bits_on_every_shape(opencl_device, accumulation, d
     reference = None
     for limits in NORMALIZE_LIMIT_GROUPS[accumulation]:
         with emulated_limits(limits):
-            _skip_unless_supported(opencl_device, dtype, accumulation)
+            skip_unless_accumulation_supported(opencl_device, dtype, accumulation)
             results = []
             for norm, use_max_norm in [(1.0, False), (1.5, True)]:
                 d = caffe2op.DeviceSparseMatrix.from_scipy(m, opencl_device)
