@@ -412,16 +412,8 @@ __kernel void caffe2op_normalize_columns_bwd(
         for (uint j = 0; j < m; ++j) {
             const uint w = j + 1 == m ? last : 8u;
             const ulong e = k * inner + j * 8;
-#if C2O_GRAD_RESCUE
-            /* ((dy a - ((x c1) c2) b) c1) c2 (see c2o_serial_rescued_grad): with c1 = c2 = 1
-             * the bits of dy a - x b. */
-            const C2O_ACC8 c1 = axx[C2O_PART(j, 1)];
-            const C2O_ACC8 c2 = axx[C2O_PART(j, 2)];
-            const C2O_ACC8 xs = (c2o_load_block(xb, e, w) * c1) * c2;
-            const C2O_ACC8 r = ((c2o_load_block(dyb, e, w) * axx[C2O_PART(j, 0)] - xs * axy[C2O_PART(j, 0)]) * c1) * c2;
-#else
-            const C2O_ACC8 r = c2o_load_block(dyb, e, w) * axx[C2O_PART(j, 0)] - c2o_load_block(xb, e, w) * axy[C2O_PART(j, 0)];
-#endif
+            const C2O_ACC8 r = C2O_GRAD_OF(c2o_load_block(xb, e, w), c2o_load_block(dyb, e, w), axx[C2O_PART(j, 0)],
+                                           axy[C2O_PART(j, 0)], axx[C2O_PART(j, 1)], axx[C2O_PART(j, 2)]);
             c2o_store_block(dxb, e, w, C2O_TO_VALUE8(r));
         }
     }
@@ -582,13 +574,7 @@ __kernel void caffe2op_normalize_columns_tile_bwd(
 #endif
         if (valid) {
             for (ulong k = s; k < n; k += slices) {
-#if C2O_GRAD_RESCUE
-                /* ((dy a - ((x c1) c2) b) c1) c2: with c1 = c2 = 1 the bits of dy a - x b */
-                const ACC xs = (C2O_LOAD_ACC(xc, k * inner) * c1) * c2;
-                const ACC r = ((C2O_LOAD_ACC(dyc, k * inner) * fa - xs * fb) * c1) * c2;
-#else
-                const ACC r = C2O_LOAD_ACC(dyc, k * inner) * fa - C2O_LOAD_ACC(xc, k * inner) * fb;
-#endif
+                const ACC r = C2O_GRAD_AT(xc, dyc, k * inner, fa, fb, c1, c2);
                 C2O_STORE(dxc, k * inner, (C2O_VALUE)r);
             }
         }

@@ -561,10 +561,18 @@ static void c2o_team_scale(__global const C2O_STORAGE *x, __global C2O_STORAGE *
 #  define C2O_GRAD_RESCUE 0
 #endif
 
-/* dx[k] = dy[k] a - x[k] b in ACC, with the rescue's factors c1 c2 (1 unless rescued: see
- * c2o_serial_rescued_grad), rounded by the caller once. */
+/* dx = dy a - x b in ACC (scalars or ACC vectors), with the rescue's factors c1 c2 (1 unless
+ * rescued: see c2o_serial_rescued_grad) as ((dy a - ((x c1) c2) b) c1) c2; rounded by the caller
+ * once.  Builds without the rescue drop c1 and c2 (not evaluated: they may be undeclared there),
+ * whose products by 1 would change no bit. */
+#if C2O_GRAD_RESCUE
+#  define C2O_GRAD_OF(x, dy, a, b, c1, c2) (((((dy) * (a)) - (((x) * (c1)) * (c2)) * (b)) * (c1)) * (c2))
+#else
+#  define C2O_GRAD_OF(x, dy, a, b, c1, c2) ((dy) * (a) - (x) * (b))
+#endif
+/* dx[k] of the vectors xv, dyv (see C2O_GRAD_OF). */
 #define C2O_GRAD_AT(xv, dyv, k, a, b, c1, c2) \
-    (((C2O_LOAD_ACC((dyv), (k)) * (a) - ((C2O_LOAD_ACC((xv), (k)) * (c1)) * (c2)) * (b)) * (c1)) * (c2))
+    C2O_GRAD_OF(C2O_LOAD_ACC((xv), (k)), C2O_LOAD_ACC((dyv), (k)), (a), (b), (c1), (c2))
 
 /* NormalizeGradient's factors of one vector x[k * stride], k < n, by one work item, measured
  * with x scaled by 2^-e, e from its largest magnitude (the rescue).  dx must stay representable

@@ -343,13 +343,7 @@ __kernel void caffe2op_normalize_long_columns_scale_bwd(
         const ACC c2 = factors[3 * columns + c];
 #endif
         for (ulong k = slice; k < n; k += slices) {
-#if C2O_GRAD_RESCUE
-            /* ((dy a - ((x c1) c2) b) c1) c2: with c1 = c2 = 1 the bits of dy a - x b */
-            const ACC xs = (C2O_LOAD_ACC(xc, k * inner) * c1) * c2;
-            const ACC r = ((C2O_LOAD_ACC(dyc, k * inner) * fa - xs * fb) * c1) * c2;
-#else
-            const ACC r = C2O_LOAD_ACC(dyc, k * inner) * fa - C2O_LOAD_ACC(xc, k * inner) * fb;
-#endif
+            const ACC r = C2O_GRAD_AT(xc, dyc, k * inner, fa, fb, c1, c2);
             C2O_STORE(dxc, k * inner, (C2O_VALUE)r);
         }
     }
@@ -434,24 +428,13 @@ __kernel void caffe2op_normalize_long_columns_rows_bwd(
             const ulong e = k * inner + c * 8;
             const C2O_ACC8 a = vload8(0, fa + c * 8);
             const C2O_ACC8 b = vload8(0, fb + c * 8);
-#if C2O_GRAD_RESCUE
-            const C2O_ACC8 c1 = vload8(0, f1 + c * 8);
-            const C2O_ACC8 c2 = vload8(0, f2 + c * 8);
-            const C2O_ACC8 xs = (C2O_LOAD8_ACC(xb, e) * c1) * c2;
-            const C2O_ACC8 r = ((C2O_LOAD8_ACC(dyb, e) * a - xs * b) * c1) * c2;
-#else
-            const C2O_ACC8 r = C2O_LOAD8_ACC(dyb, e) * a - C2O_LOAD8_ACC(xb, e) * b;
-#endif
+            const C2O_ACC8 r =
+                C2O_GRAD_OF(C2O_LOAD8_ACC(xb, e), C2O_LOAD8_ACC(dyb, e), a, b, vload8(0, f1 + c * 8), vload8(0, f2 + c * 8));
             C2O_STORE8(dxb, e, C2O_TO_VALUE8(r));
         }
         for (ulong col = full * 8; col < inner; ++col) {
             const ulong e = k * inner + col;
-#if C2O_GRAD_RESCUE
-            const ACC xs = (C2O_LOAD_ACC(xb, e) * f1[col]) * f2[col];
-            const ACC r = ((C2O_LOAD_ACC(dyb, e) * fa[col] - xs * fb[col]) * f1[col]) * f2[col];
-#else
-            const ACC r = C2O_LOAD_ACC(dyb, e) * fa[col] - C2O_LOAD_ACC(xb, e) * fb[col];
-#endif
+            const ACC r = C2O_GRAD_AT(xb, dyb, e, fa[col], fb[col], f1[col], f2[col]);
             C2O_STORE(dxb, e, (C2O_VALUE)r);
         }
     }
