@@ -85,8 +85,12 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+# Read once, as libgomp reads OMP_NUM_THREADS once: get_num_threads() runs on
+# every kernel call, where an environment lookup and a system call cost
+# microseconds on cold caches.
+_DEFAULT_NUM_THREADS = _default_num_threads()
 # OpenMP's own default (read by libgomp from OMP_NUM_THREADS) must be as safe as ours.
-_runtime.set_default_threads(_default_num_threads())
+_runtime.set_default_threads(_DEFAULT_NUM_THREADS)
 
 
 def set_num_threads(n):
@@ -98,7 +102,7 @@ def set_num_threads(n):
         Number of threads, from 1 to ``MAX_NUM_THREADS`` (256, or the number
         of usable cores if that is larger); None restores the default
         (``OMP_NUM_THREADS``, clamped to the same maximum, or all usable
-        cores).
+        cores, as they were at import).
 
     Raises
     ------
@@ -147,8 +151,8 @@ def get_num_threads():
     -------
     int
         The value of :func:`set_num_threads`, else the default
-        (``OMP_NUM_THREADS`` or all available cores); 1 in a build without
-        OpenMP and in a child process made by ``os.fork()``.
+        (``OMP_NUM_THREADS`` or all available cores, read at import); 1 in a
+        build without OpenMP and in a child process made by ``os.fork()``.
 
     Examples
     --------
@@ -161,7 +165,7 @@ def get_num_threads():
     limit = getattr(_this_thread, "n", None)
     if limit is not None:
         return limit
-    return _num_threads if _num_threads is not None else _default_num_threads()
+    return _num_threads if _num_threads is not None else _DEFAULT_NUM_THREADS
 
 
 @contextlib.contextmanager
@@ -220,7 +224,7 @@ def show_config(file=None):
         f"  platform: {platform.platform()}",
         f"  numpy:    {np.__version__}",
         f"  build:    Cython kernels, OpenMP: {'yes' if openmp else 'no (serial kernels)'}",
-        f"  threads:  {get_num_threads()} (default {_default_num_threads() if openmp else 1}"
+        f"  threads:  {get_num_threads()} (default {_DEFAULT_NUM_THREADS if openmp else 1}"
         f"{', OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if 'OMP_NUM_THREADS' in os.environ else ''}"
         f", at most {MAX_NUM_THREADS}{'; serial in this forked child' if _forked_child else ''})",
         f"  cpu kernels: {_cpu_variant_summary()}",

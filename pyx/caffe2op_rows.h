@@ -138,15 +138,21 @@ static void c2o_normalize_row_f64_scaled(double *x, ptrdiff_t n, int use_max_nor
     }
 }
 
-static inline void c2o_normalize_row_f32(float *x, ptrdiff_t n, int use_max_norm, double norm) {
-    const double row_norm = sqrt(c2o_sumsq_f32(x, n));
+/* Normalising a row is split in two: its sum of squares (c2o_sumsq_*), then
+ * the decision and the scaling from that sum (c2o_finish_row_*).  The row
+ * kernel computes the sums of a block of rows first and finishes them after:
+ * the loads of one block overlap with no data-dependent branch between them
+ * (whether a row exceeds the norm is a coin toss that the branch predictor
+ * loses half the time, and a miss there throws away the next rows' loads),
+ * and the finishing pass then finds its rows in the cache. */
+static inline void c2o_finish_row_f32(float *x, ptrdiff_t n, double sumsq, int use_max_norm, double norm) {
+    const double row_norm = sqrt(sumsq);
     /* A zero row stays zero (Caffe2 multiplied it by norm/eps: 0 unless it overflows). */
     if ((use_max_norm && row_norm <= norm) || row_norm == 0) return;
     c2o_scale_f32(x, n, norm / (row_norm + C2O_EPS));
 }
 
-static inline void c2o_normalize_row_f64(double *x, ptrdiff_t n, int use_max_norm, double norm) {
-    const double sumsq = c2o_sumsq_f64(x, n);
+static inline void c2o_finish_row_f64(double *x, ptrdiff_t n, double sumsq, int use_max_norm, double norm) {
     if (sumsq < C2O_SUMSQ_TINY || sumsq > DBL_MAX) { /* NaN sums take the plain path */
         c2o_normalize_row_f64_scaled(x, n, use_max_norm, norm);
         return;
@@ -156,8 +162,8 @@ static inline void c2o_normalize_row_f64(double *x, ptrdiff_t n, int use_max_nor
     c2o_scale_f64(x, n, norm / (row_norm + C2O_EPS));
 }
 
-static inline void c2o_normalize_row_f16(uint16_t *x, ptrdiff_t n, int use_max_norm, double norm) {
-    const float row_norm = sqrtf(c2o_sumsq_f16(x, n));
+static inline void c2o_finish_row_f16(uint16_t *x, ptrdiff_t n, float sumsq, int use_max_norm, double norm) {
+    const float row_norm = sqrtf(sumsq);
     if ((use_max_norm && row_norm <= (float)norm) || row_norm == 0) return;
     c2o_scale_f16(x, n, (float)norm / (row_norm + (float)C2O_EPS));
 }

@@ -41,9 +41,12 @@ from _typedefs cimport (
 )
 
 cdef extern from "caffe2op_rows.h" nogil:
-    void c2o_normalize_row_f32(float* x, Py_ssize_t n, int use_max_norm, double norm)
-    void c2o_normalize_row_f64(double* x, Py_ssize_t n, int use_max_norm, double norm)
-    void c2o_normalize_row_f16(uint16_t* x, Py_ssize_t n, int use_max_norm, double norm)
+    double c2o_sumsq_f32(const float* x, Py_ssize_t n)
+    double c2o_sumsq_f64(const double* x, Py_ssize_t n)
+    float c2o_sumsq_f16(const uint16_t* x, Py_ssize_t n)
+    void c2o_finish_row_f32(float* x, Py_ssize_t n, double sumsq, int use_max_norm, double norm)
+    void c2o_finish_row_f64(double* x, Py_ssize_t n, double sumsq, int use_max_norm, double norm)
+    void c2o_finish_row_f16(uint16_t* x, Py_ssize_t n, float sumsq, int use_max_norm, double norm)
     void c2o_atomic_or_u64(uint64_t* word, uint64_t bits)
     int c2o_popcount_u64(uint64_t w)
     int c2o_ctz_u64(uint64_t w)
@@ -72,12 +75,32 @@ cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 18
 # Serial marking costs ~2-4 ns per index, small beside the rows it selects.
 cdef Py_ssize_t PARALLEL_MIN_INDICES = 1 << 22
 
-# The bitmap is used while it has at most this many words per index.
-cdef Py_ssize_t BITMAP_WORDS_PER_INDEX = 32
+# The bitmap is used while it has at most this many words per index (its
+# clearing and scanning then cost less than the hash set's probes, and the
+# rows are close enough for ascending order to pay).  Measured into
+# 1,000,000x64 float32 after the table was copied (caches cold), whole call:
+# 1,000 indices 310 us with the hash set against 345 us with the bitmap,
+# 3,000: 461 against 525, 10,000: alike, 30,000: 2.2 against 2.0 ms,
+# 100,000: 5.2 against 3.7 ms.
+cdef Py_ssize_t BITMAP_WORDS_PER_INDEX = 2
 
 # Rows ahead whose first cache lines are prefetched, and how many bytes of each.
 cdef Py_ssize_t PREFETCH_ROWS = 8
 cdef Py_ssize_t PREFETCH_BYTES = 512
+
+# Rows are normalised in blocks: the sums of squares of a whole block first,
+# then the decisions and the scaling (see c2o_finish_row_* in
+# caffe2op_rows.h).  At most MAX_ROW_BLOCK rows (the size of the sums array)
+# and ROW_BLOCK_BYTES of them, so that the second pass finds its rows in the
+# L1 cache.  Measured on 1,000,000x64 float32 with 100,000 random indices
+# (half the rows above the norm) after the table was copied, caches cold,
+# 2 threads: 4.6 ms against 5.2 ms finishing each row as soon as its sum is
+# known; blocks of 8-256 KiB measured alike, rows of 256-1,024 elements gain
+# nothing and lose nothing.
+cdef enum:
+    MAX_ROW_BLOCK = 64
+cdef Py_ssize_t ROW_BLOCK = MAX_ROW_BLOCK
+cdef Py_ssize_t ROW_BLOCK_BYTES = 1 << 15
 
 # Table storage: float32, float64, or float16 bit patterns computed in float32.
 ctypedef fused storage_t:
@@ -94,12 +117,15 @@ def tuning():
         "bitmap_words_per_index": BITMAP_WORDS_PER_INDEX,
         "prefetch_rows": PREFETCH_ROWS,
         "prefetch_bytes": PREFETCH_BYTES,
+        "row_block": ROW_BLOCK,
+        "row_block_bytes": ROW_BLOCK_BYTES,
     }
 
 
 def set_tuning(**values):
     """Change thresholds (names as in :func:`tuning`); for benchmarks that locate them, never for users."""
-    global PARALLEL_MIN_WORK, PARALLEL_MIN_INDICES, BITMAP_WORDS_PER_INDEX, PREFETCH_ROWS, PREFETCH_BYTES
+    global PARALLEL_MIN_WORK, PARALLEL_MIN_INDICES, BITMAP_WORDS_PER_INDEX, PREFETCH_ROWS, PREFETCH_BYTES, ROW_BLOCK
+    global ROW_BLOCK_BYTES
     unknown = set(values) - set(tuning())
     if unknown:
         raise KeyError(f"unknown tuning names: {sorted(unknown)}")
@@ -108,6 +134,8 @@ def set_tuning(**values):
     BITMAP_WORDS_PER_INDEX = max(0, values.get("bitmap_words_per_index", BITMAP_WORDS_PER_INDEX))
     PREFETCH_ROWS = max(1, values.get("prefetch_rows", PREFETCH_ROWS))
     PREFETCH_BYTES = max(0, values.get("prefetch_bytes", PREFETCH_BYTES))
+    ROW_BLOCK = min(MAX_ROW_BLOCK, max(1, values.get("row_block", ROW_BLOCK)))
+    ROW_BLOCK_BYTES = max(0, values.get("row_block_bytes", ROW_BLOCK_BYTES))
 
 
 def count_out_of_range(const index_t[::1] indices, Py_ssize_t n_rows, int n_threads):
@@ -226,14 +254,43 @@ cdef inline void _prefetch_row(storage_t* row, Py_ssize_t block) noexcept nogil:
         c2o_prefetch(start + offset)
 
 
-cdef inline void _normalize_row(storage_t* row, Py_ssize_t block, bint use_max_norm,
-                                double norm) noexcept nogil:
+cdef inline double _sum_squares(storage_t* row, Py_ssize_t block) noexcept nogil:
     if storage_t is float:
-        c2o_normalize_row_f32(row, block, use_max_norm, norm)
+        return c2o_sumsq_f32(row, block)
     elif storage_t is double:
-        c2o_normalize_row_f64(row, block, use_max_norm, norm)
+        return c2o_sumsq_f64(row, block)
     else:
-        c2o_normalize_row_f16(row, block, use_max_norm, norm)
+        return c2o_sumsq_f16(row, block)  # a float: exact in a double and back
+
+
+cdef inline void _finish_row(storage_t* row, Py_ssize_t block, double sumsq, bint use_max_norm,
+                             double norm) noexcept nogil:
+    if storage_t is float:
+        c2o_finish_row_f32(row, block, sumsq, use_max_norm, norm)
+    elif storage_t is double:
+        c2o_finish_row_f64(row, block, sumsq, use_max_norm, norm)
+    else:
+        c2o_finish_row_f16(row, block, <float> sumsq, use_max_norm, norm)
+
+
+cdef Py_ssize_t _rows_per_block(Py_ssize_t row_bytes) noexcept nogil:
+    """How many rows one block of the row pass holds (at least 1)."""
+    cdef Py_ssize_t count = ROW_BLOCK_BYTES // row_bytes if row_bytes > 0 else ROW_BLOCK
+    return max(1, min(ROW_BLOCK, count))
+
+
+cdef void _normalize_rows(storage_t* base, const int64_t* rows, Py_ssize_t start, Py_ssize_t stop,
+                          Py_ssize_t n_distinct, Py_ssize_t block, bint use_max_norm,
+                          double norm) noexcept nogil:
+    """Normalise rows[start:stop] (at most MAX_ROW_BLOCK of them): every sum first, then every row."""
+    cdef double sums[MAX_ROW_BLOCK]
+    cdef Py_ssize_t i
+    for i in range(start, stop):
+        if i + PREFETCH_ROWS < n_distinct:
+            _prefetch_row(base + rows[i + PREFETCH_ROWS] * block, block)
+        sums[i - start] = _sum_squares(base + rows[i] * block, block)
+    for i in range(start, stop):
+        _finish_row(base + rows[i] * block, block, sums[i - start], use_max_norm, norm)
 
 
 def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
@@ -245,7 +302,7 @@ def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
     outside ``[0, n_rows)``, in which case the table is untouched.
     """
     cdef Py_ssize_t k = indices.shape[0], block = table.shape[1], n_rows = table.shape[0]
-    cdef Py_ssize_t i, n_distinct
+    cdef Py_ssize_t b, n_distinct, per_block
     cdef int64_t* rows
     cdef storage_t* base = &table[0, 0] if n_rows > 0 and block > 0 else NULL
     if k == 0:
@@ -259,11 +316,11 @@ def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
         else:
             n_distinct = _distinct_by_hash(indices, n_rows, rows)
         if n_distinct > 0 and block > 0:
-            for i in prange(n_distinct, schedule="static", num_threads=n_threads,
+            per_block = _rows_per_block(block * sizeof(storage_t))
+            for b in prange((n_distinct + per_block - 1) // per_block, schedule="static", num_threads=n_threads,
                             use_threads_if=n_distinct * block >= PARALLEL_MIN_WORK):
-                if i + PREFETCH_ROWS < n_distinct:
-                    _prefetch_row(base + rows[i + PREFETCH_ROWS] * block, block)
-                _normalize_row(base + rows[i] * block, block, use_max_norm, norm)
+                _normalize_rows(base, rows, b * per_block, min((b + 1) * per_block, n_distinct), n_distinct,
+                                block, use_max_norm, norm)
     free(rows)
     if n_distinct == -2:
         raise MemoryError("SparseNormalize: cannot allocate the de-duplication set")

@@ -545,3 +545,43 @@ def test_parallel_deduplication_gives_the_serial_result(dtype):
         cpu._kernels.set_tuning(**default)
         caffe2op.set_num_threads(None)
     assert_bit_identical(threaded, serial)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("width", [1, 64, 5000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocked_row_pass_gives_the_row_by_row_result(dtype, width, threads):
+    """Sums of a block of rows first, then their scaling: the bits of one row at a time.
+
+    Covers a last block that is not full, blocks capped by their bytes
+    (5,000-element rows), both de-duplications, and float64 rows that need
+    the rescaled measure (tiny and huge) in the middle of a block.
+    """
+    from caffe2op.ops.sparse_normalize import cpu
+
+    rng = np.random.default_rng(width)
+    n_rows = 3000 if width < 5000 else 300
+    base = (rng.standard_normal((n_rows, width)) * rng.uniform(0.2, 3.0, (n_rows, 1))).astype(dtype)
+    if dtype == np.float64:
+        base[5] *= 1e-170
+        base[6] *= 1e170
+    default = cpu._kernels.tuning()
+    for indices in (rng.integers(0, n_rows, 1500), rng.integers(0, n_rows, 9)):
+        indices[:2] = (5, 6)
+        for use_max_norm in (True, False):
+            results = []
+            for tuning in (dict(row_block=1), dict(row_block=37, parallel_min_work=0), {}):
+                param = base.copy()
+                cpu._kernels.set_tuning(**tuning)
+                caffe2op.set_num_threads(threads)
+                try:
+                    caffe2op.sparse_normalize(param, indices, use_max_norm=use_max_norm, norm=1.5)
+                finally:
+                    cpu._kernels.set_tuning(**default)
+                    caffe2op.set_num_threads(None)
+                results.append(param)
+            for param in results[1:]:
+                assert_bit_identical(param, results[0])
+            touched = np.setdiff1d(indices, [5, 6])  # the plain float64 reference overflows on those two
+            expected = sparse_normalize_ref(base[touched], np.arange(touched.size), use_max_norm, 1.5)
+            assert_allclose_dtype(results[0][touched], expected)
