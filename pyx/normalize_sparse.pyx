@@ -64,6 +64,19 @@ cdef extern from *:
 
 include "_normalize_vectors.pxi"
 
+cdef extern from "caffe2op_normalize.h":
+    void c2o_gather_scale_f32_i32(const int32_t* index, const float* x, float* y, const float* scales,
+                                  Py_ssize_t n) noexcept nogil
+    void c2o_gather_scale_f32_i64(const int64_t* index, const float* x, float* y, const float* scales,
+                                  Py_ssize_t n) noexcept nogil
+    void c2o_gather_scale_f64_i32(const int32_t* index, const double* x, double* y, const double* scales,
+                                  Py_ssize_t n) noexcept nogil
+    void c2o_gather_scale_f64_i64(const int64_t* index, const double* x, double* y, const double* scales,
+                                  Py_ssize_t n) noexcept nogil
+
+# Values per work item of apply_scales.
+cdef Py_ssize_t APPLY_PIECE = 1 << 14
+
 # Modes of the segment kernel.
 SEGMENT_SCALES = 0      # compute each segment's scale into ``scales`` only
 SEGMENT_NORMALIZE = 1   # compute each segment's scale and apply it
@@ -653,7 +666,7 @@ def apply_scales(const index_t[::1] own_indices, const storage_t[::1] src, stora
     float32 and float16 values are multiplied by the scales rounded to
     float32, exactly as ``cross_apply`` does.
     """
-    cdef Py_ssize_t nnz = src.shape[0], k
+    cdef Py_ssize_t nnz = src.shape[0], k, piece, begin, count
     cdef const double* sp
     cdef float[::1] fscales
     cdef const float* fp
@@ -662,16 +675,28 @@ def apply_scales(const index_t[::1] own_indices, const storage_t[::1] src, stora
     if nnz == 0:
         return
     sp = &scales[0]
-    if storage_t is double:
-        for k in prange(nnz, nogil=True, schedule="static", num_threads=n_threads,
-                        use_threads_if=nnz > PARALLEL_MIN_WORK):
-            dst[k] = src[k] * sp[own_indices[k]]
-    else:
+    if storage_t is uint16_t:
         fscales = np.asarray(scales, dtype=np.float32)
         fp = &fscales[0]
         for k in prange(nnz, nogil=True, schedule="static", num_threads=n_threads,
                         use_threads_if=nnz > PARALLEL_MIN_WORK):
-            if storage_t is uint16_t:
-                dst[k] = c2o_float_to_half(c2o_half_to_float(src[k]) * fp[own_indices[k]])
+            dst[k] = c2o_float_to_half(c2o_half_to_float(src[k]) * fp[own_indices[k]])
+    else:
+        if storage_t is float:
+            fscales = np.asarray(scales, dtype=np.float32)
+            fp = &fscales[0]
+        # Pieces of APPLY_PIECE values, so that the gathers run over whole vectors.
+        for piece in prange((nnz + APPLY_PIECE - 1) // APPLY_PIECE, nogil=True, schedule="static",
+                            num_threads=n_threads, use_threads_if=nnz > PARALLEL_MIN_WORK):
+            begin = piece * APPLY_PIECE
+            count = min(APPLY_PIECE, nnz - begin)
+            if storage_t is float:
+                if index_t is int32_t:
+                    c2o_gather_scale_f32_i32(&own_indices[begin], &src[begin], &dst[begin], fp, count)
+                else:
+                    c2o_gather_scale_f32_i64(&own_indices[begin], &src[begin], &dst[begin], fp, count)
             else:
-                dst[k] = src[k] * fp[own_indices[k]]
+                if index_t is int32_t:
+                    c2o_gather_scale_f64_i32(&own_indices[begin], &src[begin], &dst[begin], sp, count)
+                else:
+                    c2o_gather_scale_f64_i64(&own_indices[begin], &src[begin], &dst[begin], sp, count)

@@ -104,12 +104,16 @@ for dtype in (np.float16, np.float32, np.float64):
     if dtype == np.float64:
         data[3::89] *= 1e200
         data[11::97] *= 1e-200
-    matrix = sp.csr_matrix((data, indices, indptr), shape=(2000, 64))
-    for axis in (0, 1):
-        digest.update(caffe2op.normalize(matrix, axis=axis).data.tobytes())
-        inplace = sp.csr_matrix((data.copy(), indices, indptr), shape=(2000, 64))  # scipy cannot copy float16
-        caffe2op.normalize(inplace, axis=axis, out=inplace)
-        digest.update(inplace.data.tobytes())
+    for index_dtype in (np.int32, np.int64):  # the gathers of the cross scaling take either
+        def csr(values):
+            matrix = sp.csr_matrix((values, indices, indptr), shape=(2000, 64))  # scipy cannot copy float16
+            matrix.indices, matrix.indptr = indices.astype(index_dtype), indptr.astype(index_dtype)  # scipy narrows
+            return matrix
+        for axis in (0, 1):
+            digest.update(caffe2op.normalize(csr(data), axis=axis).data.tobytes())
+            inplace = csr(data.copy())
+            caffe2op.normalize(inplace, axis=axis, out=inplace)
+            digest.update(inplace.data.tobytes())
 print(_dispatch.loaded["sparse_normalize"], _dispatch.loaded["normalize_sparse"], digest.hexdigest())
 """
     runs = {}
