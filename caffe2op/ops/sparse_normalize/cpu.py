@@ -80,8 +80,8 @@ def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only
     or float64 table goes to its kernel as it is.  The test only accepts,
     never rejects: anything else takes the full checks, the one place with
     the rules' messages.  Calls come every training step, often on cold
-    caches, where each Python step costs a few microseconds: a cold call
-    took 150 us before this path and 95 us with it.
+    caches, where each Python step costs a few microseconds: one index
+    after a 256 MB copy took 165 us before this path and 94 us with it.
     """
     plain = None
     if type(param) is np.ndarray and type(indices) is np.ndarray and type(use_max_norm) is bool and type(norm) is float:
