@@ -139,12 +139,9 @@ static void c2o_normalize_row_f64_scaled(double *x, ptrdiff_t n, int use_max_nor
 }
 
 /* Normalising a row is split in two: its sum of squares (c2o_sumsq_*), then
- * the decision and the scaling from that sum (c2o_finish_row_*).  The row
- * kernel computes the sums of a block of rows first and finishes them after:
- * the loads of one block overlap with no data-dependent branch between them
- * (whether a row exceeds the norm is a coin toss that the branch predictor
- * loses half the time, and a miss there throws away the next rows' loads),
- * and the finishing pass then finds its rows in the cache. */
+ * the decision and the scaling from that sum (c2o_finish_row_*), so that the
+ * float64 rows whose plain sum over- or underflowed take the rescaled path
+ * from the same sum. */
 static inline void c2o_finish_row_f32(float *x, ptrdiff_t n, double sumsq, int use_max_norm, double norm) {
     const double row_norm = sqrt(sumsq);
     /* A zero row stays zero (Caffe2 multiplied it by norm/eps: 0 unless it overflows). */

@@ -88,20 +88,6 @@ cdef Py_ssize_t BITMAP_WORDS_PER_INDEX = 2
 cdef Py_ssize_t PREFETCH_ROWS = 8
 cdef Py_ssize_t PREFETCH_BYTES = 512
 
-# Rows are normalised in blocks: the sums of squares of a whole block first,
-# then the decisions and the scaling (see c2o_finish_row_* in
-# caffe2op_rows.h).  At most MAX_ROW_BLOCK rows (the size of the sums array)
-# and ROW_BLOCK_BYTES of them, so that the second pass finds its rows in the
-# L1 cache.  Measured on 1,000,000x64 float32 with 100,000 random indices
-# (half the rows above the norm) after the table was copied, caches cold,
-# 2 threads: 4.6 ms against 5.2 ms finishing each row as soon as its sum is
-# known; blocks of 8-256 KiB measured alike.  Rows of 256-1,024 elements gain
-# nothing (at 1,024, 1-4% slower in three runs, within this machine's noise).
-cdef enum:
-    MAX_ROW_BLOCK = 64
-cdef Py_ssize_t ROW_BLOCK = MAX_ROW_BLOCK
-cdef Py_ssize_t ROW_BLOCK_BYTES = 1 << 15
-
 # Table storage: float32, float64, or float16 bit patterns computed in float32.
 ctypedef fused storage_t:
     float
@@ -117,15 +103,12 @@ def tuning():
         "bitmap_words_per_index": BITMAP_WORDS_PER_INDEX,
         "prefetch_rows": PREFETCH_ROWS,
         "prefetch_bytes": PREFETCH_BYTES,
-        "row_block": ROW_BLOCK,
-        "row_block_bytes": ROW_BLOCK_BYTES,
     }
 
 
 def set_tuning(**values):
     """Change thresholds (names as in :func:`tuning`); for benchmarks that locate them, never for users."""
-    global PARALLEL_MIN_WORK, PARALLEL_MIN_INDICES, BITMAP_WORDS_PER_INDEX, PREFETCH_ROWS, PREFETCH_BYTES, ROW_BLOCK
-    global ROW_BLOCK_BYTES
+    global PARALLEL_MIN_WORK, PARALLEL_MIN_INDICES, BITMAP_WORDS_PER_INDEX, PREFETCH_ROWS, PREFETCH_BYTES
     unknown = set(values) - set(tuning())
     if unknown:
         raise KeyError(f"unknown tuning names: {sorted(unknown)}")
@@ -134,8 +117,6 @@ def set_tuning(**values):
     BITMAP_WORDS_PER_INDEX = max(0, values.get("bitmap_words_per_index", BITMAP_WORDS_PER_INDEX))
     PREFETCH_ROWS = max(1, values.get("prefetch_rows", PREFETCH_ROWS))
     PREFETCH_BYTES = max(0, values.get("prefetch_bytes", PREFETCH_BYTES))
-    ROW_BLOCK = min(MAX_ROW_BLOCK, max(1, values.get("row_block", ROW_BLOCK)))
-    ROW_BLOCK_BYTES = max(0, values.get("row_block_bytes", ROW_BLOCK_BYTES))
 
 
 def count_out_of_range(const index_t[::1] indices, Py_ssize_t n_rows, int n_threads):
@@ -282,24 +263,22 @@ cdef inline void _finish_row(storage_t* row, Py_ssize_t block, double sumsq, bin
         c2o_finish_row_f16(row, block, <float> sumsq, use_max_norm, norm)
 
 
-cdef Py_ssize_t _rows_per_block(Py_ssize_t row_bytes) noexcept nogil:
-    """How many rows one block of the row pass holds (at least 1)."""
-    cdef Py_ssize_t count = ROW_BLOCK_BYTES // row_bytes if row_bytes > 0 else ROW_BLOCK
-    return max(1, min(ROW_BLOCK, count))
+cdef inline void _normalize_row(storage_t* base, const int64_t* rows, Py_ssize_t i, Py_ssize_t n_distinct,
+                                Py_ssize_t block, bint use_max_norm, double norm) noexcept nogil:
+    """Normalise the row ``rows[i]``, after prefetching the one PREFETCH_ROWS ahead of it.
 
-
-cdef void _normalize_rows(storage_t* base, const int64_t* rows, Py_ssize_t start, Py_ssize_t stop,
-                          Py_ssize_t n_distinct, Py_ssize_t block, bint use_max_norm,
-                          double norm) noexcept nogil:
-    """Normalise rows[start:stop] (at most MAX_ROW_BLOCK of them): every sum first, then every row."""
-    cdef double sums[MAX_ROW_BLOCK]
-    cdef Py_ssize_t i
-    for i in range(start, stop):
-        if i + PREFETCH_ROWS < n_distinct:
-            _prefetch_row(base + rows[i + PREFETCH_ROWS] * block, block)
-        sums[i - start] = _sum_squares(base + rows[i] * block, block)
-    for i in range(start, stop):
-        _finish_row(base + rows[i] * block, block, sums[i - start], use_max_norm, norm)
+    A row at a time, inlined into the parallel loop.  Stop 21 summed blocks of
+    up to 64 rows first and scaled them after (no data-dependent branch between
+    the loads); once whole rows were prefetched (see _prefetch_row) that order
+    cost more than it saved: 100,000 indices into 1,000,000x64 float32 after a
+    table copy, against the C floor kernel in the same rounds, 1.12-1.19 with
+    blocks (also with one-row blocks, through the block function) and
+    1.03-1.04 a row at a time, 1 and 2 threads.
+    """
+    cdef storage_t* row = base + rows[i] * block
+    if i + PREFETCH_ROWS < n_distinct:
+        _prefetch_row(base + rows[i + PREFETCH_ROWS] * block, block)
+    _finish_row(row, block, _sum_squares(row, block), use_max_norm, norm)
 
 
 def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
@@ -311,7 +290,7 @@ def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
     outside ``[0, n_rows)``, in which case the table is untouched.
     """
     cdef Py_ssize_t k = indices.shape[0], block = table.shape[1], n_rows = table.shape[0]
-    cdef Py_ssize_t b, n_distinct, per_block
+    cdef Py_ssize_t i, n_distinct
     cdef int64_t* rows
     cdef storage_t* base = &table[0, 0] if n_rows > 0 and block > 0 else NULL
     if k == 0:
@@ -325,11 +304,9 @@ def sparse_normalize_rows(storage_t[:, ::1] table, const index_t[::1] indices,
         else:
             n_distinct = _distinct_by_hash(indices, n_rows, rows)
         if n_distinct > 0 and block > 0:
-            per_block = _rows_per_block(block * sizeof(storage_t))
-            for b in prange((n_distinct + per_block - 1) // per_block, schedule="static", num_threads=n_threads,
+            for i in prange(n_distinct, schedule="static", num_threads=n_threads,
                             use_threads_if=n_distinct * block >= PARALLEL_MIN_WORK):
-                _normalize_rows(base, rows, b * per_block, min((b + 1) * per_block, n_distinct), n_distinct,
-                                block, use_max_norm, norm)
+                _normalize_row(base, rows, i, n_distinct, block, use_max_norm, norm)
     free(rows)
     if n_distinct == -2:
         raise MemoryError("SparseNormalize: cannot allocate the de-duplication set")

@@ -550,12 +550,12 @@ def test_parallel_deduplication_gives_the_serial_result(dtype):
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("width", [1, 64, 5000])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_blocked_row_pass_gives_the_row_by_row_result(dtype, width, threads):
-    """Sums of a block of rows first, then their scaling: the bits of one row at a time.
+def test_row_pass_bits_depend_on_neither_threads_nor_prefetching(dtype, width, threads):
+    """The row pass split over threads, or prefetching nothing, gives the serial bits.
 
-    Covers a last block that is not full, blocks capped by their bytes
-    (5,000-element rows), both de-duplications, and float64 rows that need
-    the rescaled measure (tiny and huge) in the middle of a block.
+    Covers rows wider than the prefetch (5,000 elements), both
+    de-duplications, and float64 rows that need the rescaled measure (tiny
+    and huge) between ordinary ones.
     """
     from caffe2op.ops.sparse_normalize import cpu
 
@@ -570,7 +570,7 @@ def test_blocked_row_pass_gives_the_row_by_row_result(dtype, width, threads):
         indices[:2] = (5, 6)
         for use_max_norm in (True, False):
             results = []
-            for tuning in (dict(row_block=1), dict(row_block=37, parallel_min_work=0), {}):
+            for tuning in ({}, dict(parallel_min_work=0), dict(prefetch_rows=1, prefetch_bytes=0)):
                 param = base.copy()
                 cpu._kernels.set_tuning(**tuning)
                 caffe2op.set_num_threads(threads)
