@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -332,6 +332,53 @@ def test_copying_kernels_report_faults_and_copy_the_indices():
     assert kernels.copy_cross_sums(indptr, indices, own, src, partial, 1) == 1  # out of range
     indices[3] = 2
     assert kernels.copy_cross_sums(np.array([0, 3, 2], np.int32), indices, own, src, partial, 1) > 0  # indptr falls
+
+
+@settings(max_examples=300)  # cheap examples; the faults to find are rare positions
+@given(
+    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=40),
+    n_chunks=st.integers(1, 9),
+    fault=st.sampled_from(["none", "swap", "duplicate", "across_rows"]),
+    where=st.integers(0, 10**6),
+    threads=st.sampled_from([1, 2]),
+    data=st.data(),
+)
+def test_copy_cross_sums_finds_exactly_the_non_canonical_structures(lengths, n_chunks, fault, where, threads, data):
+    """Faults anywhere, chunk starts on, inside or between segments (empty ones included).
+
+    Canonical means: indices in range and strictly increasing inside every
+    segment; a fall from one segment to the next is allowed.  Compared with
+    a direct NumPy check, and the sums with ``np.add.at`` when canonical.
+    """
+    from caffe2op._cpu import normalize_sparse as kernels
+
+    n_minor = 8
+    segments = [np.sort(np.array(data.draw(st.permutations(list(range(n_minor)))))[:n]) for n in lengths]
+    indices = np.concatenate(segments).astype(np.int32) if sum(lengths) else np.zeros(0, np.int32)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    nnz = indices.size
+    if nnz == 0:
+        return
+    position = where % nnz
+    if fault == "swap" and nnz > 1:
+        indices[[position, (position + 1) % nnz]] = indices[[(position + 1) % nnz, position]]
+    elif fault == "duplicate" and nnz > 1:
+        indices[position] = indices[position - 1]
+    elif fault == "across_rows":
+        indices[position] = (indices[position] + 1) % n_minor
+    canonical = all(
+        np.all(np.diff(indices[indptr[i] : indptr[i + 1]]) > 0) for i in range(len(lengths))
+    )
+    src = np.arange(1, nnz + 1, dtype=np.float64)
+    own = np.full(nnz, -1, np.int32)
+    partial = np.empty((min(n_chunks, nnz), n_minor))
+    faults = kernels.copy_cross_sums(indptr, indices, own, src, partial, threads)
+    assert (faults == 0) == canonical
+    np.testing.assert_array_equal(own, indices)
+    if canonical:
+        expected = np.zeros(n_minor)
+        np.add.at(expected, indices, src**2)
+        np.testing.assert_array_equal(partial.sum(axis=0), expected)
 
 
 def test_a_matrix_too_large_to_densify_stays_sparse():
