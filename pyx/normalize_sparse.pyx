@@ -66,16 +66,21 @@ include "_normalize_vectors.pxi"
 
 cdef extern from "caffe2op_normalize.h":
     void c2o_gather_scale_f32_i32(const int32_t* index, const float* x, float* y, const float* scales,
-                                  Py_ssize_t n) noexcept nogil
+                                  Py_ssize_t n, int stream) noexcept nogil
     void c2o_gather_scale_f32_i64(const int64_t* index, const float* x, float* y, const float* scales,
-                                  Py_ssize_t n) noexcept nogil
+                                  Py_ssize_t n, int stream) noexcept nogil
     void c2o_gather_scale_f64_i32(const int32_t* index, const double* x, double* y, const double* scales,
-                                  Py_ssize_t n) noexcept nogil
+                                  Py_ssize_t n, int stream) noexcept nogil
     void c2o_gather_scale_f64_i64(const int64_t* index, const double* x, double* y, const double* scales,
-                                  Py_ssize_t n) noexcept nogil
+                                  Py_ssize_t n, int stream) noexcept nogil
 
 # Values per work item of apply_scales.
 cdef Py_ssize_t APPLY_PIECE = 1 << 14
+
+# apply_scales writes an output of at least this many bytes with non-temporal
+# stores (see caffe2op_normalize.h): larger than one core's L2 cache here
+# (2 MiB), the output would not stay near the core anyway.
+cdef Py_ssize_t STREAM_MIN_BYTES = 1 << 21
 
 # Modes of the segment kernel.
 SEGMENT_SCALES = 0      # compute each segment's scale into ``scales`` only
@@ -703,6 +708,7 @@ def apply_scales(const index_t[::1] own_indices, const storage_t[::1] src, stora
     float32, exactly as ``cross_apply`` does.
     """
     cdef Py_ssize_t nnz = src.shape[0], k, piece, begin, count
+    cdef int stream = nnz * <Py_ssize_t> sizeof(storage_t) >= STREAM_MIN_BYTES
     cdef const double* sp
     cdef float[::1] fscales
     cdef const float* fp
@@ -728,11 +734,11 @@ def apply_scales(const index_t[::1] own_indices, const storage_t[::1] src, stora
             count = min(APPLY_PIECE, nnz - begin)
             if storage_t is float:
                 if index_t is int32_t:
-                    c2o_gather_scale_f32_i32(&own_indices[begin], &src[begin], &dst[begin], fp, count)
+                    c2o_gather_scale_f32_i32(&own_indices[begin], &src[begin], &dst[begin], fp, count, stream)
                 else:
-                    c2o_gather_scale_f32_i64(&own_indices[begin], &src[begin], &dst[begin], fp, count)
+                    c2o_gather_scale_f32_i64(&own_indices[begin], &src[begin], &dst[begin], fp, count, stream)
             else:
                 if index_t is int32_t:
-                    c2o_gather_scale_f64_i32(&own_indices[begin], &src[begin], &dst[begin], sp, count)
+                    c2o_gather_scale_f64_i32(&own_indices[begin], &src[begin], &dst[begin], sp, count, stream)
                 else:
-                    c2o_gather_scale_f64_i64(&own_indices[begin], &src[begin], &dst[begin], sp, count)
+                    c2o_gather_scale_f64_i64(&own_indices[begin], &src[begin], &dst[begin], sp, count, stream)

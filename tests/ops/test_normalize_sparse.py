@@ -381,6 +381,31 @@ def test_copy_cross_sums_finds_exactly_the_non_canonical_structures(lengths, n_c
         np.testing.assert_array_equal(partial.sum(axis=0), expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_apply_scales_streams_large_outputs_at_any_alignment(dtype, index_dtype, threads):
+    """Outputs of 2 MiB and more take non-temporal stores from their first 64-byte boundary on.
+
+    Every offset of the output from a cache line (whole elements), a length
+    that leaves a tail in every piece, and the products of the plain loop.
+    """
+    from caffe2op._cpu import normalize_sparse as kernels
+
+    rng = np.random.default_rng(5)
+    nnz = (1 << 21) // np.dtype(dtype).itemsize + 37  # over the streaming threshold, not a whole vector
+    scales = rng.random(301)
+    indices = rng.integers(0, scales.size, nnz).astype(index_dtype)
+    src = rng.standard_normal(nnz).astype(dtype)
+    expected = src * scales.astype(dtype)[indices]
+    buffer = np.empty(nnz + 16, dtype)
+    for offset in range(0, 64 // np.dtype(dtype).itemsize, 3):
+        dst = buffer[offset : offset + nnz]
+        dst[...] = np.nan
+        kernels.apply_scales(indices, src, dst, scales, threads)
+        assert_bit_identical(dst, expected)
+
+
 def test_a_matrix_too_large_to_densify_stays_sparse():
     """10^6 x 10^6 at 10^-6 density (the dense form would take 4 TB): peak memory stays near the input's size."""
     script = textwrap.dedent(
