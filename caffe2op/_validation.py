@@ -105,8 +105,17 @@ def _object_indices(op, name, array):
 
 
 def raise_first_bad_index(op, name, indices, n_rows, what="param"):
-    """Raise IndexError naming the first index outside ``[0, n_rows)``."""
+    """Raise IndexError naming the first index outside ``[0, n_rows)``.
+
+    Called after a kernel found one; if none is out of range any more,
+    another thread rewrote ``indices`` during the call, and the error says so.
+    """
     bad = (indices < 0) | (indices >= n_rows)
+    if not bad.any():
+        raise IndexError(
+            f"{op}: an index of {name} was outside 0..{n_rows - 1} when the call read it and is not any "
+            f"more: another thread wrote {name} during the call (nothing was modified)"
+        )
     position = int(np.argmax(bad))
     raise IndexError(
         f"{op}: index {int(indices[position])} at position {position} of {name} is out of range "

@@ -140,3 +140,13 @@ def test_indices_written_by_another_thread_during_calls_never_escape_the_table()
     np.testing.assert_array_equal(guard, 1.0)
     selected = np.abs(np.linalg.norm(table, axis=1) - 2.0) < 1e-5
     assert np.array_equal(table[~selected], np.ones_like(table[~selected]))  # rows either normalised or untouched
+
+
+def test_an_index_fixed_by_another_thread_after_the_kernel_saw_it_is_reported_as_such():
+    """The kernel saw an index out of range; by the time the message is written it is valid again."""
+    from caffe2op._validation import raise_first_bad_index
+
+    with pytest.raises(IndexError, match=r"SparseNormalize: an index of indices was outside 0\.\.9 .*another thread"):
+        raise_first_bad_index("SparseNormalize", "indices", np.arange(10), 10)
+    with pytest.raises(IndexError, match="index 10 at position 3 of indices is out of range"):
+        raise_first_bad_index("SparseNormalize", "indices", np.array([0, 1, 2, 10, -1]), 10)
