@@ -66,6 +66,12 @@ def check_sparse_normalize_args(
 _PLAIN = {(t, i): (kernel, LARGEST_FINITE[t], t in _HALF) for (t, i), kernel in _KERNELS.items()}
 
 
+def _normalize_rows(op, kernel, rows, indices, use_max_norm, norm):
+    """Run ``kernel`` on the 2-D C-contiguous ``rows``; IndexError (rows untouched) if it met a bad index."""
+    if kernel(rows, indices, use_max_norm, norm, _config.get_num_threads()) >= 0:
+        raise_first_bad_index(op, "indices", indices, rows.shape[0])
+
+
 def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only=False):
     """Validate, then normalise ``param[indices]`` in place on the CPU.
 
@@ -98,8 +104,8 @@ def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only
             ):
                 plain = None
             elif param.ndim == 2 and not half and param.flags.c_contiguous:
-                if indices.shape[0] and kernel(param, indices, use_max_norm, norm, _config.get_num_threads()) >= 0:
-                    raise_first_bad_index(op, "indices", indices, param.shape[0])
+                if indices.shape[0]:
+                    _normalize_rows(op, kernel, param, indices, use_max_norm, norm)
                 return param
     if plain is None:
         indices, use_max_norm, norm = check_sparse_normalize_args(
@@ -113,9 +119,7 @@ def sparse_normalize_cpu(op, param, indices, use_max_norm, norm, *, float16_only
     rows = table.reshape(n_rows, math.prod(param.shape[1:]))
     if table.dtype == np.float16:
         rows = rows.view(np.uint16)
-    failed = _KERNELS[param.dtype, indices.dtype](rows, indices, use_max_norm, norm, _config.get_num_threads())
-    if failed >= 0:
-        raise_first_bad_index(op, "indices", indices, n_rows)
+    _normalize_rows(op, _KERNELS[param.dtype, indices.dtype], rows, indices, use_max_norm, norm)
     if not contiguous:
         np.copyto(param, table)
     return param
