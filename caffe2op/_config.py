@@ -57,26 +57,6 @@ def _default_num_threads():
     return _usable_cpus()
 
 
-@functools.lru_cache(maxsize=1)
-def _last_level_cache_bytes():
-    """Size of the largest CPU cache (Linux: sysconf or sysfs); 32 MiB when unknown."""
-    try:
-        size = os.sysconf("SC_LEVEL3_CACHE_SIZE") or os.sysconf("SC_LEVEL2_CACHE_SIZE")
-        if size > 0:
-            return int(size)
-    except (ValueError, OSError, AttributeError):  # not a glibc/Linux sysconf name
-        pass
-    sizes = []
-    for path in ("/sys/devices/system/cpu/cpu0/cache/index3/size", "/sys/devices/system/cpu/cpu0/cache/index2/size"):
-        try:
-            with open(path) as f:
-                text = f.read().strip().upper()
-            sizes.append(int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0))
-        except (OSError, ValueError):
-            continue
-    return max(sizes) if sizes else 32 << 20
-
-
 def _after_fork_in_child():
     global _forked_child
     _forked_child = True

@@ -2,9 +2,13 @@
 """CPU kernel of StopGradient's out-of-place copy: a memcpy split across threads.
 
 One thread rarely saturates memory bandwidth on a server; large copies are cut
-into contiguous slices, one per thread.  Copies of at least ``stream_min_bytes``
-(the caller passes the last-level cache size) use non-temporal stores, which
-skip reading the destination into the cache.  The caller checks sizes and dtypes.
+into contiguous slices, one per thread, each copied by the C library's memcpy.
+glibc's memcpy already switches to non-temporal stores for large copies, with
+two pages copied side by side and software prefetching; the plain
+non-temporal loop caffe2op used before was slower on this machine: 600 MiB with 2 threads
+34.1-35.9 ms against 30.3-31.8 ms with memcpy (numba's prange copy:
+29.5-30.2 ms), 1,000 MiB 53.2 against 50.6 ms, 1 thread 105.2 against
+93.5 ms.  The caller checks sizes and dtypes.
 """
 
 from cython.parallel cimport prange
@@ -12,29 +16,18 @@ from libc.string cimport memcpy
 
 from _typedefs cimport uint8_t
 
-cdef extern from "caffe2op_copy.h" nogil:
-    void c2o_copy_streaming(void* dst, const void* src, size_t n)
-
 # Below this many bytes a single memcpy beats starting a team of threads.
 cdef Py_ssize_t PARALLEL_MIN_BYTES = 1 << 22
 
 
-cdef inline void _copy(uint8_t* dst, const uint8_t* src, Py_ssize_t n, bint streaming) noexcept nogil:
-    if streaming:
-        c2o_copy_streaming(dst, src, n)
-    else:
-        memcpy(dst, src, n)
-
-
-def copy_bytes(const uint8_t[::1] src, uint8_t[::1] dst, int n_threads, Py_ssize_t stream_min_bytes=-1):
-    """Copy ``src`` into ``dst`` (same length, not overlapping); stream stores from ``stream_min_bytes`` (-1: never)."""
+def copy_bytes(const uint8_t[::1] src, uint8_t[::1] dst, int n_threads):
+    """Copy ``src`` into ``dst`` (same length, not overlapping), one slice per thread."""
     cdef Py_ssize_t n = src.shape[0], n_slices, slice_bytes, i, start, stop
-    cdef bint streaming = 0 <= stream_min_bytes <= n
     if n == 0:
         return
     if n < PARALLEL_MIN_BYTES or n_threads <= 1:
         with nogil:
-            _copy(&dst[0], &src[0], n, streaming)
+            memcpy(&dst[0], &src[0], n)
         return
     n_slices = n_threads
     # Slices start on 4 KiB boundaries so that threads never share a page.
@@ -45,4 +38,4 @@ def copy_bytes(const uint8_t[::1] src, uint8_t[::1] dst, int n_threads, Py_ssize
         if stop > n:
             stop = n
         if start < stop:
-            _copy(&dst[start], &src[start], stop - start, streaming)
+            memcpy(&dst[start], &src[start], stop - start)

@@ -52,11 +52,7 @@ _PARALLEL_COPY_MIN_BYTES = 1 << 22
 
 
 def copy_into(src, dst):
-    """Copy ``src`` into ``dst`` (same shape and dtype), with threads for large contiguous arrays.
-
-    Copies larger than the last-level cache use non-temporal stores (they
-    would evict the cache anyway, and skip reading the destination first).
-    """
+    """Copy ``src`` into ``dst`` (same shape and dtype), with threads for large contiguous arrays."""
     if (
         src.nbytes >= _PARALLEL_COPY_MIN_BYTES
         and src.flags.c_contiguous
@@ -67,7 +63,6 @@ def copy_into(src, dst):
             src.reshape(-1).view(np.uint8),
             dst.reshape(-1).view(np.uint8),
             _config.get_num_threads(),
-            _config._last_level_cache_bytes(),
         )
     else:
         np.copyto(dst, src)
