@@ -198,81 +198,81 @@ static inline ptrdiff_t c2o_stream_head(const void *y, size_t element, ptrdiff_t
     return head < n ? head : n;
 }
 
-static inline void c2o_gather_scale_f32_i32(const int32_t *index, const float *x, float *y, const float *scales,
-                                            ptrdiff_t n, int stream) {
-    ptrdiff_t k = c2o_stream_head(y, sizeof(float), n, stream);
-    if (k) c2o_gather_scale_f32_i32(index, x, y, scales, k, 0);
-    for (; k + 16 <= n; k += 16) {
-        const __m512 s = _mm512_i32gather_ps(_mm512_loadu_si512((const void *)(index + k)), scales, 4);
-        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + k), s);
-        if (stream) _mm512_stream_ps(y + k, v);
-        else _mm512_storeu_ps(y + k, v);
+/* Each variant below gives one whole vector (`_vector`, LANES values) and a
+ * shorter run under a mask (`_masked`, fewer than LANES); C2O_GATHER_SCALE_DRIVER
+ * makes the function over n values from them: ordinary stores up to y's
+ * first 64-byte boundary when streaming, whole vectors, the masked tail. */
+#define C2O_GATHER_SCALE_DRIVER(NAME, I, T, LANES)                                                           \
+    static inline void NAME(const I *index, const T *x, T *y, const T *scales, ptrdiff_t n, int stream) {    \
+        ptrdiff_t k = c2o_stream_head(y, sizeof(T), n, stream);                                           \
+        if (k) NAME(index, x, y, scales, k, 0);                                                           \
+        for (; k + (LANES) <= n; k += (LANES)) NAME##_vector(index + k, x + k, y + k, scales, stream);    \
+        if (k < n) NAME##_masked(index + k, x + k, y + k, scales, n - k);                                 \
+        if (stream) _mm_sfence(); /* streaming stores are weakly ordered: publish them */                 \
     }
-    if (k < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1u);
-        const __m512 s = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, _mm512_maskz_loadu_epi32(m, index + k),
-                                                  scales, 4);
-        _mm512_mask_storeu_ps(y + k, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), s));
-    }
-    if (stream) _mm_sfence(); /* streaming stores are weakly ordered: publish them */
+
+static inline void c2o_gather_scale_f32_i32_vector(const int32_t *index, const float *x, float *y,
+                                                   const float *scales, int stream) {
+    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x), _mm512_i32gather_ps(_mm512_loadu_si512(index), scales, 4));
+    if (stream) _mm512_stream_ps(y, v);
+    else _mm512_storeu_ps(y, v);
 }
 
-static inline void c2o_gather_scale_f32_i64(const int64_t *index, const float *x, float *y, const float *scales,
-                                            ptrdiff_t n, int stream) {
-    ptrdiff_t k = c2o_stream_head(y, sizeof(float), n, stream);
-    if (k) c2o_gather_scale_f32_i64(index, x, y, scales, k, 0);
-    for (; k + 8 <= n; k += 8) {
-        const __m256 s = _mm512_i64gather_ps(_mm512_loadu_si512((const void *)(index + k)), scales, 4);
-        const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + k), s);
-        if (stream) _mm256_stream_ps(y + k, v);
-        else _mm256_storeu_ps(y + k, v);
-    }
-    if (k < n) {
-        const __mmask8 m = (__mmask8)((1u << (n - k)) - 1u);
-        const __m256 s = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), m, _mm512_maskz_loadu_epi64(m, index + k),
-                                                  scales, 4);
-        _mm256_mask_storeu_ps(y + k, m, _mm256_mul_ps(_mm256_maskz_loadu_ps(m, x + k), s));
-    }
-    if (stream) _mm_sfence();
+static inline void c2o_gather_scale_f32_i32_masked(const int32_t *index, const float *x, float *y,
+                                                   const float *scales, ptrdiff_t count) {
+    const __mmask16 m = (__mmask16)((1u << count) - 1u);
+    const __m512 s = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, _mm512_maskz_loadu_epi32(m, index), scales, 4);
+    _mm512_mask_storeu_ps(y, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x), s));
 }
 
-static inline void c2o_gather_scale_f64_i32(const int32_t *index, const double *x, double *y, const double *scales,
-                                            ptrdiff_t n, int stream) {
-    ptrdiff_t k = c2o_stream_head(y, sizeof(double), n, stream);
-    if (k) c2o_gather_scale_f64_i32(index, x, y, scales, k, 0);
-    for (; k + 8 <= n; k += 8) {
-        const __m512d s = _mm512_i32gather_pd(_mm256_loadu_si256((const __m256i *)(index + k)), scales, 8);
-        const __m512d v = _mm512_mul_pd(_mm512_loadu_pd(x + k), s);
-        if (stream) _mm512_stream_pd(y + k, v);
-        else _mm512_storeu_pd(y + k, v);
-    }
-    if (k < n) {
-        const __mmask8 m = (__mmask8)((1u << (n - k)) - 1u);
-        const __m512d s = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m, _mm256_maskz_loadu_epi32(m, index + k),
-                                                   scales, 8);
-        _mm512_mask_storeu_pd(y + k, m, _mm512_mul_pd(_mm512_maskz_loadu_pd(m, x + k), s));
-    }
-    if (stream) _mm_sfence();
+static inline void c2o_gather_scale_f32_i64_vector(const int64_t *index, const float *x, float *y,
+                                                   const float *scales, int stream) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x), _mm512_i64gather_ps(_mm512_loadu_si512(index), scales, 4));
+    if (stream) _mm256_stream_ps(y, v);
+    else _mm256_storeu_ps(y, v);
 }
 
-static inline void c2o_gather_scale_f64_i64(const int64_t *index, const double *x, double *y, const double *scales,
-                                            ptrdiff_t n, int stream) {
-    ptrdiff_t k = c2o_stream_head(y, sizeof(double), n, stream);
-    if (k) c2o_gather_scale_f64_i64(index, x, y, scales, k, 0);
-    for (; k + 8 <= n; k += 8) {
-        const __m512d s = _mm512_i64gather_pd(_mm512_loadu_si512((const void *)(index + k)), scales, 8);
-        const __m512d v = _mm512_mul_pd(_mm512_loadu_pd(x + k), s);
-        if (stream) _mm512_stream_pd(y + k, v);
-        else _mm512_storeu_pd(y + k, v);
-    }
-    if (k < n) {
-        const __mmask8 m = (__mmask8)((1u << (n - k)) - 1u);
-        const __m512d s = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), m, _mm512_maskz_loadu_epi64(m, index + k),
-                                                   scales, 8);
-        _mm512_mask_storeu_pd(y + k, m, _mm512_mul_pd(_mm512_maskz_loadu_pd(m, x + k), s));
-    }
-    if (stream) _mm_sfence();
+static inline void c2o_gather_scale_f32_i64_masked(const int64_t *index, const float *x, float *y,
+                                                   const float *scales, ptrdiff_t count) {
+    const __mmask8 m = (__mmask8)((1u << count) - 1u);
+    const __m256 s = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), m, _mm512_maskz_loadu_epi64(m, index), scales, 4);
+    _mm256_mask_storeu_ps(y, m, _mm256_mul_ps(_mm256_maskz_loadu_ps(m, x), s));
 }
+
+static inline void c2o_gather_scale_f64_i32_vector(const int32_t *index, const double *x, double *y,
+                                                   const double *scales, int stream) {
+    const __m512d v =
+        _mm512_mul_pd(_mm512_loadu_pd(x), _mm512_i32gather_pd(_mm256_loadu_si256((const __m256i *)index), scales, 8));
+    if (stream) _mm512_stream_pd(y, v);
+    else _mm512_storeu_pd(y, v);
+}
+
+static inline void c2o_gather_scale_f64_i32_masked(const int32_t *index, const double *x, double *y,
+                                                   const double *scales, ptrdiff_t count) {
+    const __mmask8 m = (__mmask8)((1u << count) - 1u);
+    const __m512d s = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m, _mm256_maskz_loadu_epi32(m, index), scales, 8);
+    _mm512_mask_storeu_pd(y, m, _mm512_mul_pd(_mm512_maskz_loadu_pd(m, x), s));
+}
+
+static inline void c2o_gather_scale_f64_i64_vector(const int64_t *index, const double *x, double *y,
+                                                   const double *scales, int stream) {
+    const __m512d v = _mm512_mul_pd(_mm512_loadu_pd(x), _mm512_i64gather_pd(_mm512_loadu_si512(index), scales, 8));
+    if (stream) _mm512_stream_pd(y, v);
+    else _mm512_storeu_pd(y, v);
+}
+
+static inline void c2o_gather_scale_f64_i64_masked(const int64_t *index, const double *x, double *y,
+                                                   const double *scales, ptrdiff_t count) {
+    const __mmask8 m = (__mmask8)((1u << count) - 1u);
+    const __m512d s = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), m, _mm512_maskz_loadu_epi64(m, index), scales, 8);
+    _mm512_mask_storeu_pd(y, m, _mm512_mul_pd(_mm512_maskz_loadu_pd(m, x), s));
+}
+
+C2O_GATHER_SCALE_DRIVER(c2o_gather_scale_f32_i32, int32_t, float, 16)
+C2O_GATHER_SCALE_DRIVER(c2o_gather_scale_f32_i64, int64_t, float, 8)
+C2O_GATHER_SCALE_DRIVER(c2o_gather_scale_f64_i32, int32_t, double, 8)
+C2O_GATHER_SCALE_DRIVER(c2o_gather_scale_f64_i64, int64_t, double, 8)
+#undef C2O_GATHER_SCALE_DRIVER
 #else
 #define C2O_GATHER_SCALE(NAME, I, T)                                                                    \
     static inline void NAME(const I *index, const T *x, T *y, const T *scales, ptrdiff_t n, int stream) { \
