@@ -53,7 +53,8 @@ if os.environ.get("CAFFE2OP_DEBUG_CYTHON") == "1":
 
 # Kernel modules (stems of pyx/*.pyx) built in every CPU variant, and the variants:
 # name -> extra compiler flags.  Names must match caffe2op/_dispatch.py's cpuid checks.
-VARIANT_MODULES = ["normalize_sparse", "sparse_normalize", "stop_gradient"]
+# (stop_gradient is a memcpy per thread: one baseline build.)
+VARIANT_MODULES = ["normalize_sparse", "sparse_normalize"]
 CPU_VARIANTS = {
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "avx512": [

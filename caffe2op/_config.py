@@ -176,7 +176,7 @@ def _opencl_summary():
 def _cpu_variant_summary():
     """Which CPU variant of each kernel module was loaded, and what this CPU supports."""
     from . import _dispatch
-    from .ops import sparse_normalize, stop_gradient  # noqa: F401  (load their kernels)
+    from .ops import normalize, sparse_normalize  # noqa: F401  (load their kernels)
 
     loaded = ", ".join(f"{stem}={variant}" for stem, variant in sorted(_dispatch.loaded.items()))
     return f"{loaded} (this CPU supports: {', '.join(_dispatch.usable_variants())})"
